@@ -1,0 +1,26 @@
+# Two commands for a newcomer (see README): `make demo` and `make test`.
+# Each sets up a virtual environment in .venv (once) and then does its job.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/crowdsim demo --out runs/demo
+
+test: $(BIN)/.installed
+	$(BIN)/ruff check sim validation tests benchmarks
+	$(BIN)/python -m pytest
+
+bench: $(BIN)/.installed
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

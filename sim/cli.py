@@ -1,0 +1,164 @@
+"""The ``crowdsim`` command: run scenarios, the offline demo, and inspect street sources.
+
+Bad input ends with a one-paragraph message on stderr and exit status 2, never with a
+traceback from deep inside.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sim import __version__
+from sim.errors import CrowdsimError
+
+app = typer.Typer(
+    help="Rehearse how a mobile operator counts a crowd on the Brussels streets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+#: The scenario ``crowdsim demo`` runs: the offline sketch, no data file, no network.
+DEMO_SCENARIO = "demo.toml"
+
+
+def shipped_scenario(name: str) -> Path:
+    """Path of a scenario shipped with crowdsim (source tree, else the installed wheel)."""
+    in_tree = Path(__file__).resolve().parent.parent / "scenarios" / name
+    if in_tree.is_file():
+        return in_tree
+    return Path(str(files("sim") / "_scenarios" / name))
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=2)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"crowdsim {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Rehearse how a mobile operator counts a crowd on the Brussels streets."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+
+
+@app.command()
+def run(
+    scenario: Annotated[Path, typer.Argument(help="Scenario TOML file.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder to write.")],
+    seed: Annotated[int | None, typer.Option(help="Root seed; overrides the scenario's.")] = None,
+    osm: Annotated[
+        Path | None, typer.Option(help="Street file (.osm[.bz2|.gz|.pbf], .graphml[.gz]).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Run SCENARIO and write its run folder (manifest.json, scenario.toml, outputs)."""
+    from sim.run import run_scenario
+    from sim.scenario import load_scenario
+
+    try:
+        result = run_scenario(
+            load_scenario(scenario), out, seed=seed, osm=osm, progress=not quiet
+        )
+    except CrowdsimError as exc:
+        raise _fail(exc) from None
+    _print_result(result.manifest, result.out_dir)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Run folder to write.")] = Path(
+        "crowdsim-demo"
+    ),
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Run the built-in offline demo: the 2019 course on the offline Brussels sketch."""
+    from sim.run import run_scenario
+    from sim.scenario import load_scenario
+
+    try:
+        result = run_scenario(load_scenario(shipped_scenario(DEMO_SCENARIO)), out,
+                              progress=not quiet)  # fmt: skip
+    except CrowdsimError as exc:
+        raise _fail(exc) from None
+    _print_result(result.manifest, result.out_dir)
+
+
+@app.command()
+def streets(
+    source: Annotated[
+        str,
+        typer.Argument(help="A street file, 'sketch', or 'place:NAME' (online osmnx query)."),
+    ],
+    scenario: Annotated[
+        Path | None, typer.Option(help="Also build this scenario's course on these streets.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print what a street source gives: nodes, edges, extent, length (and course length)."""
+    from sim.course import build_course
+    from sim.scenario import load_scenario
+    from sim.streets import streets_from_file, streets_from_place, streets_from_sketch
+
+    try:
+        scen = load_scenario(scenario) if scenario is not None else None
+        if source == "sketch":
+            waypoints = (
+                [(w.name, w.lat, w.lon) for w in scen.route.waypoints] if scen else None
+            )
+            graph = streets_from_sketch(waypoints)
+        elif source.startswith("place:"):
+            graph = streets_from_place(source.removeprefix("place:"))
+        else:
+            graph = streets_from_file(source)
+        summary = graph.summary()
+        if scen is not None:
+            summary["course"] = build_course(graph, scen.route, scenario=scen).summary()
+    except CrowdsimError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(f"source: {summary['source']}")
+    typer.echo(f"nodes: {summary['nodes']}")
+    typer.echo(f"edges: {summary['edges']}")
+    typer.echo(f"streets: {summary['street_km']} km")
+    typer.echo("extent (lon/lat): {:.5f} {:.5f} {:.5f} {:.5f}".format(*summary["extent_lonlat"]))
+    typer.echo("extent (m, EPSG:31370): {:.0f} {:.0f} {:.0f} {:.0f}".format(*summary["extent_m"]))
+    if "course" in summary:
+        course = summary["course"]
+        typer.echo(f"course: {course['length_km']:.2f} km ({course['name']})")
+        for w in course["waypoints"]:
+            if w["kind"] != "via":
+                published = f" (published km {w['published_km']})" if w["published_km"] else ""
+                typer.echo(f"  {w['kind']:<10} km {w['km']:6.2f}  {w['name']}{published}")
+
+
+def _print_result(manifest: dict, out_dir: Path) -> None:
+    typer.echo(f"run folder: {out_dir}")
+    typer.echo(f"street source: {manifest['street_source']['description']}")
+    for name, record in manifest["stages"].items():
+        typer.echo(f"  {name:<11} {record['status']:<10} {record.get('note', '')}")
+    report = out_dir / "report.html"
+    if report.is_file():
+        typer.echo(f"report: {report}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,17 @@
+"""The exceptions crowdsim raises for bad input: each says what, where, and what to do."""
+
+from __future__ import annotations
+
+__all__ = ["CrowdsimError", "ScenarioError", "StreetDataError"]
+
+
+class CrowdsimError(Exception):
+    """Base class of every error crowdsim raises on purpose."""
+
+
+class ScenarioError(CrowdsimError, ValueError):
+    """A scenario file is unreadable or holds a value that is not allowed."""
+
+
+class StreetDataError(CrowdsimError):
+    """Street data is missing, unreadable or holds no walkable network."""

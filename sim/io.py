@@ -1,0 +1,64 @@
+"""Atomic writing of run outputs: a file appears under its name only once it is complete.
+
+Every output goes to a hidden temporary name in the destination folder and is renamed
+into place (``os.replace``, atomic on one file system) when the writer finishes, so an
+interrupted run never leaves a half-written file that looks whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_path", "write_json", "write_text"]
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextmanager
+def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to `dest`; rename it to `dest` when the block succeeds.
+
+    Parameters
+    ----------
+    dest
+        Final path of the file. Its folder is created if needed.
+
+    Yields
+    ------
+    Path
+        Where the caller writes. If the block raises, the temporary file is removed
+        and `dest` is left as it was (absent, or its previous complete version).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # the temporary name keeps the suffix, which some writers (GDAL) read as the format
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=f".part{dest.suffix}",
+                                    dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if tmp.exists():  # mkstemp makes the file private; give it the usual permissions
+            tmp.chmod(0o666 & ~_UMASK)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(text: str, dest: str | os.PathLike[str]) -> Path:
+    """Write `text` (UTF-8) to `dest` atomically and return `dest`."""
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(dest)
+
+
+def write_json(data: Any, dest: str | os.PathLike[str]) -> Path:
+    """Write `data` as indented JSON to `dest` atomically and return `dest`."""
+    return write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", dest)

@@ -1,0 +1,257 @@
+"""One run: a validated scenario in, a run folder out, stage by stage.
+
+The stages run in the order of the data flow (DESIGN §1): streets -> crowd -> network ->
+estimators -> validation -> report. A stage that this version of crowdsim does not have
+yet is recorded in the manifest as ``not built`` rather than pretended. The manifest is
+written when the run starts and again when it ends, so even a failed run says how far it
+got and why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from sim import __version__
+from sim.course import Course, build_course
+from sim.errors import CrowdsimError
+from sim.io import write_json, write_text
+from sim.scenario import Scenario, dump_scenario
+from sim.streets import Streets, load_streets
+
+__all__ = ["STAGES", "RunContext", "RunResult", "run_scenario", "seed_sequences"]
+
+#: Subsystems that draw random numbers; each gets its own child of the root SeedSequence.
+SUBSYSTEMS = ("crowd", "network", "estimators")
+#: Packages whose versions the manifest records.
+RECORDED_PACKAGES = (
+    "numpy", "scipy", "pandas", "pyarrow", "networkx", "osmnx", "mesa", "simpy",
+    "pydantic", "matplotlib", "osmium",
+)  # fmt: skip
+
+
+@dataclass
+class RunContext:
+    """What the stages of one run share."""
+
+    scenario: Scenario
+    out_dir: Path
+    seeds: dict[str, np.random.SeedSequence]
+    osm: Path | None = None
+    cache_dir: Path | None = None
+    streets: Streets | None = None
+    course: Course | None = None
+    outputs: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The run folder and its manifest."""
+
+    out_dir: Path
+    manifest: dict[str, Any]
+
+
+def seed_sequences(seed: int) -> dict[str, np.random.SeedSequence]:
+    """One child of the root ``SeedSequence(seed)`` per subsystem, always in one order."""
+    root = np.random.SeedSequence(seed)
+    return dict(zip(SUBSYSTEMS, root.spawn(len(SUBSYSTEMS)), strict=True))
+
+
+def _streets_stage(ctx: RunContext) -> str:
+    route = ctx.scenario.route
+    waypoints = [(w.name, w.lat, w.lon) for w in route.waypoints]
+    ctx.streets = load_streets(
+        ctx.scenario.streets, osm=ctx.osm, waypoints=waypoints, cache_dir=ctx.cache_dir
+    )
+    ctx.course = build_course(ctx.streets, route, scenario=ctx.scenario)
+    _check_closures(ctx.scenario, ctx.streets)
+    ctx.facts["streets"] = ctx.streets.summary()
+    ctx.facts["course"] = ctx.course.summary()
+    from sim.report import write_course_geopackage
+
+    ctx.outputs.append(write_course_geopackage(ctx.streets, ctx.course, ctx.out_dir).name)
+    return f"{ctx.streets.n_nodes} nodes, course {ctx.course.length_m / 1000:.2f} km"
+
+
+def _check_closures(scenario: Scenario, streets: Streets) -> None:
+    from sim.errors import ScenarioError
+
+    for i, closure in enumerate(scenario.closures):
+        for j, street in enumerate(closure.streets):
+            if len(streets.edges_named(street)) == 0:
+                raise ScenarioError(
+                    f"{scenario.where(f'closures[{i}].streets[{j}]')}: no street named "
+                    f"{street!r} in {streets.source.describe()}. Use the OSM name, in "
+                    "French or Dutch (e.g. 'Rue Belliard' or 'Belliardstraat')."
+                )
+
+
+def _report_stage(ctx: RunContext) -> str:
+    from sim.report import write_report
+
+    if not ctx.scenario.output.report:
+        return "skipped: output.report = false"
+    ctx.outputs.extend(p.name for p in write_report(ctx))
+    return "report.html"
+
+
+def _not_built(issue: str) -> Callable[[RunContext], str]:
+    def stage(ctx: RunContext) -> str:
+        raise _NotBuilt(f"not built in crowdsim {__version__} ({issue})")
+
+    return stage
+
+
+class _NotBuilt(Exception):
+    pass
+
+
+#: The stages in the order they run.
+STAGES: tuple[tuple[str, Callable[[RunContext], str]], ...] = (
+    ("streets", _streets_stage),
+    ("crowd", _not_built("the crowd model is planned")),
+    ("network", _not_built("the mobile network is planned")),
+    ("estimators", _not_built("the estimators are planned")),
+    ("validation", _not_built("validation is planned")),
+    ("report", _report_stage),
+)
+
+
+def run_scenario(
+    scenario: Scenario,
+    out_dir: str | os.PathLike[str],
+    *,
+    seed: int | None = None,
+    osm: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Run every stage of `scenario` and write the run folder.
+
+    Parameters
+    ----------
+    scenario
+        A validated scenario (:func:`sim.scenario.load_scenario`).
+    out_dir
+        The run folder; created if needed. Files in it are replaced atomically.
+    seed
+        Overrides ``scenario.seed``; the root of every random draw in the run.
+    osm
+        An explicit street file, overriding the scenario's street source.
+    cache_dir
+        Folder of the prepared street-graph cache.
+    progress
+        Show a progress bar over the stages.
+
+    Returns
+    -------
+    RunResult
+        The folder and the manifest as written.
+
+    Raises
+    ------
+    CrowdsimError
+        Bad input found while running; the manifest records it with status ``failed``.
+    """
+    if seed is not None:
+        scenario = scenario.model_copy(update={"seed": seed})  # keeps the source file
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise CrowdsimError(f"{out}: exists and is not a folder; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(
+        scenario=scenario,
+        out_dir=out,
+        seeds=seed_sequences(scenario.seed),
+        osm=Path(osm) if osm is not None else None,
+        cache_dir=Path(cache_dir) if cache_dir is not None else None,
+    )
+    write_text(dump_scenario(scenario), out / "scenario.toml")
+    manifest = _manifest_head(scenario, ctx)
+    write_json(manifest, out / "manifest.json")
+
+    bar = tqdm(STAGES, desc="crowdsim", unit="stage", disable=not progress, leave=False)
+    error: BaseException | None = None
+    for name, stage in bar:
+        bar.set_postfix_str(name)
+        t0 = time.perf_counter()
+        record: dict[str, Any] = {"status": "done"}
+        try:
+            record["note"] = stage(ctx)
+        except _NotBuilt as exc:
+            record = {"status": "not built", "note": str(exc)}
+        except BaseException as exc:
+            record = {"status": "failed", "note": f"{type(exc).__name__}: {exc}"}
+            error = exc
+        record["seconds"] = round(time.perf_counter() - t0, 3)
+        ctx.stages[name] = record
+        if error is not None:
+            break
+    bar.close()
+    manifest.update(
+        finished=_now(),
+        status="failed" if error is not None else "ok",
+        street_source=_source_record(ctx.streets),
+        facts=ctx.facts,
+        outputs=sorted({"manifest.json", "scenario.toml", *ctx.outputs}),
+        timings_s={name: rec["seconds"] for name, rec in ctx.stages.items()},
+    )
+    write_json(manifest, out / "manifest.json")
+    if error is not None:
+        raise error
+    return RunResult(out_dir=out, manifest=manifest)
+
+
+def _manifest_head(scenario: Scenario, ctx: RunContext) -> dict[str, Any]:
+    versions = {"crowdsim": __version__, "python": platform.python_version()}
+    for package in RECORDED_PACKAGES:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    return {
+        "crowdsim": __version__,
+        "started": _now(),
+        "finished": None,
+        "status": "running",
+        "command": " ".join(sys.argv),
+        "scenario_file": str(scenario.source) if scenario.source else None,
+        "seed": scenario.seed,
+        "seed_streams": {name: list(ss.spawn_key) for name, ss in ctx.seeds.items()},
+        "versions": versions,
+        "scenario": scenario.model_dump(mode="json"),
+        "street_source": None,
+        "stages": ctx.stages,
+    }
+
+
+def _source_record(streets: Streets | None) -> dict[str, Any] | None:
+    if streets is None:
+        return None
+    src = streets.source
+    return {
+        "kind": src.kind,
+        "detail": src.detail,
+        "sha256": src.digest,
+        "from_cache": src.cached,
+        "note": src.note,
+        "description": src.describe(),
+    }
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -1,0 +1,498 @@
+"""The scenario file: what one crowdsim run simulates, validated before anything runs.
+
+A scenario is a TOML file (see ``scenarios/``). This module is the one place that says
+what a scenario can hold: every section is a pydantic model that forbids unknown keys,
+and every error names the file, the key and what is allowed. A scenario may start with
+``extends = "other.toml"`` and override only what changes (tables merge key by key,
+lists and values replace).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import tomli_w
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from sim.errors import ScenarioError
+
+__all__ = [
+    "Area",
+    "Closure",
+    "Event",
+    "Origin",
+    "Race",
+    "RouteConfig",
+    "Scenario",
+    "StreetsConfig",
+    "Waypoint",
+    "dump_scenario",
+    "load_scenario",
+    "parse_scenario",
+]
+
+Lat = Annotated[float, Field(ge=-90.0, le=90.0, description="latitude, WGS84 degrees")]
+Lon = Annotated[float, Field(ge=-180.0, le=180.0, description="longitude, WGS84 degrees")]
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+ESTIMATOR_METHODS = ("presence", "voronoi", "bayes", "em")
+#: Keys holding file paths; a relative path is relative to the file that names it.
+PATH_KEYS = (("streets", "file"), ("network", "sites_file"))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Race(_Section):
+    """The race timetable: teams start one after another and ride the whole course."""
+
+    caravan: dt.time | None = Field(None, description="publicity caravan passes the start")
+    first_start: dt.time
+    teams: int = Field(22, ge=1, le=200)
+    interval_min: float = Field(5.0, gt=0, description="minutes between team starts")
+    ride_min: float = Field(29.0, gt=0, description="minutes a team takes for the course")
+
+    def start_times(self, date: dt.date) -> list[dt.datetime]:
+        """Start time of every team on `date` (naive local times)."""
+        first = dt.datetime.combine(date, self.first_start)
+        return [first + dt.timedelta(minutes=i * self.interval_min) for i in range(self.teams)]
+
+
+class Event(_Section):
+    """When the event happens and how finely the simulation steps through it."""
+
+    name: str = Field(min_length=1)
+    date: dt.date
+    timezone: str = "Europe/Brussels"
+    start: dt.time = Field(description="local time the simulation starts")
+    end: dt.time = Field(description="local time the simulation ends (same day)")
+    step_s: float = Field(5.0, gt=0, le=600, description="seconds per simulation tick")
+    race: Race | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as 'Europe/Brussels'"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Event:
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} is not after start {self.start}")
+        if self.race is not None:
+            starts = self.race.start_times(self.date)
+            if not self.start <= starts[0].time() <= self.end:
+                raise ValueError(
+                    f"race.first_start {self.race.first_start} is outside the event "
+                    f"{self.start}-{self.end}"
+                )
+        return self
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the simulated period in seconds."""
+        return (self.end_datetime - self.start_datetime).total_seconds()
+
+    @property
+    def start_datetime(self) -> dt.datetime:
+        """Start as a time-zone-aware datetime."""
+        return dt.datetime.combine(self.date, self.start, tzinfo=ZoneInfo(self.timezone))
+
+    @property
+    def end_datetime(self) -> dt.datetime:
+        """End as a time-zone-aware datetime."""
+        return dt.datetime.combine(self.date, self.end, tzinfo=ZoneInfo(self.timezone))
+
+
+class Bbox(_Section):
+    """A box in WGS84 degrees."""
+
+    south: Lat
+    west: Lon
+    north: Lat
+    east: Lon
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bbox:
+        if self.south >= self.north or self.west >= self.east:
+            raise ValueError("needs south < north and west < east")
+        return self
+
+
+class StreetsConfig(_Section):
+    """Where the street graph comes from (DESIGN §3, Streets)."""
+
+    source: Literal["auto", "file", "place", "sketch"] = Field(
+        "auto",
+        description="auto: file if given, else the place (cached, then online), else sketch",
+    )
+    file: Path | None = Field(None, description=".osm, .osm.bz2, .osm.gz, .osm.pbf, .graphml")
+    place: str | None = Field(None, description="osmnx place query, e.g. 'Brussels, Belgium'")
+    bbox: Bbox | None = Field(None, description="cut the loaded graph to this box")
+    sketch_spacing_m: float = Field(200.0, ge=50.0, le=2000.0)
+    sketch_seed: int = Field(0, ge=0, description="fixes the sketch's layout, not the run")
+
+    @model_validator(mode="after")
+    def _source_has_what_it_needs(self) -> StreetsConfig:
+        if self.source == "file" and self.file is None:
+            raise ValueError("source = 'file' needs file = 'path/to/extract.osm.bz2'")
+        if self.source == "place" and not self.place:
+            raise ValueError("source = 'place' needs place = 'Brussels, Belgium' (or similar)")
+        return self
+
+
+class Waypoint(_Section):
+    """A point the course passes, in order."""
+
+    name: str = Field(min_length=1)
+    lat: Lat
+    lon: Lon
+    kind: Literal["start", "via", "checkpoint", "finish"] = "via"
+    km: float | None = Field(None, ge=0, description="published km mark (check points)")
+
+
+class Point(_Section):
+    """A named point, e.g. a crossing point of the course."""
+
+    name: str = ""
+    lat: Lat
+    lon: Lon
+
+
+class RouteConfig(_Section):
+    """The event course: ordered waypoints joined by shortest walking paths."""
+
+    name: str = Field(min_length=1)
+    waypoints: list[Waypoint] = Field(min_length=2)
+    crossings: list[Point] = Field(default_factory=list)
+    max_snap_m: float = Field(
+        150.0, gt=0, description="how far a waypoint may lie from the nearest street node"
+    )
+
+    @model_validator(mode="after")
+    def _start_to_finish(self) -> RouteConfig:
+        kinds = [w.kind for w in self.waypoints]
+        if kinds[0] != "start" or kinds[-1] != "finish":
+            raise ValueError("the first waypoint needs kind = 'start' and the last kind = 'finish'")
+        inner = [i for i, k in enumerate(kinds[1:-1], start=1) if k in ("start", "finish")]
+        if inner:
+            raise ValueError(f"waypoints[{inner[0]}]: only the first is a start, the last a finish")
+        marks = [(i, w.km) for i, w in enumerate(self.waypoints) if w.km is not None]
+        for (_, a), (j, b) in zip(marks, marks[1:], strict=False):
+            if b <= a:
+                raise ValueError(f"waypoints[{j}].km = {b} is not after the previous mark {a}")
+        return self
+
+
+class Closure(_Section):
+    """Streets closed for a period, to traffic (sidewalks widen) or to pedestrians."""
+
+    name: str = Field(min_length=1)
+    streets: list[str] = Field(default_factory=list, description="OSM street names")
+    course: bool = Field(False, description="the race course itself")
+    start: dt.time
+    end: dt.time
+    closed_to: Literal["traffic", "pedestrians"] = "traffic"
+
+    @model_validator(mode="after")
+    def _something_when(self) -> Closure:
+        if not self.streets and not self.course:
+            raise ValueError("name at least one street in streets = [...] or set course = true")
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} is not after start {self.start}")
+        return self
+
+
+class Origin(_Section):
+    """Where spectators come from: a station, a car park or a neighbourhood."""
+
+    name: str = Field(min_length=1)
+    lat: Lat
+    lon: Lon
+    kind: Literal["station", "car_park", "neighbourhood"]
+    weight: float = Field(1.0, gt=0)
+
+
+class Spectators(_Section):
+    """People who come for the race."""
+
+    count: int = Field(0, ge=0)
+    group_size_max: int = Field(5, ge=1, le=10)
+    origins: list[Origin] = Field(default_factory=list)
+
+
+class Background(_Section):
+    """People in the area anyway: residents and visitors."""
+
+    count: int = Field(0, ge=0)
+    trips_per_day: float = Field(2.5, ge=0)
+
+
+class People(_Section):
+    """Who is in the simulation."""
+
+    spectators: Spectators = Field(default_factory=Spectators)
+    background: Background = Field(default_factory=Background)
+
+    @model_validator(mode="after")
+    def _spectators_come_from_somewhere(self) -> People:
+        if self.spectators.count > 0 and not self.spectators.origins:
+            raise ValueError("spectators.count > 0 needs at least one [[people.spectators.origins]]")
+        return self
+
+
+class NetworkConfig(_Section):
+    """The mobile networks and the operator who estimates (DESIGN §3, Network)."""
+
+    market_shares: dict[str, Share] = Field(
+        default_factory=lambda: {"proximus": 0.40, "orange": 0.28, "base": 0.32}
+    )
+    estimating_operator: str = "proximus"
+    phone_ownership: Share = 0.9
+    second_device: Share = 0.1
+    sites_file: Path | None = None
+    inter_site_distance_m: float = Field(300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _shares(self) -> NetworkConfig:
+        total = sum(self.market_shares.values())
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"market_shares sum to {total:.3f}; they may sum to at most 1")
+        if self.estimating_operator not in self.market_shares:
+            raise ValueError(
+                f"estimating_operator {self.estimating_operator!r} is not in market_shares "
+                f"({', '.join(self.market_shares)})"
+            )
+        return self
+
+
+class EstimatorsConfig(_Section):
+    """Which estimators run, and their operator-side parameters."""
+
+    methods: list[Literal["presence", "voronoi", "bayes", "em"]] = Field(
+        default_factory=lambda: list(ESTIMATOR_METHODS)
+    )
+    window_min: float = Field(60.0, gt=0)
+    latency_min: float = Field(0.0, ge=0)
+    privacy_threshold: int = Field(30, ge=0)
+    laplace_epsilon: float | None = Field(None, gt=0)
+
+
+class Area(_Section):
+    """A named area (start area, finish area, ...) as a circle."""
+
+    name: str = Field(min_length=1)
+    lat: Lat
+    lon: Lon
+    radius_m: float = Field(gt=0)
+
+
+class ZonesConfig(_Section):
+    """Zone systems in which truth and estimates are counted."""
+
+    grid_m: float = Field(100.0, gt=0)
+    segment_m: float = Field(500.0, gt=0)
+    segment_buffer_m: float = Field(50.0, ge=0)
+    bin_s: float = Field(60.0, gt=0)
+    areas: list[Area] = Field(default_factory=list)
+
+
+class OutputConfig(_Section):
+    """What a run writes besides its tables."""
+
+    report: bool = True
+    dpi: int = Field(110, ge=50, le=400)
+
+
+class Scenario(_Section):
+    """A whole scenario. Load one with :func:`load_scenario`."""
+
+    extends: str | None = Field(None, description="base scenario this one overrides")
+    name: str = Field(min_length=1)
+    description: str = ""
+    seed: int = Field(0, ge=0, description="root seed of the run")
+    event: Event
+    streets: StreetsConfig = Field(default_factory=StreetsConfig)
+    route: RouteConfig
+    closures: list[Closure] = Field(default_factory=list)
+    people: People = Field(default_factory=People)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    estimators: EstimatorsConfig = Field(default_factory=EstimatorsConfig)
+    zones: ZonesConfig = Field(default_factory=ZonesConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    _source: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _bins_whole_ticks(self) -> Scenario:
+        ratio = self.zones.bin_s / self.event.step_s
+        if abs(ratio - round(ratio)) > 1e-9:
+            raise ValueError(
+                f"zones.bin_s = {self.zones.bin_s} is not a whole number of "
+                f"event.step_s = {self.event.step_s} ticks"
+            )
+        return self
+
+    @property
+    def source(self) -> Path | None:
+        """The file this scenario was read from, if any."""
+        return self._source
+
+    def where(self, key: str) -> str:
+        """Prefix for an error message about `key`: ``'file.toml: key'``."""
+        return f"{self._source or '<scenario>'}: {key}"
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read, merge (``extends``) and validate a scenario file.
+
+    Parameters
+    ----------
+    path
+        The scenario TOML file.
+
+    Returns
+    -------
+    Scenario
+        The validated scenario; relative paths inside it are resolved against the file
+        that names them.
+
+    Raises
+    ------
+    ScenarioError
+        If the file is missing or not TOML, or a key is unknown or holds a value that is
+        not allowed. The message names the file and the key.
+    """
+    path = Path(path)
+    data = _read_merged(path, seen=())
+    return parse_scenario(data, source=path)
+
+
+def parse_scenario(data: dict[str, Any], *, source: Path | None = None) -> Scenario:
+    """Validate a scenario given as a dict (as read from TOML)."""
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(err) for err in exc.errors()]
+        raise ScenarioError(
+            f"{source or '<scenario>'}: {len(lines)} problem(s):\n  " + "\n  ".join(lines)
+        ) from None
+    scenario._source = source
+    return scenario
+
+
+def dump_scenario(scenario: Scenario) -> str:
+    """The scenario as resolved (defaults filled in, ``extends`` merged) in TOML."""
+    data = scenario.model_dump(mode="json", exclude_none=True)
+    return tomli_w.dumps(data)
+
+
+def _read_merged(path: Path, *, seen: tuple[Path, ...]) -> dict[str, Any]:
+    resolved = path.resolve()
+    if resolved in seen:
+        chain = " -> ".join(str(p) for p in (*seen, resolved))
+        raise ScenarioError(f"{path}: extends forms a cycle: {chain}")
+    if not path.is_file():
+        raise ScenarioError(f"{path}: scenario file not found (give the path to a .toml file)")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not UTF-8 text: {exc}") from None
+    _resolve_paths(data, path.parent)
+    base_name = data.get("extends")
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str):
+        raise ScenarioError(f"{path}: extends: needs a path string, got {base_name!r}")
+    base = _read_merged(path.parent / base_name, seen=(*seen, resolved))
+    base.pop("extends", None)
+    return _merge(base, data)
+
+
+def _resolve_paths(data: dict[str, Any], folder: Path) -> None:
+    for section, key in PATH_KEYS:
+        table = data.get(section)
+        if isinstance(table, dict) and isinstance(table.get(key), str):
+            value = Path(table[key]).expanduser()
+            table[key] = str(value if value.is_absolute() else (folder / value).resolve())
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _describe(err: Any) -> str:
+    loc = tuple(err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+        return f"{_key(loc)}: unknown key{hint}"
+    if err["type"] == "missing":
+        return f"{_key(loc)}: required key is missing"
+    value = err.get("input")
+    got = "" if isinstance(value, dict | list) else f" (got {value!r})"
+    return f"{_key(loc)}: {msg}{got}"
+
+
+def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
+    model: Any = Scenario
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = _inner_model(field.annotation)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (list, typing.Union, types.UnionType) or origin is Annotated:
+        for arg in typing.get_args(annotation):
+            found = _inner_model(arg)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,4 @@
+"""Validation of crowdsim runs: metrics, error bounds, replications and sweeps.
+
+Only this package sees both sides of the operator wall (truth and estimates).
+"""
