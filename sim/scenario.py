@@ -10,6 +10,7 @@ lists and values replace).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import tomllib
 import types
 import typing
@@ -197,7 +198,7 @@ class RouteConfig(_Section):
         if inner:
             raise ValueError(f"waypoints[{inner[0]}]: only the first is a start, the last a finish")
         marks = [(i, w.km) for i, w in enumerate(self.waypoints) if w.km is not None]
-        for (_, a), (j, b) in zip(marks, marks[1:], strict=False):
+        for (_, a), (j, b) in itertools.pairwise(marks):
             if b <= a:
                 raise ValueError(f"waypoints[{j}].km = {b} is not after the previous mark {a}")
         return self
@@ -256,7 +257,9 @@ class People(_Section):
     @model_validator(mode="after")
     def _spectators_come_from_somewhere(self) -> People:
         if self.spectators.count > 0 and not self.spectators.origins:
-            raise ValueError("spectators.count > 0 needs at least one [[people.spectators.origins]]")
+            raise ValueError(
+                "spectators.count > 0 needs at least one [[people.spectators.origins]]"
+            )
         return self
 
 
@@ -469,6 +472,8 @@ def _describe(err: Any) -> str:
         return f"{_key(loc)}: required key is missing"
     value = err.get("input")
     got = "" if isinstance(value, dict | list) else f" (got {value!r})"
+    if not loc:  # a check across sections: its message names the keys itself
+        return msg
     return f"{_key(loc)}: {msg}{got}"
 
 

@@ -1,0 +1,55 @@
+"""Shared fixtures: the real OpenStreetMap extracts (skipped when absent) and small scenarios."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+#: ../shared/data beside the repository (CROWDSIM_DATA overrides).
+DATA = Path(os.environ.get("CROWDSIM_DATA", REPO.parent / "shared" / "data"))
+SCENARIOS = REPO / "scenarios"
+
+PENTAGON = "brussels_pentagon_walk_2013-01-01.osm.bz2"
+REGION = "brussels_region_walk_2013-01-01.osm.bz2"
+REGION_PBF = "brussels_region_2013-01-01.osm.pbf"
+CITY_DRIVE = "brussels_city_drive_2026-01-12.graphml.gz"
+
+
+def data_file(name: str) -> Path:
+    """Path of a file in ../shared/data, or skip the test saying why."""
+    path = DATA / name
+    if not path.is_file():
+        pytest.skip(f"needs the OpenStreetMap extract {path} (../shared/data is absent)")
+    return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the street cache of the test session out of the user's ~/.cache."""
+    os.environ["CROWDSIM_CACHE"] = str(tmp_path_factory.mktemp("crowdsim-cache"))
+
+
+MINIMAL: dict[str, Any] = {
+    "name": "tiny",
+    "event": {"name": "test", "date": "2019-07-07", "start": "13:00", "end": "14:00"},
+    "streets": {"source": "sketch"},
+    "route": {
+        "name": "three points",
+        "waypoints": [
+            {"name": "A", "lat": 50.8417, "lon": 4.3620, "kind": "start"},
+            {"name": "B", "lat": 50.8399, "lon": 4.3929},
+            {"name": "C", "lat": 50.8383, "lon": 4.4078, "kind": "finish"},
+        ],
+    },
+}
+
+
+@pytest.fixture
+def minimal() -> dict[str, Any]:
+    """A small valid scenario as a dict (deep copy: tests may change it)."""
+    return copy.deepcopy(MINIMAL)
