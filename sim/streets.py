@@ -481,25 +481,30 @@ def _is_walkable(tags: Any) -> bool:
 def _graph_from_osm(path: Path) -> nx.MultiDiGraph:
     import osmium
 
+    # Read the file once to check it and find the walkable ways, before writing anything:
+    # a writer interrupted by a read error would leave its temporary files behind.
+    try:
+        walkable = {
+            way.id
+            for way in osmium.FileProcessor(str(path), osmium.osm.WAY)
+            if _is_walkable(way.tags)
+        }
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise StreetDataError(
+            f"{path}: cannot read it as OpenStreetMap data ({exc}). Check that the file "
+            "is complete and is OSM XML (.osm, .osm.bz2, .osm.gz) or PBF (.osm.pbf)."
+        ) from exc
+    if not walkable:
+        raise StreetDataError(
+            f"{path}: holds no walkable street (no way with a highway tag that osmnx's "
+            "walk filter accepts). Use an extract that covers streets."
+        )
     with tempfile.TemporaryDirectory(prefix="crowdsim-osm-") as tmp:
         walk = Path(tmp) / "walk.osm"
-        ways = 0
-        try:
-            with osmium.BackReferenceWriter(str(walk), ref_src=str(path), overwrite=True) as out:
-                for way in osmium.FileProcessor(str(path), osmium.osm.WAY):
-                    if _is_walkable(way.tags):
-                        out.add_way(way)
-                        ways += 1
-        except (RuntimeError, ValueError, OSError) as exc:
-            raise StreetDataError(
-                f"{path}: cannot read it as OpenStreetMap data ({exc}). Check that the file "
-                "is complete and is OSM XML (.osm, .osm.bz2, .osm.gz) or PBF (.osm.pbf)."
-            ) from exc
-        if ways == 0:
-            raise StreetDataError(
-                f"{path}: holds no walkable street (no way with a highway tag that osmnx's "
-                "walk filter accepts). Use an extract that covers streets."
-            )
+        with osmium.BackReferenceWriter(str(walk), ref_src=str(path), overwrite=True) as out:
+            for way in osmium.FileProcessor(str(path), osmium.osm.WAY):
+                if way.id in walkable:
+                    out.add_way(way)
         with _walk_tags():
             try:
                 return ox.graph_from_xml(walk, bidirectional=True, retain_all=False)
@@ -536,7 +541,9 @@ def _truncate(graph: nx.MultiDiGraph, bbox: Bbox, source: StreetSource) -> nx.Mu
     if crs not in ("epsg:4326", "wgs84"):
         graph = ox.project_graph(graph, to_latlong=True)
     try:
-        return ox.truncate.truncate_graph_bbox(graph, (bbox.west, bbox.south, bbox.east, bbox.north))
+        return ox.truncate.truncate_graph_bbox(
+            graph, (bbox.west, bbox.south, bbox.east, bbox.north)
+        )
     except ValueError as exc:
         raise StreetDataError(f"{source.detail}: no street inside bbox {bbox}: {exc}") from exc
 
@@ -556,7 +563,9 @@ _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 
 def _metres(value: Any) -> float | None:
     values = value if isinstance(value, list) else [value]
-    found = [float(m.group().replace(",", ".")) for v in values if v and (m := _NUMBER.search(str(v)))]
+    found = [
+        float(m.group().replace(",", ".")) for v in values if v and (m := _NUMBER.search(str(v)))
+    ]
     found = [v for v in found if 0.3 <= v <= 100.0]
     return min(found) if found else None
 

@@ -58,8 +58,9 @@ def test_every_shipped_scenario_validates(path: Path) -> None:
         (lambda d: d["streets"].update(source="file"), "streets", "needs file"),
         (lambda d: d.pop("route"), "route", "required key is missing"),
         (
-            lambda d: d["closures"].append({"name": "x", "start": "14:00", "end": "13:00",
-                                            "course": True}),
+            lambda d: d["closures"].append(
+                {"name": "x", "start": "14:00", "end": "13:00", "course": True}
+            ),
             "closures[0]",
             "not after start",
         ),

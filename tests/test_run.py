@@ -1,0 +1,108 @@
+"""One run end to end, through the API and the `crowdsim` command."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from typer.testing import CliRunner
+
+from sim.cli import app
+from sim.run import STAGES, run_scenario
+from sim.scenario import load_scenario, parse_scenario
+from tests.conftest import PENTAGON, SCENARIOS, data_file
+
+runner = CliRunner()
+
+
+def test_demo_writes_a_complete_run_folder(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "demo"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "ok"
+    assert manifest["street_source"]["kind"] == "sketch"
+    assert list(manifest["stages"]) == [name for name, _ in STAGES]
+    # stages that do not exist yet say so instead of pretending
+    assert {r["status"] for r in manifest["stages"].values()} <= {"done", "not built"}
+    assert manifest["stages"]["streets"]["status"] == "done"
+    assert all(v is not None for k, v in manifest["versions"].items() if k != "osmium")
+    assert set(manifest["timings_s"]) == set(manifest["stages"])
+    for name in manifest["outputs"]:
+        assert (out / name).is_file(), name
+    # the resolved scenario is a valid scenario equal to the demo's
+    resolved = parse_scenario(tomllib.loads((out / "scenario.toml").read_text()))
+    assert resolved.model_dump() == load_scenario(SCENARIOS / "demo.toml").model_dump()
+    report = (out / "report.html").read_text()
+    assert "Street source:</strong> the OFFLINE BRUSSELS SKETCH" in report.split("<h1>")[0]
+    assert "data:image/png;base64," in report
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_same_seed_same_outputs_different_seed_recorded(tmp_path: Path) -> None:
+    scenario = load_scenario(SCENARIOS / "demo.toml")
+    a = run_scenario(scenario, tmp_path / "a", seed=7, progress=False).manifest
+    b = run_scenario(scenario, tmp_path / "b", seed=7, progress=False).manifest
+    c = run_scenario(scenario, tmp_path / "c", seed=8, progress=False).manifest
+    assert a["facts"] == b["facts"] and a["seed"] == b["seed"] == 7 and c["seed"] == 8
+    assert (tmp_path / "a" / "scenario.toml").read_text() == (
+        tmp_path / "b" / "scenario.toml"
+    ).read_text()
+
+
+def test_run_command_bad_scenario_exits_2_naming_the_key(
+    tmp_path: Path, minimal: dict[str, Any]
+) -> None:
+    minimal["people"] = {"spectators": {"count": -1}}
+    path = tmp_path / "bad.toml"
+    path.write_text(tomli_w.dumps(minimal))
+    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "bad.toml" in result.output and "people.spectators.count" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()  # nothing written for a scenario that never ran
+
+
+def test_unknown_closure_street_fails_the_run_and_the_manifest_says_why(
+    tmp_path: Path, minimal: dict[str, Any]
+) -> None:
+    minimal["closures"] = [
+        {"name": "start area", "streets": ["Rue Imaginaire"], "start": "13:00", "end": "14:00"}
+    ]
+    path = tmp_path / "closure.toml"
+    path.write_text(tomli_w.dumps(minimal))
+    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run"), "--quiet"])
+    assert result.exit_code == 2
+    assert "closures[0].streets[0]" in result.output and "Rue Imaginaire" in result.output
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert "Rue Imaginaire" in manifest["stages"]["streets"]["note"]
+
+
+def test_osm_option_overrides_the_scenario_source(tmp_path: Path, minimal: dict[str, Any]) -> None:
+    pentagon = data_file(PENTAGON)
+    minimal["route"]["waypoints"] = [
+        {"name": "Bourse", "lat": 50.8484, "lon": 4.3495, "kind": "start"},
+        {"name": "Place Royale", "lat": 50.8423, "lon": 4.3600, "kind": "finish"},
+    ]
+    path = tmp_path / "pentagon.toml"
+    path.write_text(tomli_w.dumps(minimal))
+    result = runner.invoke(
+        app, ["run", str(path), "--out", str(tmp_path / "run"), "--osm", str(pentagon), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["street_source"]["kind"] == "file"
+    assert manifest["street_source"]["detail"] == str(pentagon)
+
+
+def test_streets_command_prints_figures_and_course(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["streets", "sketch", "--scenario", str(SCENARIOS / "demo.toml")])
+    assert result.exit_code == 0, result.output
+    assert "nodes:" in result.output and "SKETCH" in result.output
+    assert "course:" in result.output and " km" in result.output
+    missing = runner.invoke(app, ["streets", str(tmp_path / "none.osm")])
+    assert missing.exit_code == 2 and "not found" in missing.output
