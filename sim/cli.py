@@ -73,9 +73,7 @@ def run(
     from sim.scenario import load_scenario
 
     try:
-        result = run_scenario(
-            load_scenario(scenario), out, seed=seed, osm=osm, progress=not quiet
-        )
+        result = run_scenario(load_scenario(scenario), out, seed=seed, osm=osm, progress=not quiet)
     except CrowdsimError as exc:
         raise _fail(exc) from None
     _print_result(result.manifest, result.out_dir)
@@ -119,9 +117,7 @@ def streets(
     try:
         scen = load_scenario(scenario) if scenario is not None else None
         if source == "sketch":
-            waypoints = (
-                [(w.name, w.lat, w.lon) for w in scen.route.waypoints] if scen else None
-            )
+            waypoints = [(w.name, w.lat, w.lon) for w in scen.route.waypoints] if scen else None
             graph = streets_from_sketch(waypoints)
         elif source.startswith("place:"):
             graph = streets_from_place(source.removeprefix("place:"))

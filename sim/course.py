@@ -6,6 +6,7 @@ choose viewing spots and the zones use to cut course segments.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,7 +82,9 @@ class Course:
         }
 
 
-def build_course(streets: Streets, route: RouteConfig, *, scenario: Scenario | None = None) -> Course:
+def build_course(
+    streets: Streets, route: RouteConfig, *, scenario: Scenario | None = None
+) -> Course:
     """Chain shortest walking paths between consecutive waypoints of `route`.
 
     Parameters
@@ -131,7 +134,7 @@ def build_course(streets: Streets, route: RouteConfig, *, scenario: Scenario | N
         nodes.extend(reversed(leg[:-1]))
     node_arr = np.asarray(nodes, dtype=np.int64)
     edges = np.array(
-        [edge_of[(a, b)] for a, b in zip(node_arr[:-1], node_arr[1:], strict=True)],
+        [edge_of[(a, b)] for a, b in itertools.pairwise(node_arr)],
         dtype=np.int64,
     )
     cum = np.concatenate([[0.0], np.cumsum(streets.length[edges])])

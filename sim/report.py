@@ -46,9 +46,7 @@ def write_course_geopackage(streets: Streets, course: Course, out_dir: Path) -> 
             "km": course.waypoint_km,
             "snap_m": course.waypoint_snap_m,
         },
-        geometry=[
-            Point(streets.x[n], streets.y[n]) for n in course.waypoint_node.tolist()
-        ],
+        geometry=[Point(streets.x[n], streets.y[n]) for n in course.waypoint_node.tolist()],
         crs="EPSG:31370",
     )
     dest = out_dir / "course.gpkg"
@@ -64,7 +62,10 @@ def _street_segments(streets: Streets) -> np.ndarray:
     keep = streets.edge_u < streets.edge_v
     u, v = streets.edge_u[keep], streets.edge_v[keep]
     return np.stack(
-        [np.column_stack([streets.x[u], streets.y[u]]), np.column_stack([streets.x[v], streets.y[v]])],
+        [
+            np.column_stack([streets.x[u], streets.y[u]]),
+            np.column_stack([streets.x[v], streets.y[v]]),
+        ],
         axis=1,
     )
 
