@@ -208,8 +208,8 @@ def read_cells_csv(
     if "site_id" in raw.columns and raw["site_id"].str.strip().ne("").all():
         cells["site_id"] = number("site_id").astype(np.int64)
     else:
-        cells["site_id"] = pd.factorize(list(zip(cells["x"].round(1), cells["y"].round(1),
-                                                 strict=True)))[0]  # fmt: skip
+        place = [cells["x"].round(1), cells["y"].round(1)]
+        cells["site_id"] = cells.groupby(place, sort=False).ngroup().astype(np.int64)
     if "tracking_area" in raw.columns and raw["tracking_area"].str.strip().ne("").all():
         cells["tracking_area"] = number("tracking_area").astype(np.int64)
     else:

@@ -1,0 +1,443 @@
+"""Signalling: what the estimating operator's network hears from its phones, tick by tick.
+
+A phone is seen only when it does something the network hears (DESIGN §3, Network):
+
+- IDLE: it camps on the strongest cell; reselection inside a tracking area is silent. It
+  sends a tracking area update (TAU) when the camped cell's tracking area differs from
+  the one it registered in, and a periodic TAU every T3412 (54 min, random phase).
+  Incoming traffic pages the whole tracking area; the phone answers from its cell.
+- CONNECTED: the network hands it over on event A3 (a neighbour stronger than the
+  serving cell by the A3 offset for the time-to-trigger), and releases it to IDLE after
+  the inactivity timer. A tracking-area change made while connected is registered by a
+  TAU after the release.
+- Traffic: data sessions, pages, calls and SMS arrive as Poisson processes per activity
+  class; spectators' rates rise by a burst factor during the race.
+- Capacity: each cell holds at most ``rrc_capacity`` connected phones; a request over it
+  is rejected and the rejection is itself a record. The core's control plane (MME) is a
+  SimPy model (:class:`ControlPlane`) with finite workers: a signalling storm shows as
+  queueing delay, and procedures that wait past the timeout are dropped.
+
+The state of every phone is a set of NumPy arrays updated once per tick; no Python
+object exists per phone or per event. SimPy serves batches of procedures (at most
+``batch_size`` each), so queueing is discrete-event while the phones stay vectorised.
+Simplification: a procedure dropped by the MME is recorded as ``dropped`` but the phone's
+state proceeds as if it had succeeded (no retry model yet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from sim.network.plan import NetworkPlan
+from sim.network.radio import RadioEnvironment
+from sim.network.records import OUTCOMES, PROCEDURES, RECORD_COLUMNS
+
+__all__ = ["ControlPlane", "Signalling", "SignallingConfig"]
+
+P = {name: i for i, name in enumerate(PROCEDURES)}
+OK, REJECTED, DROPPED = (OUTCOMES.index(o) for o in ("ok", "rejected", "dropped"))
+IDLE, CONNECTED = 0, 1
+
+
+@dataclass(frozen=True)
+class SignallingConfig:
+    """Timers, traffic and capacities of the network (defaults: DESIGN §3 or assumptions)."""
+
+    t3412_s: float = 54 * 60.0  # periodic TAU timer (DESIGN §3, 3GPP TS 24.301 default)
+    reselection_hysteresis_db: float = 2.0  # Qhyst of idle cell reselection (assumption)
+    a3_offset_db: float = 3.0  # handover hysteresis, 2-3 dB (DESIGN §3)
+    time_to_trigger_s: float = 0.32  # A3 time-to-trigger (a common setting; assumption)
+    inactivity_s: float = 10.0  # back to IDLE after ~10 s without traffic (DESIGN §3)
+    # sessions per hour by activity class light/medium/heavy (assumption)
+    data_per_h: tuple[float, float, float] = (1.0, 4.0, 10.0)
+    paging_per_h: tuple[float, float, float] = (0.5, 1.5, 3.0)
+    session_mean_s: float = 20.0  # data activity beyond one burst (assumption)
+    call_per_h: float = 0.3
+    call_mean_s: float = 120.0
+    sms_per_h: float = 0.3
+    burst_factor: float = 3.0  # spectators' use at the race peak (assumption)
+    rrc_capacity: int = 400  # RRC-connected users per cell, 300-600 (DESIGN §3)
+    # control-plane messages at the MME per procedure (approximate 3GPP call flows)
+    messages: dict[str, int] = field(
+        default_factory=lambda: {
+            "attach": 12, "detach": 4, "tau": 6, "periodic_tau": 4, "service_request": 6,
+            "handover": 8, "paging_response": 7, "call": 10, "sms": 6,
+        }
+    )  # fmt: skip
+    mme_workers: int = 8  # parallel MME processors (assumption)
+    mme_message_s: float = 0.8e-3  # processing time per message per worker (assumption)
+    mme_timeout_s: float = 5.0  # NAS procedures give up after ~5 s (T3417-like; assumption)
+    batch_size: int = 64  # procedures per SimPy job
+
+
+class ControlPlane:
+    """The MME as a SimPy queue: batches of procedures wait for one of a few workers.
+
+    A batch that has waited longer than the timeout when a worker takes it is dropped;
+    otherwise it holds the worker for its messages times the service time per message.
+    """
+
+    def __init__(self, *, workers: int, message_s: float, timeout_s: float) -> None:
+        self.env = simpy.Environment()
+        self.cpu = simpy.Resource(self.env, capacity=workers)
+        self.message_s = message_s
+        self.timeout_s = timeout_s
+        self.delay: list[float] = []
+        self.dropped: list[bool] = []
+
+    def submit(self, at_s: float, messages: int) -> int:
+        """Queue a batch of `messages` arriving at `at_s`; return its batch id."""
+        batch = len(self.delay)
+        self.delay.append(np.nan)
+        self.dropped.append(False)
+        self.env.process(self._serve(batch, at_s, messages))
+        return batch
+
+    def _serve(self, batch: int, at_s: float, messages: int) -> Generator[simpy.Event, None, None]:
+        """SimPy process of one batch: wait for a worker, then hold it for the messages."""
+        yield self.env.timeout(max(0.0, at_s - self.env.now))
+        with self.cpu.request() as turn:
+            yield turn
+            waited = self.env.now - at_s
+            self.delay[batch] = waited
+            if waited > self.timeout_s:
+                self.dropped[batch] = True
+                return
+            yield self.env.timeout(messages * self.message_s)
+
+    def run_until(self, t_s: float) -> None:
+        """Advance the queue to time `t_s`."""
+        self.env.run(until=max(t_s, self.env.now))
+
+    def finish(self) -> None:
+        """Serve every batch still queued."""
+        self.env.run()
+
+
+class Signalling:
+    """The estimating operator's phones and the records its network writes about them.
+
+    Parameters
+    ----------
+    owner
+        Person index of each simulated device (the estimating operator's devices only).
+    activity
+        Activity class of each device.
+    spectator
+        Whether each device's owner is a spectator (their use bursts during the race).
+    plan
+        The operator's cells (row order = the radio environment's cell index).
+    radio
+        The true coverage.
+    rng
+        The network subsystem's generator.
+    start
+        Time of tick 0 (UTC).
+    dt_s
+        Seconds per tick.
+    burst
+        Function of seconds since start giving the burst weight in [0, 1].
+    config
+        Timers, rates and capacities.
+    """
+
+    def __init__(
+        self,
+        owner: np.ndarray,
+        activity: np.ndarray,
+        spectator: np.ndarray,
+        *,
+        plan: NetworkPlan,
+        radio: RadioEnvironment,
+        rng: np.random.Generator,
+        start: pd.Timestamp,
+        dt_s: float,
+        burst: object = None,
+        config: SignallingConfig | None = None,
+    ) -> None:
+        self.cfg = config or SignallingConfig()
+        self.owner = np.asarray(owner, dtype=np.int64)
+        self.activity = np.asarray(activity, dtype=np.int64)
+        self.spectator = np.asarray(spectator, dtype=bool)
+        self.plan, self.radio, self.rng = plan, radio, rng
+        self.start, self.dt = pd.Timestamp(start), float(dt_s)
+        self.burst = burst if burst is not None else (lambda t: 0.0)
+        n = len(self.owner)
+        self.cell_ta = plan.cells["tracking_area"].to_numpy(dtype=np.int64)
+        self.n_cells = plan.n_cells
+        self.present = np.zeros(n, dtype=bool)
+        self.state = np.zeros(n, dtype=np.int8)
+        self.cell = np.full(n, -1, dtype=np.int64)
+        self.registered_ta = np.full(n, -1, dtype=np.int64)
+        self.next_periodic = np.full(n, np.inf)
+        self.conn_until = np.zeros(n)
+        self.a3_target = np.full(n, -1, dtype=np.int64)
+        self.a3_ticks = np.zeros(n, dtype=np.int64)
+        self.ttt_ticks = max(1, int(np.ceil(self.cfg.time_to_trigger_s / self.dt - 1e-9)))
+        rates = np.array(self.cfg.data_per_h) / 3600.0
+        self.data_rate = rates[self.activity]
+        self.page_rate = (np.array(self.cfg.paging_per_h) / 3600.0)[self.activity]
+        self.msgs = np.array([self.cfg.messages[p] for p in PROCEDURES], dtype=np.int64)
+        self.mme = ControlPlane(workers=self.cfg.mme_workers, message_s=self.cfg.mme_message_s,
+                                timeout_s=self.cfg.mme_timeout_s)  # fmt: skip
+        self._rec: list[tuple[np.ndarray, ...]] = []
+        self._load: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self.ticks = 0
+        self.unreachable_device_ticks = 0
+
+    # ------------------------------------------------------------------ one tick
+    def step(self, t_s: float, x: np.ndarray, y: np.ndarray, present: np.ndarray) -> None:
+        """Advance every phone by one tick, given where every person is at `t_s`.
+
+        Parameters
+        ----------
+        t_s
+            Seconds since ``start`` at the beginning of this tick.
+        x, y
+            Position of every person (metres), indexed by person.
+        present
+            Which persons are in the study area (the others' phones are elsewhere).
+        """
+        cfg, rng = self.cfg, self.rng
+        now_present = np.asarray(present, dtype=bool)[self.owner]
+        first_tick = self.ticks == 0
+        arrived = now_present & ~self.present
+        left = self.present & ~now_present
+        self._reset(left)
+        self.present = now_present
+        idx = np.flatnonzero(now_present)
+        pix = self.radio.pixel(np.asarray(x)[self.owner[idx]], np.asarray(y)[self.owner[idx]])
+        best, best_pow = self.radio.best(pix)
+        best = best.astype(np.int64)
+        covered = best >= 0
+        self.unreachable_device_ticks += int((~covered).sum())
+        out: list[tuple[np.ndarray, int, np.ndarray]] = []  # (devices, procedure, cells)
+
+        # arrivals: camp on the best cell; a phone coming from outside registers by TAU
+        arr = arrived[idx] & covered
+        dev = idx[arr]
+        self.cell[dev] = best[arr]
+        self.state[dev] = IDLE
+        if first_tick:  # already registered when the simulation starts: random phase
+            self.registered_ta[dev] = self.cell_ta[best[arr]]
+            self.next_periodic[dev] = t_s + rng.uniform(0, cfg.t3412_s, len(dev))
+        else:
+            self.registered_ta[dev] = self.cell_ta[best[arr]]
+            self.next_periodic[dev] = t_s + cfg.t3412_s
+            out.append((dev, P["tau"], best[arr]))
+
+        serving = self.cell[idx]
+        serving_pow = self.radio.power_of(pix, np.where(serving >= 0, serving, 0))
+        serving_pow = np.where(serving >= 0, serving_pow, -np.inf)
+        idle = (self.state[idx] == IDLE) & covered & ~arr
+        conn = (self.state[idx] == CONNECTED) & covered
+
+        # IDLE: silent reselection, TAU on a new tracking area, periodic TAU
+        resel = idle & (best != serving) & (best_pow > serving_pow + cfg.reselection_hysteresis_db)
+        self.cell[idx[resel]] = best[resel]
+        d = idx[idle]
+        new_ta = self.cell_ta[self.cell[d]] != self.registered_ta[d]
+        tau_dev = d[new_ta]
+        self._register(tau_dev, t_s)
+        out.append((tau_dev, P["tau"], self.cell[tau_dev]))
+        periodic = d[~new_ta & (self.next_periodic[d] <= t_s)]
+        self.next_periodic[periodic] = t_s + cfg.t3412_s
+        out.append((periodic, P["periodic_tau"], self.cell[periodic]))
+
+        # CONNECTED: A3 handover with time-to-trigger; capacity checked on the target
+        a3 = conn & (best != serving) & (best_pow > serving_pow + cfg.a3_offset_db)
+        same = a3 & (self.a3_target[idx] == best)
+        self.a3_ticks[idx] = np.where(same, self.a3_ticks[idx] + 1, np.where(a3, 1, 0))
+        self.a3_target[idx] = np.where(a3, best, -1)
+        trigger = a3 & (self.a3_ticks[idx] >= self.ttt_ticks)
+        ho_dev, ho_cell = idx[trigger], best[trigger]
+        admitted = self._admit(ho_dev, ho_cell)
+        self.cell[ho_dev[admitted]] = ho_cell[admitted]
+        self.a3_ticks[ho_dev] = 0
+        out.append((ho_dev[admitted], P["handover"], ho_cell[admitted]))
+        rejected = [(ho_dev[~admitted], P["handover"], ho_cell[~admitted])]
+
+        # release after inactivity; register a tracking area changed while connected
+        release = idx[conn & (self.conn_until[idx] <= t_s)]
+        self.state[release] = IDLE
+        moved = release[self.cell_ta[self.cell[release]] != self.registered_ta[release]]
+        self._register(moved, t_s)
+        out.append((moved, P["tau"], self.cell[moved]))
+
+        # traffic: Poisson arrivals in this tick
+        act = idx[covered]
+        boost = 1.0 + (cfg.burst_factor - 1.0) * float(self.burst(t_s)) * self.spectator[act]
+        lam = np.stack([
+            self.data_rate[act] * boost, self.page_rate[act] * boost,
+            np.full(len(act), cfg.call_per_h / 3600.0), np.full(len(act), cfg.sms_per_h / 3600.0),
+        ]) * self.dt  # fmt: skip
+        events = rng.random(lam.shape) < -np.expm1(-lam)  # at least one arrival this tick
+        busy = self.state[act] == CONNECTED
+        for kind, proc, hold in (
+            (0, "service_request", cfg.session_mean_s),
+            (1, "paging_response", cfg.session_mean_s),
+            (2, "call", cfg.call_mean_s),
+        ):
+            want = events[kind]
+            extend = act[want & busy]  # traffic on an existing connection: silent
+            self.conn_until[extend] = np.maximum(
+                self.conn_until[extend], t_s + rng.exponential(hold, len(extend)) + cfg.inactivity_s
+            )
+            setup = act[want & ~busy]
+            cells = self.cell[setup]
+            ok = self._admit(setup, cells)
+            go = setup[ok]
+            self.state[go] = CONNECTED
+            self.conn_until[go] = t_s + rng.exponential(hold, len(go)) + cfg.inactivity_s
+            busy = self.state[act] == CONNECTED
+            out.append((go, P[proc], cells[ok]))
+            rejected.append((setup[~ok], P[proc], cells[~ok]))
+        sms = act[events[3]]
+        out.append((sms, P["sms"], self.cell[sms]))
+
+        self._emit(t_s, out, OK)
+        self._emit(t_s, rejected, REJECTED)
+        connected = self.cell[self.present & (self.state == CONNECTED) & (self.cell >= 0)]
+        self._load.append((self.ticks, np.bincount(connected, minlength=self.n_cells),
+                           np.bincount(np.concatenate([c for _, _, c in rejected]),
+                                       minlength=self.n_cells)))  # fmt: skip
+        self.ticks += 1
+        self.mme.run_until(t_s + self.dt)
+
+    # ------------------------------------------------------------------ helpers
+    def _register(self, dev: np.ndarray, t_s: float) -> None:
+        self.registered_ta[dev] = self.cell_ta[self.cell[dev]]
+        self.next_periodic[dev] = t_s + self.cfg.t3412_s
+
+    def _reset(self, dev_mask: np.ndarray) -> None:
+        self.state[dev_mask] = IDLE
+        self.cell[dev_mask] = -1
+        self.a3_ticks[dev_mask] = 0
+        self.a3_target[dev_mask] = -1
+
+    def _admit(self, dev: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """Which of these connection requests fit under each cell's RRC capacity."""
+        if len(dev) == 0:
+            return np.zeros(0, dtype=bool)
+        in_use = np.bincount(
+            self.cell[self.present & (self.state == CONNECTED)], minlength=self.n_cells
+        )
+        free = np.maximum(self.cfg.rrc_capacity - in_use, 0)
+        order = self.rng.permutation(len(dev))  # who gets the last places is random
+        c = cells[order]
+        by_cell = np.argsort(c, kind="stable")
+        sorted_c = c[by_cell]
+        first = np.searchsorted(sorted_c, sorted_c, side="left")
+        rank = np.empty(len(dev), dtype=np.int64)
+        rank[by_cell] = np.arange(len(dev)) - first
+        ok = np.empty(len(dev), dtype=bool)
+        ok[order] = rank < free[c]
+        return ok
+
+    def _emit(self, t_s: float, parts: list, outcome: int) -> None:
+        for dev, proc, cells in parts:
+            if len(dev) == 0:
+                continue
+            times = t_s + self.rng.uniform(0.0, self.dt, len(dev))
+            batches = np.empty(len(dev), dtype=np.int64)
+            if outcome == OK:
+                for lo in range(0, len(dev), self.cfg.batch_size):
+                    hi = min(lo + self.cfg.batch_size, len(dev))
+                    batches[lo:hi] = self.mme.submit(float(times[lo:hi].min()),
+                                                     int(self.msgs[proc]) * (hi - lo))  # fmt: skip
+            else:  # a rejection is answered by the cell; it costs the MME nothing
+                batches[:] = -1
+            self._rec.append((times, dev, cells.astype(np.int64),
+                              np.full(len(dev), proc, np.int8), np.full(len(dev), outcome, np.int8),
+                              batches))  # fmt: skip
+
+    # ------------------------------------------------------------------ outputs
+    def finish(self) -> None:
+        """Serve what the MME still has queued; the records are complete after this."""
+        self.mme.finish()
+        self._raw = self._collect()
+
+    def raw_records(self) -> dict[str, np.ndarray]:
+        """Records with device and cell indices and MME outcomes (after :meth:`finish`)."""
+        if getattr(self, "_raw", None) is None:
+            raise RuntimeError("call finish() first: the MME may still hold queued batches")
+        return self._raw
+
+    def _collect(self) -> dict[str, np.ndarray]:
+        empty = (np.zeros(0), *(np.zeros(0, np.int64),) * 2, *(np.zeros(0, np.int8),) * 2,
+                 np.zeros(0, np.int64))  # fmt: skip
+        cols = list(zip(*self._rec, strict=True)) if self._rec else [[e] for e in empty]
+        t, dev, cell, proc, outcome, batch = (np.concatenate(c) for c in cols)
+        dropped = np.append(np.asarray(self.mme.dropped, dtype=bool), False)
+        delay = np.append(np.asarray(self.mme.delay, dtype=float), 0.0)
+        has_batch = batch >= 0
+        outcome = outcome.astype(np.int8)
+        outcome[has_batch & dropped[np.where(has_batch, batch, 0)]] = DROPPED
+        order = np.argsort(t, kind="stable")
+        return {
+            "t_s": t[order], "device": dev[order].astype(np.int64), "cell": cell[order],
+            "procedure": proc[order].astype(np.int8), "outcome": outcome[order],
+            "delay_s": np.where(has_batch, delay[np.where(has_batch, batch, 0)], 0.0)[order],
+        }  # fmt: skip
+
+    def records(self, *, salt: np.random.Generator) -> pd.DataFrame:
+        """The operator's records: pseudonymous ids, salt rotating daily (local days)."""
+        raw = self.raw_records()
+        times = self.start + pd.to_timedelta(raw["t_s"], unit="s")
+        day = times.tz_convert("Europe/Brussels").normalize().asi8 // 86_400_000_000_000
+        days, day_index = np.unique(day, return_inverse=True)
+        salts = salt.integers(0, 2**63, size=len(days), dtype=np.uint64)
+        ids = _mix64(raw["device"].astype(np.uint64) ^ salts[day_index])
+        cell_id = self.plan.cells["cell_id"].to_numpy()[raw["cell"]]
+        frame = pd.DataFrame({
+            "time": times.tz_convert("UTC"),
+            "device": ids,
+            "cell_id": cell_id,
+            "procedure": pd.Categorical.from_codes(raw["procedure"], categories=PROCEDURES),
+            "outcome": pd.Categorical.from_codes(raw["outcome"], categories=OUTCOMES),
+        })  # fmt: skip
+        return frame.astype(RECORD_COLUMNS)
+
+    def cell_load(self) -> pd.DataFrame:
+        """Per cell per minute: peak connected users, rejections, MME messages, delay."""
+        per_min = max(1, round(60.0 / self.dt))
+        n_min = (self.ticks + per_min - 1) // per_min
+        connected = np.zeros((n_min, self.n_cells), dtype=np.int64)
+        rejections = np.zeros((n_min, self.n_cells), dtype=np.int64)
+        for tick, conn, rej in self._load:
+            m = tick // per_min
+            np.maximum(connected[m], conn, out=connected[m])
+            rejections[m] += rej
+        raw = self.raw_records()
+        minute = np.minimum((raw["t_s"] // 60).astype(np.int64), n_min - 1)
+        flat = minute * self.n_cells + raw["cell"]
+        cost = self.msgs[raw["procedure"]] * (raw["outcome"] != REJECTED)
+        messages = np.bincount(flat, weights=cost, minlength=n_min * self.n_cells)
+        counted = np.bincount(flat, minlength=n_min * self.n_cells)
+        delay = np.bincount(flat, weights=raw["delay_s"], minlength=n_min * self.n_cells)
+        mean_delay = np.divide(delay, counted, out=np.zeros_like(delay), where=counted > 0)
+        minutes = self.start + pd.to_timedelta(
+            np.repeat(np.arange(n_min), self.n_cells), unit="min"
+        )
+        return pd.DataFrame({
+            "minute": minutes.tz_convert("UTC"),
+            "cell_id": np.tile(self.plan.cells["cell_id"].to_numpy(), n_min),
+            "connected_users": connected.ravel(),
+            "rejections": rejections.ravel(),
+            "messages": messages.astype(np.int64),
+            "queue_delay_ms": mean_delay * 1000.0,
+        })  # fmt: skip
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser: a bijective scramble of 64-bit ids (a keyed pseudonym)."""
+    z = z.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
