@@ -1,0 +1,255 @@
+"""The network stage: build the estimating operator's network and let the crowd use it.
+
+Puts together what :mod:`plan`, :mod:`radio`, :mod:`devices` and :mod:`signalling`
+provide: the plan (from a cell file or generated over the study area), the true
+coverage, every person's phones, and the signalling engine, which is then fed the
+crowd's positions tick by tick. Writes ``records.parquet``, ``cell_load.parquet``,
+``network_plan.json``, ``cells.gpkg`` and the coverage figures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from sim.network.devices import Devices, assign_devices
+from sim.network.plan import NetworkPlan, generate_cells, read_cells_csv
+from sim.network.radio import RadioEnvironment, build_radio
+from sim.network.signalling import Signalling, SignallingConfig
+from sim.scenario import Event, NetworkConfig
+
+__all__ = ["NetworkRun", "Snapshot", "build_network", "race_burst"]
+
+
+class Snapshot(Protocol):
+    """Where everybody is at one tick (the crowd's ``PositionSnapshot``)."""
+
+    t_s: float
+    x: np.ndarray
+    y: np.ndarray
+    present: np.ndarray
+    spectator: np.ndarray
+
+
+@dataclass(eq=False)
+class NetworkRun:
+    """The built network and its signalling engine."""
+
+    plan: NetworkPlan
+    radio: RadioEnvironment
+    devices: Devices
+    signalling: Signalling
+    seconds: dict[str, float]
+
+    def observe(self, snapshots: Iterable[Snapshot]) -> int:
+        """Feed the crowd's positions, tick by tick; return the number of ticks."""
+        n = 0
+        for snap in snapshots:
+            self.signalling.step(snap.t_s, snap.x, snap.y, snap.present)
+            n += 1
+        self.signalling.finish()
+        return n
+
+    def summary(self) -> dict[str, Any]:
+        """Figures for the manifest."""
+        raw = self.signalling.raw_records()
+        return {
+            "operator": self.plan.operator,
+            "cells": self.plan.n_cells,
+            "sites": int(self.plan.cells["site_id"].nunique()),
+            "tracking_areas": int(self.plan.cells["tracking_area"].nunique()),
+            "devices_all_operators": len(self.devices),
+            "devices_simulated": len(self.signalling.owner),
+            "covered_share": round(self.radio.covered_share, 4),
+            "procedures": len(raw["t_s"]),
+            "messages": int(self.signalling.msgs[raw["procedure"]].sum()),
+            "rejected": int((raw["outcome"] == 1).sum()),
+            "dropped": int((raw["outcome"] == 2).sum()),
+            "unreachable_device_ticks": self.signalling.unreachable_device_ticks,
+        }
+
+
+def race_burst(event: Event, *, ramp_min: float = 30.0) -> Callable[[float], float]:
+    """Weight in [0, 1] of the spectators' burst of phone use, by seconds since start.
+
+    1 from the caravan (or the first start) until the last team finishes, with linear
+    ramps of `ramp_min` on both sides; 0 without a race timetable.
+    """
+    if event.race is None:
+        return lambda t: 0.0
+    origin = dt.datetime.combine(event.date, event.start)
+    first = dt.datetime.combine(event.date, event.race.caravan or event.race.first_start)
+    last = event.race.start_times(event.date)[-1] + dt.timedelta(minutes=event.race.ride_min)
+    a = (first - origin).total_seconds()
+    b = (last - origin).total_seconds()
+    ramp = ramp_min * 60.0
+
+    def weight(t_s: float) -> float:
+        return float(np.clip(min((t_s - a + ramp) / ramp, (b + ramp - t_s) / ramp), 0.0, 1.0))
+
+    return weight
+
+
+def build_network(
+    config: NetworkConfig,
+    extent: tuple[float, float, float, float],
+    *,
+    event: Event,
+    n_people: int,
+    spectator: np.ndarray,
+    rng: np.random.Generator,
+    centre: tuple[float, float] | None = None,
+    dt_s: float,
+    signalling: SignallingConfig | None = None,
+    tracking_area_m: float = 5000.0,
+    pixel_m: float = 25.0,
+    shadowing_db: float = 7.0,
+    decorrelation_m: float = 50.0,
+) -> NetworkRun:
+    """Build the plan, the true coverage, the phones and the signalling engine.
+
+    Parameters
+    ----------
+    config
+        The scenario's ``[network]`` section.
+    extent
+        Study area (xmin, ymin, xmax, ymax), EPSG:31370 metres.
+    event
+        The event (start time, race timetable for the burst of use).
+    n_people, spectator
+        Number of people in the crowd, and which of them are spectators.
+    rng
+        The network subsystem's generator (every draw of this stage comes from it).
+    centre
+        Where the network is densest (default: the middle of the extent).
+    dt_s
+        Seconds per tick of the crowd.
+    """
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if config.sites_file is not None:
+        cells = read_cells_csv(config.sites_file, operator=config.estimating_operator,
+                               extent=extent, tracking_area_m=tracking_area_m)  # fmt: skip
+    else:
+        cells = generate_cells(extent, rng=rng, centre=centre,
+                               isd_centre_m=config.inter_site_distance_m,
+                               tracking_area_m=tracking_area_m)  # fmt: skip
+    start = pd.Timestamp(event.start_datetime).tz_convert("UTC")
+    end = pd.Timestamp(event.end_datetime).tz_convert("UTC")
+    plan = NetworkPlan(
+        operator=config.estimating_operator,
+        cells=cells,
+        market_share=config.market_shares[config.estimating_operator],
+        phones_per_person=config.phone_ownership * (1.0 + config.second_device),
+        period=(start.isoformat(), end.isoformat()),
+    )
+    seconds["plan_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    radio = build_radio(plan, extent, rng=rng, pixel_m=pixel_m, shadowing_db=shadowing_db,
+                        decorrelation_m=decorrelation_m)  # fmt: skip
+    seconds["coverage_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    devices = assign_devices(n_people, rng=rng, market_shares=config.market_shares,
+                             ownership=config.phone_ownership,
+                             second_device=config.second_device)  # fmt: skip
+    mine = devices.of(config.estimating_operator)
+    engine = Signalling(
+        devices.owner[mine], devices.activity[mine], np.asarray(spectator)[devices.owner[mine]],
+        plan=plan, radio=radio, rng=rng, start=start, dt_s=dt_s, burst=race_burst(event),
+        config=signalling,
+    )  # fmt: skip
+    seconds["devices_s"] = time.perf_counter() - t0
+    return NetworkRun(plan=plan, radio=radio, devices=devices, signalling=engine, seconds=seconds)
+
+
+def write_network_outputs(
+    run: NetworkRun, out_dir: Path, *, salt: np.random.Generator, dpi: int = 110
+) -> list[Path]:
+    """Write records, cell load, the plan and the coverage figures; return the paths."""
+    from sim.io import atomic_path
+
+    written = []
+    for name, frame in (
+        ("records.parquet", run.signalling.records(salt=salt)),
+        ("cell_load.parquet", run.signalling.cell_load()),
+    ):
+        dest = out_dir / name
+        with atomic_path(dest) as tmp:
+            frame.to_parquet(tmp, index=False)
+        written.append(dest)
+    written.append(run.plan.to_json(out_dir / "network_plan.json"))
+    written.append(_cells_geopackage(run.plan, out_dir / "cells.gpkg"))
+    written.extend(plot_coverage(run, out_dir, dpi=dpi))
+    return written
+
+
+def _cells_geopackage(plan: NetworkPlan, dest: Path) -> Path:
+    import geopandas as gpd
+
+    from sim.io import atomic_path
+
+    frame = gpd.GeoDataFrame(
+        plan.cells, geometry=gpd.points_from_xy(plan.cells["x"], plan.cells["y"]), crs="EPSG:31370"
+    )
+    with atomic_path(dest) as tmp:
+        tmp.unlink()
+        frame.to_file(tmp, layer="cells", driver="GPKG")
+    return dest
+
+
+def plot_coverage(run: NetworkRun, out_dir: Path, *, dpi: int = 110) -> list[Path]:
+    """Best-server power and best-server areas, and coverage of the strongest cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sim.io import atomic_path
+
+    radio, cells = run.radio, run.plan.cells
+    rows, cols = radio.shape
+    ext = (radio.x0, radio.x0 + cols * radio.pixel_m, radio.y0, radio.y0 + rows * radio.pixel_m)
+    best = radio.power_dbm[:, 0].reshape(rows, cols)
+    srv = radio.cell[:, 0]
+    shuffled = np.random.default_rng(0).permutation(len(cells))  # neighbours get other colours
+    colour = np.where(srv >= 0, shuffled[np.maximum(srv, 0)] % 20, np.nan).reshape(rows, cols)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6.5))
+    im = axes[0].imshow(best, origin="lower", extent=ext, cmap="viridis")
+    fig.colorbar(im, ax=axes[0], label="received power of the best server (dBm)")
+    axes[0].set_title("True coverage: best server power (with shadowing)")
+    axes[1].imshow(colour, origin="lower", extent=ext, cmap="tab20", interpolation="nearest")
+    axes[1].set_title(f"Best-server areas ({len(cells)} cells)")
+    for ax in axes:
+        ax.plot(cells["x"], cells["y"], "k.", markersize=1.5)
+        ax.set_aspect("equal")
+        ax.set_xlabel("x (m, EPSG:31370)")
+    paths = [out_dir / "coverage_best_server.png"]
+    with atomic_path(paths[0]) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+
+    # per-cell coverage: the footprint of each of the most used cells (small multiples)
+    served = np.bincount(radio.cell[:, 0][radio.cell[:, 0] >= 0], minlength=len(cells))
+    top = np.argsort(-served)[:12]
+    fig, axes = plt.subplots(3, 4, figsize=(14, 10))
+    for ax, c in zip(axes.ravel(), top, strict=False):
+        power = np.where(radio.cell == c, radio.power_dbm, -np.inf).max(axis=1).reshape(rows, cols)
+        ax.imshow(np.where(np.isfinite(power), power, np.nan), origin="lower", extent=ext,
+                  cmap="magma")  # fmt: skip
+        ax.plot(cells["x"].iloc[c], cells["y"].iloc[c], "c^", markersize=5)
+        ax.set_title(f"cell {cells['cell_id'].iloc[c]}: {served[c]} px best", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Coverage of the 12 cells serving the most area (where among the strongest)")
+    paths.append(out_dir / "coverage_cells.png")
+    with atomic_path(paths[1]) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return paths
