@@ -224,3 +224,57 @@ def test_good_cell_file_with_lonlat(tmp_path: Path) -> None:
     cells = read_cells_csv(path, operator="proximus")
     assert list(cells["cell_id"]) == [11, 12] and cells["site_id"].nunique() == 1
     assert 140_000 < cells["x"].iloc[0] < 160_000
+
+
+def test_race_burst_follows_the_timetable() -> None:
+    from sim.network.simulate import race_burst
+    from sim.scenario import Event
+
+    event = Event.model_validate({
+        "name": "e", "date": "2019-07-07", "start": "11:00", "end": "18:00",
+        "race": {"caravan": "13:00", "first_start": "14:30", "teams": 22, "interval_min": 5,
+                 "ride_min": 29},
+    })  # fmt: skip
+    weight = race_burst(event)
+    hours = lambda h: (h - 11.0) * 3600.0  # noqa: E731
+    assert weight(hours(11.0)) == 0.0
+    assert weight(hours(12.75)) == pytest.approx(0.5)  # halfway up the ramp to the caravan
+    assert weight(hours(15.0)) == 1.0
+    last_finish = 16.25 + 29 / 60
+    assert weight(hours(last_finish + 0.25)) == pytest.approx(0.5)
+    assert weight(hours(17.9)) == 0.0
+
+
+def test_network_stage_writes_operator_outputs(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from sim.network.simulate import build_network, write_network_outputs
+    from sim.scenario import Event, NetworkConfig
+
+    event = Event(name="e", date="2019-07-07", start="12:00", end="12:30")
+    rng = np.random.default_rng(5)
+    n = 3000
+    spectator = rng.random(n) < 0.5
+    run = build_network(NetworkConfig(), (0, 0, 3000, 3000), event=event, n_people=n,
+                        spectator=spectator, rng=rng, dt_s=5.0)  # fmt: skip
+    x, y = rng.uniform(0, 3000, n), rng.uniform(0, 3000, n)
+    present = rng.random(n) < 0.8
+    ticks = run.observe(
+        SimpleNamespace(t_s=k * 5.0, x=x + k, y=y, present=present, spectator=spectator)
+        for k in range(360)
+    )
+    assert ticks == 360
+    summary = run.summary()
+    assert summary["procedures"] > 0 and summary["devices_simulated"] < summary[
+        "devices_all_operators"]  # fmt: skip
+    written = {p.name for p in write_network_outputs(run, tmp_path, salt=rng)}
+    assert {"records.parquet", "cell_load.parquet", "network_plan.json", "cells.gpkg",
+            "coverage_best_server.png", "coverage_cells.png"} <= written  # fmt: skip
+    records = validate_records(pd.read_parquet(tmp_path / "records.parquet"))
+    assert records["time"].min() >= pd.Timestamp(event.start_datetime)
+    load = pd.read_parquet(tmp_path / "cell_load.parquet")
+    assert len(load) == 30 * run.plan.n_cells and (load["connected_users"] >= 0).all()
+    # nobody absent is ever seen: every record belongs to a phone of a present person
+    raw = run.signalling.raw_records()
+    assert len(records) == summary["procedures"] == len(raw["device"])
+    assert present[run.signalling.owner[raw["device"]]].all()
