@@ -15,6 +15,7 @@ the inter-site correlation of 0.5 that 3GPP uses.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
@@ -65,13 +66,22 @@ class RadioEnvironment:
 
     def best(self, pixel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Strongest cell (-1 if none) and its power at each pixel."""
-        return self.cell[pixel, 0], self.power_dbm[pixel, 0]
+        return self._best_cell[pixel], self._best_power[pixel]
+
+    @cached_property
+    def _best_cell(self) -> np.ndarray:
+        return np.ascontiguousarray(self.cell[:, 0])
+
+    @cached_property
+    def _best_power(self) -> np.ndarray:
+        return np.ascontiguousarray(self.power_dbm[:, 0])
 
     def power_of(self, pixel: np.ndarray, cell: np.ndarray) -> np.ndarray:
         """Received power of `cell` at each pixel; -inf where it is not among the kept."""
         hit = self.cell[pixel] == np.asarray(cell)[:, None]
-        return np.where(hit.any(axis=1), np.where(hit, self.power_dbm[pixel], -np.inf).max(axis=1),
-                        -np.inf)  # fmt: skip
+        j = hit.argmax(axis=1)
+        rows = np.arange(len(j))
+        return np.where(hit[rows, j], self.power_dbm[pixel, j], -np.inf)
 
     @property
     def covered_share(self) -> float:

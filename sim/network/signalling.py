@@ -178,10 +178,23 @@ class Signalling:
         self.conn_until = np.zeros(n)
         self.a3_target = np.full(n, -1, dtype=np.int64)
         self.a3_ticks = np.zeros(n, dtype=np.int64)
+        self._pix = np.full(n, -1, dtype=np.int64)  # last pixel and its strongest cell
+        self._best = np.full(n, -1, dtype=np.int64)
+        self._best_pow = np.full(n, -np.inf)
+        self._in_use = np.zeros(self.n_cells, dtype=np.int64)
         self.ttt_ticks = max(1, int(np.ceil(self.cfg.time_to_trigger_s / self.dt - 1e-9)))
-        rates = np.array(self.cfg.data_per_h) / 3600.0
-        self.data_rate = rates[self.activity]
-        self.page_rate = (np.array(self.cfg.paging_per_h) / 3600.0)[self.activity]
+        # phones with equal traffic rates: (activity class, spectator or not)
+        self._groups = [
+            (a, bool(sp), np.flatnonzero((self.activity == a) & (self.spectator == sp)))
+            for a in range(len(self.cfg.data_per_h))
+            for sp in (False, True)
+        ]
+        self._kinds = (
+            ("data", "service_request", self.cfg.session_mean_s),
+            ("paging", "paging_response", self.cfg.session_mean_s),
+            ("call", "call", self.cfg.call_mean_s),
+            ("sms", "sms", None),
+        )
         self.msgs = np.array([self.cfg.messages[p] for p in PROCEDURES], dtype=np.int64)
         self.mme = ControlPlane(workers=self.cfg.mme_workers, message_s=self.cfg.mme_message_s,
                                 timeout_s=self.cfg.mme_timeout_s)  # fmt: skip
@@ -212,8 +225,14 @@ class Signalling:
         self.present = now_present
         idx = np.flatnonzero(now_present)
         pix = self.radio.pixel(np.asarray(x)[self.owner[idx]], np.asarray(y)[self.owner[idx]])
-        best, best_pow = self.radio.best(pix)
-        best = best.astype(np.int64)
+        moved_pixel = pix != self._pix[idx]  # most people stand still: look up only movers
+        changed = idx[moved_pixel]
+        self._pix[changed] = pix[moved_pixel]
+        self._best[changed], self._best_pow[changed] = self.radio.best(pix[moved_pixel])
+        best, best_pow = self._best[idx], self._best_pow[idx]
+        self._in_use = np.bincount(
+            self.cell[self.present & (self.state == CONNECTED)], minlength=self.n_cells
+        )
         covered = best >= 0
         self.unreachable_device_ticks += int((~covered).sum())
         out: list[tuple[np.ndarray, int, np.ndarray]] = []  # (devices, procedure, cells)
@@ -232,8 +251,14 @@ class Signalling:
             out.append((dev, P["tau"], best[arr]))
 
         serving = self.cell[idx]
-        serving_pow = self.radio.power_of(pix, np.where(serving >= 0, serving, 0))
-        serving_pow = np.where(serving >= 0, serving_pow, -np.inf)
+        # the serving cell's power matters only where another cell is now the strongest
+        differs = np.flatnonzero((best != serving) & covered)
+        serving_pow = np.full(len(idx), np.inf)
+        serving_pow[differs] = np.where(
+            serving[differs] >= 0,
+            self.radio.power_of(pix[differs], np.maximum(serving[differs], 0)),
+            -np.inf,
+        )
         idle = (self.state[idx] == IDLE) & covered & ~arr
         conn = (self.state[idx] == CONNECTED) & covered
 
@@ -257,6 +282,7 @@ class Signalling:
         trigger = a3 & (self.a3_ticks[idx] >= self.ttt_ticks)
         ho_dev, ho_cell = idx[trigger], best[trigger]
         admitted = self._admit(ho_dev, ho_cell)
+        np.subtract.at(self._in_use, self.cell[ho_dev[admitted]], 1)
         self.cell[ho_dev[admitted]] = ho_cell[admitted]
         self.a3_ticks[ho_dev] = 0
         out.append((ho_dev[admitted], P["handover"], ho_cell[admitted]))
@@ -265,51 +291,64 @@ class Signalling:
         # release after inactivity; register a tracking area changed while connected
         release = idx[conn & (self.conn_until[idx] <= t_s)]
         self.state[release] = IDLE
+        np.subtract.at(self._in_use, self.cell[release], 1)
         moved = release[self.cell_ta[self.cell[release]] != self.registered_ta[release]]
         self._register(moved, t_s)
         out.append((moved, P["tau"], self.cell[moved]))
 
-        # traffic: Poisson arrivals in this tick
-        act = idx[covered]
-        boost = 1.0 + (cfg.burst_factor - 1.0) * float(self.burst(t_s)) * self.spectator[act]
-        lam = np.stack([
-            self.data_rate[act] * boost, self.page_rate[act] * boost,
-            np.full(len(act), cfg.call_per_h / 3600.0), np.full(len(act), cfg.sms_per_h / 3600.0),
-        ]) * self.dt  # fmt: skip
-        events = rng.random(lam.shape) < -np.expm1(-lam)  # at least one arrival this tick
-        busy = self.state[act] == CONNECTED
-        for kind, proc, hold in (
-            (0, "service_request", cfg.session_mean_s),
-            (1, "paging_response", cfg.session_mean_s),
-            (2, "call", cfg.call_mean_s),
-        ):
-            want = events[kind]
-            extend = act[want & busy]  # traffic on an existing connection: silent
+        # traffic: arrivals in this tick, drawn per group of phones with equal rates and
+        # thinned to the phones that are present and covered (the same law, O(events))
+        reachable = np.zeros(len(self.owner), dtype=bool)
+        reachable[idx[covered]] = True
+        burst = float(self.burst(t_s))
+        for kind, proc, hold in self._kinds:
+            chosen = self._arrivals(kind, burst)
+            chosen = chosen[reachable[chosen]]
+            if hold is None:  # an SMS is a short NAS exchange: seen, no connection kept
+                out.append((chosen, P[proc], self.cell[chosen]))
+                continue
+            busy = self.state[chosen] == CONNECTED
+            extend = chosen[busy]  # traffic on an existing connection: silent
             self.conn_until[extend] = np.maximum(
                 self.conn_until[extend], t_s + rng.exponential(hold, len(extend)) + cfg.inactivity_s
             )
-            setup = act[want & ~busy]
+            setup = chosen[~busy]
             cells = self.cell[setup]
             ok = self._admit(setup, cells)
             go = setup[ok]
             self.state[go] = CONNECTED
             self.conn_until[go] = t_s + rng.exponential(hold, len(go)) + cfg.inactivity_s
-            busy = self.state[act] == CONNECTED
             out.append((go, P[proc], cells[ok]))
             rejected.append((setup[~ok], P[proc], cells[~ok]))
-        sms = act[events[3]]
-        out.append((sms, P["sms"], self.cell[sms]))
 
         self._emit(t_s, out, OK)
         self._emit(t_s, rejected, REJECTED)
-        connected = self.cell[self.present & (self.state == CONNECTED) & (self.cell >= 0)]
-        self._load.append((self.ticks, np.bincount(connected, minlength=self.n_cells),
+        self._load.append((self.ticks, self._in_use.copy(),
                            np.bincount(np.concatenate([c for _, _, c in rejected]),
                                        minlength=self.n_cells)))  # fmt: skip
         self.ticks += 1
         self.mme.run_until(t_s + self.dt)
 
     # ------------------------------------------------------------------ helpers
+    def _arrivals(self, kind: str, burst: float) -> np.ndarray:
+        """Phones with at least one arrival of `kind` in this tick (Poisson per phone)."""
+        cfg, rng = self.cfg, self.rng
+        picked = []
+        for activity, spectator, members in self._groups:
+            per_h = {
+                "data": cfg.data_per_h[activity],
+                "paging": cfg.paging_per_h[activity],
+                "call": cfg.call_per_h,
+                "sms": cfg.sms_per_h,
+            }[kind]
+            if kind in ("data", "paging") and spectator:
+                per_h *= 1.0 + (cfg.burst_factor - 1.0) * burst
+            p = -np.expm1(-per_h / 3600.0 * self.dt)
+            k = rng.binomial(len(members), p) if len(members) else 0
+            if k:
+                picked.append(members[rng.choice(len(members), size=k, replace=False)])
+        return np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
+
     def _register(self, dev: np.ndarray, t_s: float) -> None:
         self.registered_ta[dev] = self.cell_ta[self.cell[dev]]
         self.next_periodic[dev] = t_s + self.cfg.t3412_s
@@ -321,13 +360,13 @@ class Signalling:
         self.a3_target[dev_mask] = -1
 
     def _admit(self, dev: np.ndarray, cells: np.ndarray) -> np.ndarray:
-        """Which of these connection requests fit under each cell's RRC capacity."""
+        """Which of these connection requests fit under each cell's RRC capacity.
+
+        The admitted ones are counted in the cells' connected users at once.
+        """
         if len(dev) == 0:
             return np.zeros(0, dtype=bool)
-        in_use = np.bincount(
-            self.cell[self.present & (self.state == CONNECTED)], minlength=self.n_cells
-        )
-        free = np.maximum(self.cfg.rrc_capacity - in_use, 0)
+        free = np.maximum(self.cfg.rrc_capacity - self._in_use, 0)
         order = self.rng.permutation(len(dev))  # who gets the last places is random
         c = cells[order]
         by_cell = np.argsort(c, kind="stable")
@@ -337,6 +376,7 @@ class Signalling:
         rank[by_cell] = np.arange(len(dev)) - first
         ok = np.empty(len(dev), dtype=bool)
         ok[order] = rank < free[c]
+        np.add.at(self._in_use, cells[ok], 1)
         return ok
 
     def _emit(self, t_s: float, parts: list, outcome: int) -> None:
