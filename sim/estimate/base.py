@@ -1,0 +1,423 @@
+"""The estimator interface: parameters in the constructor, ``fit`` on operator data, ``estimate``.
+
+Every method (presence, Voronoi, Simple Bayes, EM) is an :class:`Estimator`. As in
+scikit-learn, the constructor stores parameters only, ``fit(records, plan)`` checks its
+inputs and computes what does not depend on the zones or the bins (attributes ending in
+``_``), and ``estimate(zones, bins)`` returns one table in the ``estimates.parquet``
+form. The shared pipeline lives here so that every method runs on the same inputs and
+writes the same table: presence counts per cell and bin -> devices per zone (the only
+step a method defines) -> people (scaling) -> intervals -> privacy.
+
+Only operator-side data enters (DESIGN §1): the records, per-cell counters and the
+network plan. ``tests/test_operator_wall.py`` checks the imports of this package.
+
+Bounds. ``lower`` and ``upper`` are a ``confidence`` (95%) interval for the people of a
+zone-bin from sampling alone: the zone's device count D (the method's output) is taken
+as Poisson, since owning a phone of this operator thins the crowd at random and a
+method spreading a cell's devices over zones thins them again, and the exact Garwood
+interval of D is scaled by the people per device (:mod:`sim.estimate.scaling`); with
+Laplace noise it is widened by the noise's quantile (:mod:`sim.estimate.privacy`). It
+does *not* cover the error of the spatial model (coverage that differs from the
+operator's belief), of the beliefs in market share and phones per person, of devices
+silent for longer than the window, nor the EM's extra variance: validation measures
+how often the truth falls outside. An empty zone-bin gets 0 and ``[0, 3.69 f]``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+
+from sim.errors import CrowdsimError
+from sim.estimate.presence import (
+    PreparedRecords,
+    check_bins,
+    check_counters,
+    check_plan,
+    prepare_records,
+    presence_at,
+    presence_counts,
+    reference_instants,
+)
+from sim.estimate.privacy import protect
+from sim.estimate.scaling import people_per_device, poisson_interval
+from sim.estimate.tiles import ZoneSet, zone_sets
+from sim.network.plan import NetworkPlan
+
+__all__ = ["ESTIMATE_COLUMNS", "EstimateInputError", "Estimator", "NotFittedError"]
+
+#: Columns of ``estimates.parquet`` and their dtypes. ``mode`` says whether an estimate
+#: could have been shown live (``realtime``) or used the whole day (``batch``).
+ESTIMATE_COLUMNS: dict[str, object] = {
+    "method": "category",
+    "zone_system": "category",
+    "zone": "category",
+    "bin": "datetime64[ns, UTC]",
+    "estimate": "float32",
+    "lower": "float32",
+    "upper": "float32",
+    "suppressed": "bool",
+    "mode": "category",
+}
+
+
+class EstimateInputError(CrowdsimError, ValueError):
+    """Records, counters, plan, zones or bins given to an estimator are not usable."""
+
+
+class NotFittedError(CrowdsimError, RuntimeError):
+    """``estimate`` was called before ``fit``."""
+
+
+class Estimator:
+    """Base class of the estimators: scikit-learn-style parameters, fit, estimate.
+
+    The parameters below are shared by every method.
+
+    Parameters
+    ----------
+    window_min
+        Presence window W: a device counts at its last-known cell if seen within W
+        minutes. The periodic TAU timer (T3412 = 54 min) plus a margin makes ~60 natural.
+    latency_min
+        Real-time mode: the estimate of the bin starting at t uses only records before
+        ``min(t + latency, bin end)``. 0 shows the state at the bin start; a latency of
+        one bin width shows the state at the bin end, which is when the truth counts.
+    mode
+        ``"realtime"`` (what a crisis-centre screen could show) or ``"batch"`` (the whole
+        day: a device is put at its record nearest in time to the bin end, within W on
+        either side, so later records are used; the output's ``mode`` column says so).
+    market_share, phones_per_person
+        The operator's beliefs used to scale devices to people; None takes the values of
+        the network plan (which holds the operator's belief, not the simulator's truth).
+    share_error, phones_error
+        Relative error put on those beliefs, ``belief * (1 + error)``: the knob that makes
+        the operator know its share and phones per person only approximately when the
+        plan carries the simulator's values (e.g. -0.05 = believes 5% less).
+    roaming_device_share
+        Share of the devices in the records the operator believes to be inbound roamers
+        (their phones are scaled by `roaming_market_share`, not by the home share).
+    roaming_market_share
+        Share of foreign visitors' phones believed to roam onto this operator; None =
+        `market_share`.
+    privacy_threshold
+        Zone-bins with fewer people than this are marked suppressed (Proximus: 30).
+    laplace_epsilon
+        If given, Laplace noise of scale (people per device) / epsilon is added to each
+        published zone-bin before suppression is decided.
+    confidence
+        Level of the [lower, upper] intervals.
+    random_state
+        Seed or ``numpy.random.Generator`` for the noise; same seed, same output.
+    """
+
+    #: Name in the ``method`` column.
+    method: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        *,
+        window_min: float = 60.0,
+        latency_min: float = 0.0,
+        mode: Literal["realtime", "batch"] = "realtime",
+        market_share: float | None = None,
+        phones_per_person: float | None = None,
+        roaming_device_share: float = 0.0,
+        roaming_market_share: float | None = None,
+        share_error: float = 0.0,
+        phones_error: float = 0.0,
+        privacy_threshold: float = 30.0,
+        laplace_epsilon: float | None = None,
+        confidence: float = 0.95,
+        random_state: int | np.random.Generator | None = None,
+    ) -> None:
+        self.window_min = window_min
+        self.latency_min = latency_min
+        self.mode = mode
+        self.market_share = market_share
+        self.phones_per_person = phones_per_person
+        self.roaming_device_share = roaming_device_share
+        self.roaming_market_share = roaming_market_share
+        self.share_error = share_error
+        self.phones_error = phones_error
+        self.privacy_threshold = privacy_threshold
+        self.laplace_epsilon = laplace_epsilon
+        self.confidence = confidence
+        self.random_state = random_state
+
+    # -- scikit-learn parameter protocol -------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        names: list[str] = []
+        for klass in cls.__mro__:
+            if "__init__" not in klass.__dict__ or klass is object:
+                continue
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.name != "self" and p.kind == p.KEYWORD_ONLY and p.name not in names:
+                    names.append(p.name)
+        return sorted(names)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters and their current values."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> Estimator:
+        """Set constructor parameters; an unknown name is an error. Returns self."""
+        valid = set(self._param_names())
+        for name, value in params.items():
+            if name not in valid:
+                raise EstimateInputError(
+                    f"{type(self).__name__}: unknown parameter {name!r}; "
+                    f"parameters are {', '.join(sorted(valid))}"
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+    # -- fit / estimate --------------------------------------------------------------------
+    def fit(
+        self,
+        records: pd.DataFrame | PreparedRecords,
+        plan: NetworkPlan,
+        *,
+        counters: pd.DataFrame | None = None,
+    ) -> Estimator:
+        """Check the operator data and prepare what does not depend on zones or bins.
+
+        Parameters
+        ----------
+        records
+            Operator records in the ``RECORD_COLUMNS`` form, or records already prepared
+            by :func:`sim.estimate.presence.prepare_records` for this plan (lets several
+            estimators share one validation and sort).
+        plan
+            The operator's network plan.
+        counters
+            Per-cell per-minute counters (``COUNTER_COLUMNS``); checked and kept as
+            ``counters_``; the reference methods here do not use them.
+
+        Returns
+        -------
+        Estimator
+            self, fitted.
+
+        Raises
+        ------
+        EstimateInputError
+            The plan has no cells, records are empty, name unknown cells or fall outside
+            the plan's period, counters are malformed, or a parameter is out of range.
+        """
+        self._check_params()
+        self.plan_ = check_plan(plan, error=EstimateInputError)
+        if isinstance(records, PreparedRecords):
+            if records.plan is not plan:
+                raise EstimateInputError(
+                    "records were prepared for another network plan; prepare them again"
+                )
+            self.records_ = records
+        else:
+            self.records_ = prepare_records(records, plan, error=EstimateInputError)
+        self.counters_ = check_counters(counters, plan, error=EstimateInputError)
+        share = self.market_share if self.market_share is not None else plan.market_share
+        phones = (
+            self.phones_per_person if self.phones_per_person is not None else plan.phones_per_person
+        )
+        share, phones = share * (1.0 + self.share_error), phones * (1.0 + self.phones_error)
+        self.people_per_device_ = people_per_device(
+            market_share=share,
+            phones_per_person=phones,
+            roaming_device_share=self.roaming_device_share,
+            roaming_market_share=self.roaming_market_share,
+            error=EstimateInputError,
+        )
+        self._fit_space(plan)
+        return self
+
+    def estimate(self, zones: Any, bins: pd.DatetimeIndex) -> pd.DataFrame:
+        """People per zone and bin, with intervals and suppression marks.
+
+        Parameters
+        ----------
+        zones
+            A ``sim.zones.Zones`` or ``ZoneSystem``, a GeoDataFrame (EPSG:31370) with
+            columns ``zone`` and ``geometry`` and either a ``system`` column or
+            ``attrs["system"]``, or a dict ``{system name: any of those}``. Ignored by the
+            presence method, which reports per cell.
+        bins
+            Bin starts, time-zone-aware (converted to UTC), strictly increasing, inside the
+            plan's period; the width is the smallest step (1 minute for a single bin).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns :data:`ESTIMATE_COLUMNS`, one row per zone and bin.
+        """
+        if not hasattr(self, "records_"):
+            raise NotFittedError(f"{type(self).__name__}: call fit(records, plan) first")
+        bins, width = check_bins(bins, self.plan_, error=EstimateInputError)
+        counts = self.cell_counts(bins, width=width)
+        rng = np.random.default_rng(self.random_state)
+        frames = []
+        for zs in self._zone_sets(zones):
+            devices = self._devices_per_zone(counts, zs)
+            frames.append(self._table(devices, zs, bins, rng=rng))
+        return concat_estimates(frames, consume=True)
+
+    def estimate_minute(self, zones: Any, bin_start: pd.Timestamp) -> pd.DataFrame:
+        """The real-time update of one bin: what the crisis-centre screen shows for it.
+
+        Reads only the records in ``[r - W, r)`` with r the bin's reference instant
+        (:func:`~sim.estimate.presence.presence_at`), so it never touches a record later
+        than the bin start plus the latency. Equal to the same bin of :meth:`estimate`.
+        """
+        if not hasattr(self, "records_"):
+            raise NotFittedError(f"{type(self).__name__}: call fit(records, plan) first")
+        if self.mode != "realtime":
+            raise EstimateInputError(
+                f"{type(self).__name__}: estimate_minute is the real-time update; mode is "
+                f"{self.mode!r}"
+            )
+        bins, width = check_bins(
+            pd.DatetimeIndex([pd.Timestamp(bin_start)]), self.plan_, error=EstimateInputError
+        )
+        (instant,) = reference_instants(
+            bins, width=width, latency=pd.Timedelta(minutes=self.latency_min), mode="realtime"
+        )
+        counts = presence_at(
+            self.records_, int(instant), window=pd.Timedelta(minutes=self.window_min)
+        )[:, None]
+        rng = np.random.default_rng(self.random_state)
+        frames = [
+            self._table(self._devices_per_zone(counts, zs), zs, bins, rng=rng)
+            for zs in self._zone_sets(zones)
+        ]
+        return concat_estimates(frames, consume=True)
+
+    def cell_counts(
+        self, bins: pd.DatetimeIndex, *, width: pd.Timedelta | None = None
+    ) -> np.ndarray:
+        """Devices present per cell (rows, plan order) and bin (columns)."""
+        if width is None:
+            bins, width = check_bins(bins, self.plan_, error=EstimateInputError)
+        instants = reference_instants(
+            bins, width=width, latency=pd.Timedelta(minutes=self.latency_min), mode=self.mode
+        )
+        return presence_counts(
+            self.records_, instants, window=pd.Timedelta(minutes=self.window_min), mode=self.mode
+        )
+
+    # -- what a method defines ------------------------------------------------------------
+    def _fit_space(self, plan: NetworkPlan) -> None:
+        """Prepare the spatial model (cell footprints); nothing for presence."""
+
+    def _zone_sets(self, zones: Any) -> list[ZoneSet]:
+        return zone_sets(zones, error=EstimateInputError)
+
+    def _devices_per_zone(self, counts: np.ndarray, zs: ZoneSet) -> np.ndarray:
+        """Devices per zone (rows) and bin (columns) from devices per cell and bin."""
+        raise NotImplementedError
+
+    # -- shared tail: people, intervals, privacy --------------------------------------------
+    def _table(
+        self,
+        devices: np.ndarray,
+        zs: ZoneSet,
+        bins: pd.DatetimeIndex,
+        *,
+        rng: np.random.Generator,
+    ) -> pd.DataFrame:
+        devices = np.maximum(devices, 0.0)
+        lo, hi = poisson_interval(devices, confidence=self.confidence)
+        f = self.people_per_device_
+        est, lower, upper, suppressed = protect(
+            devices * f,
+            lo * f,
+            hi * f,
+            threshold=self.privacy_threshold,
+            epsilon=self.laplace_epsilon,
+            sensitivity=f,
+            confidence=self.confidence,
+            rng=rng,
+        )
+        n_zones, n_bins = devices.shape
+        zone_codes = np.repeat(np.arange(n_zones, dtype=np.int32), n_bins)
+        return pd.DataFrame(
+            {
+                "method": pd.Categorical.from_codes(
+                    np.zeros(n_zones * n_bins, dtype=np.int8), categories=[self.method]
+                ),
+                "zone_system": pd.Categorical.from_codes(
+                    np.zeros(n_zones * n_bins, dtype=np.int8), categories=[zs.system]
+                ),
+                "zone": pd.Categorical.from_codes(zone_codes, categories=pd.Index(zs.zone)),
+                "bin": _utc(np.tile(bins.asi8, n_zones)),
+                "estimate": est.ravel().astype(np.float32),
+                "lower": lower.ravel().astype(np.float32),
+                "upper": upper.ravel().astype(np.float32),
+                "suppressed": suppressed.ravel(),
+                "mode": pd.Categorical.from_codes(
+                    np.zeros(n_zones * n_bins, dtype=np.int8), categories=[self.mode]
+                ),
+            }
+        )
+
+    def _check_params(self) -> None:
+        name = type(self).__name__
+        if not self.window_min > 0:
+            raise EstimateInputError(f"{name}: window_min = {self.window_min}; must be > 0")
+        if not self.latency_min >= 0:
+            raise EstimateInputError(f"{name}: latency_min = {self.latency_min}; must be >= 0")
+        if self.mode not in ("realtime", "batch"):
+            raise EstimateInputError(f"{name}: mode = {self.mode!r}; use 'realtime' or 'batch'")
+        if not 0 < self.confidence < 1:
+            raise EstimateInputError(f"{name}: confidence = {self.confidence}; must be in (0, 1)")
+        if not self.privacy_threshold >= 0:
+            raise EstimateInputError(
+                f"{name}: privacy_threshold = {self.privacy_threshold}; must be >= 0"
+            )
+        if self.laplace_epsilon is not None and not self.laplace_epsilon > 0:
+            raise EstimateInputError(
+                f"{name}: laplace_epsilon = {self.laplace_epsilon}; must be > 0 or None"
+            )
+
+
+def concat_estimates(frames: list[pd.DataFrame], *, consume: bool = False) -> pd.DataFrame:
+    """Stack estimate tables, unioning their categories.
+
+    With ``consume=True`` each column is dropped from the input frames once stacked, so
+    the peak memory is about one copy of the result rather than two.
+    """
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in ESTIMATE_COLUMNS.items()})
+    out: dict[str, Any] = {}
+    for column, dtype in ESTIMATE_COLUMNS.items():
+        if dtype == "category":
+            cats = pd.Index(
+                pd.unique(np.concatenate([f[column].cat.categories.to_numpy() for f in frames]))
+            )
+            codes = np.concatenate(
+                [
+                    cats.get_indexer(f[column].cat.categories).astype(np.int32)[f[column].cat.codes]
+                    for f in frames
+                ]
+            )
+            out[column] = pd.Categorical.from_codes(codes, categories=cats)
+        elif column == "bin":
+            out[column] = _utc(np.concatenate([f[column].array.asi8 for f in frames]))
+        else:
+            out[column] = np.concatenate([f[column].to_numpy() for f in frames])
+        if consume:
+            for f in frames:
+                del f[column]
+    return pd.DataFrame(out, copy=False)
+
+
+def _utc(ns: np.ndarray) -> pd.DatetimeIndex:
+    """UTC times from ns since the epoch, without passing through Python objects."""
+    return pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC")

@@ -1,0 +1,191 @@
+"""Iterative maximum likelihood (EM) deconvolution of cell counts into tile densities.
+
+Ricciato, Lanzieri, Wirthmann & Seynaeve (2020), "Towards a methodological framework
+for estimating present population density from mobile network operator data",
+Pervasive and Mobile Computing 68, 101263. With ``c_i`` the devices counted in cell i
+and ``a_ij = P(detected in cell i | in tile j)`` (the operator's coverage model), the
+counts are modelled as independent Poisson with means ``(A u)_i`` and the ML estimate of
+the tile densities u is sought by the EM (Richardson–Lucy / Shepp–Vardi) iteration
+
+    u_j <- u_j / sum_i a_ij * sum_i c_i a_ij / sum_k a_ik u_k
+
+started from a uniform positive u (any positive start is admissible; the uniform one
+assumes nothing). Each iteration keeps u >= 0, conserves ``sum_j u_j sum_i a_ij =
+sum_i c_i`` (here every tile's ``sum_i a_ij`` is 1, so the tile total equals the cell
+total) and never decreases the Poisson likelihood.
+Stopping rule: the relative L1 change of u, ``|u_new - u|_1 / |u|_1``, falls below
+`tol`, or `max_iter` iterations. Like Richardson–Lucy deconvolution, ML-EM fits noise
+when run very long, so the tolerance also acts as a regulariser.
+
+All bins are iterated together as columns of one matrix; a bin leaves the iteration
+when it meets the rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.sparse import csr_matrix
+
+from sim.estimate.base import EstimateInputError
+from sim.estimate.spatial import SpatialEstimator
+from sim.estimate.tiles import coverage_matrix
+from sim.network.plan import NetworkPlan
+
+__all__ = ["EMEstimator", "EMResult", "em_deconvolve", "poisson_loglik"]
+
+
+@dataclass(frozen=True)
+class EMResult:
+    """Tile densities, iterations used per bin, and (if asked) the per-iteration trace."""
+
+    u: np.ndarray
+    n_iter: np.ndarray
+    loglik: list[np.ndarray]
+    totals: list[np.ndarray]
+
+
+def poisson_loglik(counts: np.ndarray, coverage: csr_matrix, u: np.ndarray) -> np.ndarray:
+    """Poisson log-likelihood per bin (without the ``log c!`` constant)."""
+    lam = np.asarray(coverage @ u)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where(counts > 0, counts * np.log(np.where(lam > 0, lam, 1.0)), 0.0)
+        term = np.where((counts > 0) & (lam <= 0), -np.inf, term)
+    return term.sum(axis=0) - lam.sum(axis=0)
+
+
+def em_deconvolve(
+    counts: np.ndarray,
+    coverage: csr_matrix,
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 300,
+    trace: bool = False,
+) -> EMResult:
+    """ML-EM estimate of tile densities from cell counts, all bins at once.
+
+    Parameters
+    ----------
+    counts
+        Devices per cell (rows) and bin (columns), >= 0.
+    coverage
+        ``a_ij``, cells x tiles.
+    tol
+        Stop a bin when the relative L1 change of its densities is below this.
+    max_iter
+        Iteration cap.
+    trace
+        Record, after each iteration, the log-likelihood and the weighted total
+        ``sum_j u_j sum_i a_ij`` of every bin (for tests and diagnostics).
+
+    Returns
+    -------
+    EMResult
+        ``u`` is tiles x bins.
+    """
+    c = np.atleast_2d(np.asarray(counts, dtype=np.float64))
+    if c.ndim != 2 or c.shape[0] != coverage.shape[0]:
+        raise EstimateInputError(
+            f"counts have shape {c.shape}; need (cells = {coverage.shape[0]}, bins)"
+        )
+    a = csr_matrix(coverage, dtype=np.float64)
+    at = csr_matrix(a.T)
+    sens = np.asarray(a.sum(axis=0)).ravel()  # sum_i a_ij
+    covered = sens > 0
+    n_tiles, n_bins = a.shape[1], c.shape[1]
+    total = c.sum(axis=0)
+    u = np.zeros((n_tiles, n_bins))
+    u[covered] = total / max(float(sens[covered].sum()), 1e-300)
+    inv_sens = np.where(covered, 1.0 / np.where(covered, sens, 1.0), 0.0)
+    n_iter = np.zeros(n_bins, dtype=np.int64)
+    active = np.flatnonzero(total > 0)  # bins still iterating; `work` holds their u
+    work = u[:, active]
+    ca = c[:, active]
+    loglik: list[np.ndarray] = []
+    totals: list[np.ndarray] = []
+    for _ in range(max_iter):
+        if active.size == 0:
+            break
+        lam = a @ work
+        ratio = np.divide(ca, lam, out=np.zeros_like(lam), where=lam > 0)
+        new = work * (at @ ratio)
+        new *= inv_sens[:, None]
+        change = np.abs(new - work).sum(axis=0) / np.maximum(work.sum(axis=0), 1e-300)
+        work = new
+        n_iter[active] += 1
+        if trace:
+            u[:, active] = work
+            loglik.append(poisson_loglik(c, a, u))
+            totals.append(sens @ u)
+        done = change < tol
+        if done.any():
+            u[:, active[done]] = work[:, done]
+            work, ca, active = work[:, ~done], ca[:, ~done], active[~done]
+    u[:, active] = work
+    return EMResult(u=u, n_iter=n_iter, loglik=loglik, totals=totals)
+
+
+class EMEstimator(SpatialEstimator):
+    """Iterative maximum likelihood deconvolution (Ricciato et al. 2020).
+
+    Parameters
+    ----------
+    tol, max_iter
+        The stopping rule (:func:`em_deconvolve`): relative L1 change below `tol`
+        (default 1e-4: on a Brussels-sized day, 12-43 iterations per minute from the
+        uniform start), at most `max_iter` iterations.
+    spread_db, max_cells, min_probability
+        The operator's coverage model (:func:`~sim.estimate.tiles.coverage_matrix`).
+    **kwargs
+        The parameters of :class:`~sim.estimate.spatial.SpatialEstimator`.
+
+    Attributes
+    ----------
+    coverage_
+        ``a_ij = P(cell i | tile j)``, cells x tiles.
+    n_iter_
+        Iterations used per bin by the last call of :meth:`estimate`.
+    """
+
+    method = "em"
+
+    def __init__(
+        self,
+        *,
+        tol: float = 1e-4,
+        max_iter: int = 300,
+        spread_db: float = 4.0,
+        max_cells: int = 24,
+        min_probability: float = 1e-3,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.tol = tol
+        self.max_iter = max_iter
+        self.spread_db = spread_db
+        self.max_cells = max_cells
+        self.min_probability = min_probability
+
+    def _fit_footprints(self, plan: NetworkPlan) -> None:
+        if not self.tol > 0 or not self.max_iter >= 1:
+            raise EstimateInputError("EMEstimator: need tol > 0 and max_iter >= 1")
+        if not self.spread_db >= 0 or not self.max_cells >= 1:
+            raise EstimateInputError("EMEstimator: need spread_db >= 0 and max_cells >= 1")
+        self.coverage_ = coverage_matrix(
+            plan,
+            self.raster_,
+            spread_db=self.spread_db,
+            max_cells=self.max_cells,
+            min_probability=self.min_probability,
+        )
+
+    def tile_devices(self, counts: np.ndarray) -> np.ndarray:
+        """Devices per tile: the EM densities (computed once per set of counts)."""
+        key = (counts.shape, hash(counts.tobytes()))
+        if getattr(self, "_cache_key", None) != key:
+            result = em_deconvolve(counts, self.coverage_, tol=self.tol, max_iter=self.max_iter)
+            self._cache_key, self._cache_u = key, result.u
+            self.n_iter_ = result.n_iter
+        return self._cache_u
