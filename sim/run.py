@@ -52,6 +52,7 @@ class RunContext:
     cache_dir: Path | None = None
     streets: Streets | None = None
     course: Course | None = None
+    crowd: Any = None  # the finished sim.crowd.CrowdModel (positions via crowd.fresh())
     outputs: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -100,6 +101,23 @@ def _check_closures(scenario: Scenario, streets: Streets) -> None:
                 )
 
 
+def _crowd_stage(ctx: RunContext) -> str:
+    """Build and run the crowd, write its ground truth, keep the model for later stages."""
+    from sim.crowd import CrowdModel
+
+    assert ctx.streets is not None and ctx.course is not None, "streets stage runs first"
+    model = CrowdModel(ctx.scenario, ctx.streets, ctx.course, seed=ctx.seeds["crowd"]).run()
+    ctx.crowd = model
+    ctx.outputs.extend(p.name for p in model.truth.write(ctx.out_dir))
+    ctx.outputs.append(model.zones.write_geopackage(ctx.out_dir / "zones.gpkg").name)
+    ctx.facts["crowd"] = model.summary()
+    facts = ctx.facts["crowd"]
+    return (
+        f"{facts['spectators']} spectators, {facts['background']} background, "
+        f"peak watching {facts['peak_watching']}"
+    )
+
+
 def _report_stage(ctx: RunContext) -> str:
     from sim.report import write_report
 
@@ -123,7 +141,7 @@ class _NotBuilt(Exception):
 #: The stages in the order they run.
 STAGES: tuple[tuple[str, Callable[[RunContext], str]], ...] = (
     ("streets", _streets_stage),
-    ("crowd", _not_built("the crowd model is planned")),
+    ("crowd", _crowd_stage),
     ("network", _not_built("the mobile network is planned")),
     ("estimators", _not_built("the estimators are planned")),
     ("validation", _not_built("validation is planned")),

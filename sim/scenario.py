@@ -230,29 +230,125 @@ class Origin(_Section):
     lat: Lat
     lon: Lon
     kind: Literal["station", "car_park", "neighbourhood"]
-    weight: float = Field(1.0, gt=0)
+    weight: float = Field(1.0, gt=0, description="relative share of spectators (assumption)")
+    radius_m: float = Field(
+        150.0,
+        ge=0,
+        description="street nodes this close are its exits (station exits, car-park gates): "
+        "arrivals spread over them and leavers head for the nearest (assumption)",
+    )
 
 
 class Spectators(_Section):
-    """People who come for the race."""
+    """People who come for the race (DESIGN §3, People)."""
 
-    count: int = Field(0, ge=0)
-    group_size_max: int = Field(5, ge=1, le=10)
+    count: int = Field(0, ge=0, description="~200,000 around the 2019 TTT course (DESIGN §3)")
+    group_size_max: int = Field(5, ge=1, le=10, description="groups of 1-5 (DESIGN §3)")
+    group_size_weights: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: [0.25, 0.35, 0.15, 0.17, 0.08],
+        min_length=1,
+        description="relative frequency of groups of 1, 2, ... people, cut at group_size_max "
+        "(assumption: mean about 2.5)",
+    )
     origins: list[Origin] = Field(default_factory=list)
+    arrival_peak_min: float = Field(
+        -60.0,
+        description="peak of the arrival curve, minutes relative to the first team's start "
+        "(assumption: the crowd was in place around the caravan, DESIGN §3)",
+    )
+    arrival_sd_min: float = Field(
+        60.0, gt=0, description="spread (SD) of the normal arrival curve, minutes (assumption)"
+    )
+    dwell_tail_min: float = Field(
+        15.0, ge=0, description="mean of the exponential stay after the last team (assumption)"
+    )
+    dwell_without_race_min: float = Field(
+        120.0, gt=0, description="stay when the scenario has no race timetable (assumption)"
+    )
+    early_leaver_share: Share = Field(
+        0.1, description="share of groups leaving before the last team passes (assumption)"
+    )
+    start_weight: float = Field(
+        6.0, ge=0, description="extra attractiveness near the start (assumption)"
+    )
+    finish_weight: float = Field(
+        6.0, ge=0, description="extra attractiveness near the finish (assumption)"
+    )
+    checkpoint_weight: float = Field(
+        3.0, ge=0, description="extra attractiveness near a check point (assumption)"
+    )
+    landmark_weight: float = Field(
+        1.0, ge=0, description="extra attractiveness near a named waypoint (assumption)"
+    )
+    landmark_radius_m: float = Field(
+        500.0, gt=0, description="how far a start/finish/landmark bonus reaches (assumption)"
+    )
+    distance_decay_m: float = Field(
+        2500.0, gt=0, description="attractiveness falls as exp(-walk/this) (assumption)"
+    )
+    viewing_density: float = Field(
+        2.5,
+        gt=0,
+        description="persons/m2 a viewing stretch holds; Fruin standing LOS D (assumption)",
+    )
+    stretch_m: float = Field(
+        200.0, gt=0, description="length of a viewing stretch of the course (assumption)"
+    )
 
 
 class Background(_Section):
-    """People in the area anyway: residents and visitors."""
+    """People in the area anyway: residents and visitors, mostly at home or activity places."""
 
-    count: int = Field(0, ge=0)
-    trips_per_day: float = Field(2.5, ge=0)
+    count: int = Field(0, ge=0, description="people present besides spectators (assumption)")
+    trips_per_day: float = Field(
+        2.5, ge=0, description="walking trips per person per day (assumption)"
+    )
+    active_hours: float = Field(
+        16.0, gt=0, le=24, description="waking hours over which trips spread (assumption)"
+    )
+    activity_places: int = Field(
+        48, ge=1, le=1000, description="number of activity places (shops, parks) (assumption)"
+    )
+    trip_decay_m: float = Field(
+        800.0, gt=0, description="trip destinations weighted exp(-walk/this) (assumption)"
+    )
+    stay_mean_min: float = Field(
+        45.0, gt=0, description="mean stay at an activity place, exponential (assumption)"
+    )
 
 
 class People(_Section):
-    """Who is in the simulation."""
+    """Who is in the simulation, and how they walk (DESIGN §3, People)."""
 
     spectators: Spectators = Field(default_factory=Spectators)
     background: Background = Field(default_factory=Background)
+    free_speed_mps: float = Field(
+        1.34, gt=0, description="mean free walking speed (Weidmann 1993, DESIGN §3)"
+    )
+    free_speed_sd_mps: float = Field(
+        0.26, ge=0, description="SD of individual free speeds (Weidmann 1993)"
+    )
+    jam_density: float = Field(
+        5.4, gt=0, description="persons/m2 at which walking stops (Weidmann 1993, DESIGN §3)"
+    )
+    min_speed_share: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="floor of speed/free speed near jam, so jammed edges drain (assumption)",
+    )
+    crossing_radius_m: float = Field(
+        30.0,
+        ge=0,
+        description="course nodes this close to a route crossing point may be crossed while "
+        "the course is closed (assumption)",
+    )
+    crossing_width_m: float = Field(
+        4.0, gt=0, description="walkable width of a crossing of the course (assumption)"
+    )
+    origin_max_snap_m: float = Field(
+        400.0, gt=0, description="how far an origin may lie from the nearest street node"
+    )
 
     @model_validator(mode="after")
     def _spectators_come_from_somewhere(self) -> People:
@@ -260,6 +356,8 @@ class People(_Section):
             raise ValueError(
                 "spectators.count > 0 needs at least one [[people.spectators.origins]]"
             )
+        if not any(self.spectators.group_size_weights[: self.spectators.group_size_max]):
+            raise ValueError("spectators.group_size_weights: needs a weight > 0 for some size")
         return self
 
 
@@ -312,11 +410,21 @@ class Area(_Section):
 class ZonesConfig(_Section):
     """Zone systems in which truth and estimates are counted."""
 
-    grid_m: float = Field(100.0, gt=0)
-    segment_m: float = Field(500.0, gt=0)
-    segment_buffer_m: float = Field(50.0, ge=0)
-    bin_s: float = Field(60.0, gt=0)
+    grid_m: float = Field(100.0, gt=0, description="side of a grid tile (issue #3)")
+    segment_m: float = Field(500.0, gt=0, description="length of a course segment (issue #3)")
+    segment_buffer_m: float = Field(
+        50.0, ge=0, description="how far either side of the course a segment reaches (assumption)"
+    )
+    bin_s: float = Field(60.0, gt=0, description="time bin of the counts (issue #3)")
     areas: list[Area] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _area_names_unique(self) -> ZonesConfig:
+        names = [a.name for a in self.areas]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"areas[{i}].name {name!r} is used twice; names identify zones")
+        return self
 
 
 class OutputConfig(_Section):

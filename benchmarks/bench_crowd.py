@@ -1,0 +1,229 @@
+"""Benchmark of the crowd stage (issue #3); run by hand, never as a timed test.
+
+(a) the crowd stage of the team-time-trial scenario on the real region extract with
+200,000 spectators and 300,000 background people from 11:00 to 18:00 at a 5 s step
+(streets loading is the streets stage and is not timed); (b) the same movement rules as
+idiomatic per-agent Mesa (each agent's ``step()`` moves itself) on 20,000 walkers for 200
+ticks, next to the vectorised update of the same 20,000 walkers. Prints one JSON object
+on its last line.
+
+Usage: ``python benchmarks/bench_crowd.py [--spectators N] [--background N] [--out DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import mesa
+import numpy as np
+
+from sim.course import build_course
+from sim.crowd import CrowdModel
+from sim.crowd.movement import admit, weidmann_speed
+from sim.crowd.walkgraph import WalkGraph
+from sim.scenario import load_scenario, parse_scenario
+from sim.streets import load_streets, to_lonlat
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIO = REPO / "scenarios" / "tdf2019_ttt.toml"
+DEMO = REPO / "scenarios" / "demo.toml"
+
+
+def bench_scenario(spectators: int, background: int) -> tuple[Any, Any, Any]:
+    """The TTT scenario with the demo's origins, a closed course and a crossing every km."""
+    base = load_scenario(SCENARIO)
+    streets = load_streets(
+        base.streets, waypoints=[(w.name, w.lat, w.lon) for w in base.route.waypoints]
+    )
+    course = build_course(streets, base.route, scenario=base)
+    demo = tomllib.loads(DEMO.read_text())
+    data = base.model_dump(mode="json", exclude_none=True)
+    data["people"] = {
+        "spectators": {"count": spectators, "origins": demo["people"]["spectators"]["origins"]},
+        "background": {"count": background},
+    }
+    data["zones"] = demo["zones"]
+    km = np.arange(1000.0, course.length_m - 500.0, 1000.0)
+    at = np.searchsorted(course.cum_m, km)
+    lon, lat = to_lonlat(streets.x[course.nodes[at]], streets.y[course.nodes[at]])
+    data["route"]["crossings"] = [
+        {"name": f"km {k / 1000:g}", "lat": float(b), "lon": float(a)}
+        for k, a, b in zip(km, lon, lat, strict=True)
+    ]
+    data["closures"] = [{"name": "course", "course": True, "start": "12:00", "end": "17:30"}]
+    scenario = parse_scenario(data, source=SCENARIO)
+    return scenario, streets, course
+
+
+def run_stage(
+    scenario: Any, streets: Any, course: Any, out: Path
+) -> tuple[float, dict[str, Any], CrowdModel]:
+    t0 = time.perf_counter()
+    model = CrowdModel(scenario, streets, course, seed=np.random.SeedSequence(2019))
+    built = time.perf_counter()
+    model.run()
+    ran = time.perf_counter()
+    model.truth.write(out)
+    model.zones.write_geopackage(out / "zones.gpkg")
+    done = time.perf_counter()
+    timing = {"build_s": built - t0, "ticks_s": ran - built, "write_s": done - ran}
+    return done - t0, timing, model
+
+
+# ----------------------------------------------------------------------------- per-agent Mesa
+
+
+class Walker(mesa.Agent):
+    """One walker moving itself: the rules of sim.crowd.movement, written per agent."""
+
+    def __init__(self, model: PerAgentModel, edge: int, s: float, dest: int, v0: float) -> None:
+        super().__init__(model)
+        self.edge, self.s, self.dest, self.v0 = edge, s, dest, v0
+        self.waiting = False
+
+    def step(self) -> None:
+        m = self.model
+        g = m.graph
+        seg = int(g.seg[self.edge])
+        if not self.waiting:
+            rho = m.occ[seg] / m.area[seg]
+            v = (
+                self.v0
+                * max(m.min_share, min(1.0, 1.0 - np.exp(-1.913 * (1.0 / rho - 1.0 / m.jam))))
+                if rho > 0
+                else self.v0
+            )
+            self.s += v * m.dt
+            if self.s >= g.length[self.edge]:
+                self.s = float(g.length[self.edge])
+                self.waiting = True
+            return
+        node = int(g.ev[self.edge])
+        nxt = int(m.next_edge[self.dest, node])
+        if nxt < 0:
+            self.dest = int(m.random.randrange(m.next_edge.shape[0]))
+            return
+        nseg = int(g.seg[nxt])
+        if m.occ[nseg] < m.cap[nseg]:
+            m.occ[seg] -= 1
+            m.occ[nseg] += 1
+            self.edge, self.s, self.waiting = nxt, 0.0, False
+
+
+class PerAgentModel(mesa.Model):
+    """20,000 walkers as Mesa agents, shuffled and stepped one by one."""
+
+    def __init__(
+        self, graph: WalkGraph, next_edge: np.ndarray, start: dict[str, np.ndarray], *, seed: int
+    ) -> None:
+        super().__init__(rng=seed)
+        self.graph, self.next_edge = graph, next_edge
+        self.dt, self.jam, self.min_share = 5.0, 5.4, 0.05
+        self.area = np.maximum(graph.seg_length() * graph.seg_width(), 1e-9)
+        self.cap = np.floor(self.jam * self.area).astype(np.int64)
+        self.occ = np.bincount(graph.seg[start["edge"]], minlength=graph.n_segs).astype(np.int64)
+        for e, s, d, v in zip(start["edge"], start["s"], start["dest"], start["v0"], strict=True):
+            Walker(self, int(e), float(s), int(d), float(v))
+
+    def step(self) -> None:
+        self.agents.shuffle_do("step")
+
+
+def vectorised_walkers(
+    graph: WalkGraph, next_edge: np.ndarray, start: dict[str, np.ndarray], ticks: int
+) -> float:
+    """The same rules over arrays; returns seconds for `ticks` ticks."""
+    edge, s, dest, v0 = (start[k].copy() for k in ("edge", "s", "dest", "v0"))
+    waiting = np.zeros(len(edge), dtype=bool)
+    area = np.maximum(graph.seg_length() * graph.seg_width(), 1e-9)
+    cap = np.floor(5.4 * area).astype(np.int64)
+    occ = np.bincount(graph.seg[edge], minlength=graph.n_segs).astype(np.int64)
+    since = np.zeros(len(edge))
+    t0 = time.perf_counter()
+    for tick in range(ticks):
+        w = np.flatnonzero(waiting)
+        nxt = next_edge[dest[w], graph.ev[edge[w]]].astype(np.int64)
+        ok = nxt >= 0
+        w, nxt = w[ok], nxt[ok]
+        go = admit(graph.seg[nxt], since[w], cap - occ)
+        w, nxt = w[go], nxt[go]
+        occ -= np.bincount(graph.seg[edge[w]], minlength=len(occ))
+        occ += np.bincount(graph.seg[nxt], minlength=len(occ))
+        edge[w], s[w], waiting[w] = nxt, 0.0, False
+        m = np.flatnonzero(~waiting)
+        seg = graph.seg[edge[m]]
+        v = weidmann_speed(occ[seg] / area[seg], v0[m], jam_density=5.4, min_share=0.05)
+        s[m] += v * 5.0
+        end = s[m] >= graph.length[edge[m]]
+        s[m[end]] = graph.length[edge[m[end]]]
+        waiting[m[end]] = True
+        since[m[end]] = tick
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spectators", type=int, default=200_000)
+    parser.add_argument("--background", type=int, default=300_000)
+    parser.add_argument("--walkers", type=int, default=20_000)
+    parser.add_argument("--ticks", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    scenario, streets, course = bench_scenario(args.spectators, args.background)
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench_crowd_"))
+    out.mkdir(parents=True, exist_ok=True)
+    wall, timing, model = run_stage(scenario, streets, course, out)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    vec_rate = model.people.n * model.n_ticks / timing["ticks_s"]
+    print(json.dumps({"stage": timing, "summary": model.summary()}, default=str), file=sys.stderr)
+
+    rng = np.random.default_rng(1)
+    g = model.graph
+    n = args.walkers
+    real = np.flatnonzero(~g.connector)
+    start = {
+        "edge": rng.choice(real, n),
+        "s": np.zeros(n),
+        "dest": rng.integers(0, model.routes.next_edge.shape[0], n),
+        "v0": np.clip(rng.normal(1.34, 0.26, n), 0.3, 2.5),
+    }
+    start["s"] = rng.random(n) * g.length[start["edge"]]
+    kernel_s = vectorised_walkers(g, model.routes.next_edge, start, args.ticks)
+    per_agent = PerAgentModel(g, model.routes.next_edge, start, seed=1)
+    t0 = time.perf_counter()
+    for _ in range(args.ticks):
+        per_agent.step()
+    mesa_s = time.perf_counter() - t0
+    mesa_rate = n * args.ticks / mesa_s
+    kernel_rate = n * args.ticks / kernel_s
+    print(
+        json.dumps(
+            {
+                "wall_s": round(wall, 2),
+                "peak_mem_mb": round(peak_mb, 1),
+                "people": int(model.people.n),
+                "ticks": int(model.n_ticks),
+                "build_s": round(timing["build_s"], 2),
+                "ticks_s": round(timing["ticks_s"], 2),
+                "write_s": round(timing["write_s"], 2),
+                "vectorised_agent_ticks_per_s": round(vec_rate),
+                "vectorised_kernel_agent_ticks_per_s": round(kernel_rate),
+                "mesa_agent_ticks_per_s": round(mesa_rate),
+                "ratio_vs_mesa": round(vec_rate / mesa_rate, 1),
+                "ratio_kernel_vs_mesa": round(kernel_rate / mesa_rate, 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,833 @@
+"""CrowdModel: the Mesa model of the crowd, with all walkers moved as arrays.
+
+Mesa is the skeleton: the model owns the seeded ``rng``, its agents (one
+:class:`SpectatorGroup` per group, one :class:`BackgroundPopulation`) sit in Mesa's
+AgentSet, and a DataCollector records model-level series once per time bin. Agents decide
+(where to watch, when to leave) at the moment something happens to them; every walker's
+movement is one vectorised NumPy update per tick over flat arrays (``self.people``).
+
+A person is in exactly one state every tick: ``pending`` (not yet come), ``waiting`` (at
+a node, wanting to go on), ``walking`` (on an edge), ``staying`` (watching the race on a
+course sidewalk, or indoors at home or an activity place) or ``gone`` (left the area).
+Walkers sit at an offset along an edge; their speed follows Weidmann's relation from the
+density of the street segment they are on (both directions share it); nobody enters a
+segment at jam density, so queues form at nodes (first come, first served). A walker who
+reaches a node with time left in the tick walks on (up to ``MAX_HOPS`` edges a tick).
+Routes come from shortest-path trees (:mod:`sim.crowd.routing`) rebuilt whenever closures
+change; people on an edge that closes step off it to its nearer end and are routed from
+there. While the course is closed it can be crossed only at crossing points
+(:mod:`sim.crowd.walkgraph`).
+
+Who decides what: a :class:`SpectatorGroup` chooses its viewing stretch and its time to
+leave in Python when it arrives (once per group). Decisions that come in bulk at a tick
+(give up on a full stretch and move on, reroute when a destination is cut off, the
+background's trips) are drawn for the whole batch at once with the same rules. The tick
+itself touches only the people waiting or walking, and those due to leave (event lists).
+
+Outcomes that are not a normal visit are counted in ``outcomes`` and reported: turned away
+(every stretch full when they arrived), course unreachable from their origin, moved on
+from a full stretch, went home without a spot, no route.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import mesa
+import numpy as np
+from mesa.agent import AgentSet
+
+from sim.course import Course
+from sim.crowd.agents import BackgroundPopulation, SpectatorGroup
+from sim.crowd.demand import build_stretches, last_team_passes_s, plan_spectators
+from sim.crowd.movement import admit, weidmann_speed
+from sim.crowd.routing import RoutingTables
+from sim.crowd.walkgraph import build_walk_graph
+from sim.errors import ScenarioError
+from sim.scenario import Scenario
+from sim.streets import Streets, to_metres
+from sim.truth import TruthRecorder
+from sim.zones import Zones, build_places, build_zones
+
+__all__ = ["STATES", "CrowdModel", "People", "PositionSnapshot"]
+
+PENDING, WAITING, WALKING, STAYING, GONE = range(5)
+#: Names of the states, indexed by their code.
+STATES = ("pending", "waiting", "walking", "staying", "gone")
+SPECTATOR, BACKGROUND = 0, 1
+#: Most edges a walker may enter in one tick (short edges are walked through).
+MAX_HOPS = 4
+
+
+@dataclass(eq=False)
+class People:
+    """Everybody in the model, one row each (spectators first, then background).
+
+    ``edge`` is the internal edge a person is on (-1 when at a node: ``node`` then says
+    which); ``s`` the offset along it (m); ``dest`` the routing destination (a row of the
+    routing tables); ``since`` when the person started waiting (queue priority);
+    ``leave_s`` when a staying person moves on.
+    """
+
+    kind: np.ndarray
+    state: np.ndarray
+    edge: np.ndarray
+    s: np.ndarray
+    node: np.ndarray
+    dest: np.ndarray
+    free_speed: np.ndarray
+    since: np.ndarray
+    leave_s: np.ndarray
+    origin: np.ndarray
+    place: np.ndarray  # background: activity place they are at or going to (-1 home)
+    want: np.ndarray  # next edge a waiting walker queues for (-1: not decided yet)
+
+    @property
+    def n(self) -> int:
+        """Number of people."""
+        return len(self.kind)
+
+
+@dataclass(frozen=True)
+class PositionSnapshot:
+    """Where everybody is at one tick (for the network stage): NaN where absent."""
+
+    t_s: float
+    x: np.ndarray
+    y: np.ndarray
+    present: np.ndarray
+    spectator: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Closure:
+    start_s: float
+    end_s: float
+    edges: np.ndarray  # internal edges it names (for pedestrians or traffic)
+    pedestrians: bool
+    course: bool
+
+
+class CrowdModel(mesa.Model):
+    """Spectators and background population walking the streets during the event.
+
+    Parameters
+    ----------
+    scenario
+        The validated scenario.
+    streets
+        The street graph.
+    course
+        The course on it.
+    seed
+        Seed of the model's generator (an int or a ``numpy.random.SeedSequence``, e.g.
+        ``ctx.seeds["crowd"]``); every random draw of the crowd comes from ``self.rng``.
+
+    Raises
+    ------
+    ScenarioError
+        An origin lies outside the street data, or a named area does.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        streets: Streets,
+        course: Course,
+        *,
+        seed: int | np.random.SeedSequence,
+    ) -> None:
+        super().__init__(rng=seed)
+        self._seed = seed
+        self.scenario = scenario
+        self.streets = streets
+        self.course = course
+        people_cfg = scenario.people
+        event = scenario.event
+        self.dt = event.step_s
+        self.n_ticks = round(event.duration_s / self.dt)
+        self.bin_ticks = round(scenario.zones.bin_s / self.dt)
+        self.tick = 0
+        self.jam = people_cfg.jam_density
+
+        g = build_walk_graph(streets, course, scenario)
+        self.graph = g
+        self.stretches = build_stretches(g, course, people_cfg)
+        self._last_pass = last_team_passes_s(event, self.stretches.course_m, course.length_m)
+        self._origin_node = self._snap_origins()
+        n_places = people_cfg.background.activity_places if people_cfg.background.count else 0
+        street_nodes = np.arange(streets.n_nodes)
+        self._place_node = (
+            self.rng.choice(street_nodes, size=min(n_places, len(street_nodes)), replace=False)
+            if n_places
+            else np.zeros(0, dtype=np.int64)
+        )
+        n_stretch, n_origin = self.stretches.n, len(self._origin_node)
+        self._o0, self._p0 = n_stretch, n_stretch + n_origin
+        self._origin_exits = self._exits()
+        dests = [
+            *self.stretches.nodes,
+            *self._origin_exits,
+            *([n] for n in self._place_node),
+        ]
+        self.routes = RoutingTables(g, dests)
+        self._closures = self._closures_from(scenario)
+        self._seg_len = g.seg_length()
+        self._open = np.ones(g.n_edges, dtype=bool)
+        self._extra_width = np.zeros(g.n_edges)
+        self._closures_on: tuple[bool, ...] | None = None
+
+        # viewing room: one directed edge per segment holds the viewers of that segment
+        st = self.stretches
+        self._view_cap = np.zeros(g.n_segs, dtype=np.int64)
+        np.add.at(self._view_cap, g.seg[st.edges], st.edge_capacity)
+        self._viewers = np.zeros(g.n_segs, dtype=np.int64)
+        self._committed = np.zeros(n_stretch, dtype=np.int64)
+        self._stretch_side = self._side_tables()
+
+        # people
+        plan = plan_spectators(people_cfg.spectators, event, rng=self.rng)
+        n_spec = len(plan.member_group)
+        n_bg = people_cfg.background.count
+        n = n_spec + n_bg
+        v0 = self.rng.normal(people_cfg.free_speed_mps, people_cfg.free_speed_sd_mps, n)
+        self.people = People(
+            kind=np.concatenate([np.zeros(n_spec, np.int8), np.ones(n_bg, np.int8)]),
+            state=np.full(n, PENDING, dtype=np.int8),
+            edge=np.full(n, -1, dtype=np.int32),
+            s=np.zeros(n),
+            node=np.zeros(n, dtype=np.int32),
+            dest=np.full(n, -1, dtype=np.int32),
+            free_speed=np.clip(v0, 0.3, 2.5),
+            since=np.zeros(n),
+            leave_s=np.full(n, np.inf),
+            origin=np.concatenate([plan.group_origin[plan.member_group], np.full(n_bg, -1)]).astype(
+                np.int64
+            ),
+            place=np.full(n, -1, dtype=np.int64),
+            want=np.full(n, -1, dtype=np.int32),
+        )
+        self.n_spectators = n_spec
+        starts = np.concatenate([[0], np.cumsum(plan.group_size)])
+        self.groups: list[SpectatorGroup] = [
+            SpectatorGroup(self, slice(int(a), int(b)), int(o), float(t))
+            for a, b, o, t in zip(
+                starts[:-1], starts[1:], plan.group_origin, plan.group_arrive_s, strict=True
+            )
+        ]
+        self._arrival_order = np.argsort(plan.group_arrive_s, kind="stable")
+        self._arrive_s = plan.group_arrive_s[self._arrival_order]
+        self._next_group = 0
+        self.background = BackgroundPopulation(self, slice(n_spec, n))
+        if n_bg:
+            home = self.rng.choice(street_nodes, size=n_bg)
+            rows = np.arange(n_spec, n)
+            self.people.state[rows] = STAYING
+            self.people.node[rows] = home
+            self.people.leave_s[rows] = self.background.next_trip_after(n_bg)
+
+        # event lists, so the tick never scans everybody: who is due to move on at each
+        # tick, and who is waiting or walking
+        self._due: dict[int, list[np.ndarray]] = {}
+        self._active = np.zeros(0, dtype=np.int64)
+        self._is_active = np.zeros(n, dtype=bool)
+        self._spare = np.zeros(n)  # time left in the tick after reaching a node
+        if n_bg:
+            self._schedule(np.arange(n_spec, n))
+        self.occ = np.zeros(g.n_segs, dtype=np.int64)
+        self.outcomes = {
+            "turned_away_no_room": 0,
+            "unreachable_course": 0,
+            "moved_on_full_stretch": 0,
+            "went_home_without_spot": 0,
+            "no_route": 0,
+        }
+        self._entered: list[np.ndarray] = []
+        self._observers: list[Callable[[CrowdModel], None]] = []
+
+        self.places = build_places(g.x, g.y, g.eu, g.ev, g.length)
+        # place of everybody staying (they do not move, so it is computed once)
+        self._still_place = self.places.node_place + self.people.node.astype(np.int64)
+        cx, cy = streets.x[course.nodes], streets.y[course.nodes]
+        self.zones: Zones = build_zones(self.places, course, (cx, cy), scenario)
+        self.truth = TruthRecorder(
+            self.zones,
+            g,
+            street_node_id=streets.node_id,
+            street_u=streets.edge_u,
+            street_v=streets.edge_v,
+            start=event.start_datetime,
+            bin_s=scenario.zones.bin_s,
+        )
+        self._tally = np.zeros((len(STATES), 2), dtype=np.int64)  # state x kind, per bin
+        self.datacollector = mesa.DataCollector(
+            model_reporters={name: _state_count(code) for code, name in enumerate(STATES)}
+            | {"spectators_present": _spectators_present, "watching": _watching}
+        )
+        self._apply_closures(0.0)
+        self._check_reachability()
+
+    # ------------------------------------------------------------------ setup helpers
+
+    def _snap_origins(self) -> np.ndarray:
+        spec = self.scenario.people.spectators
+        if not spec.origins:
+            return np.zeros(0, dtype=np.int64)
+        lon = np.array([o.lon for o in spec.origins])
+        lat = np.array([o.lat for o in spec.origins])
+        x, y = to_metres(lon, lat)
+        node, dist = self.streets.nearest_node(x, y)
+        limit = self.scenario.people.origin_max_snap_m
+        for i, (o, d) in enumerate(zip(spec.origins, dist, strict=True)):
+            if d > limit:
+                raise ScenarioError(
+                    f"{self.scenario.where(f'people.spectators.origins[{i}]')} ({o.name!r} at "
+                    f"{o.lat}, {o.lon}) lies {d:.0f} m from the nearest street of "
+                    f"{self.streets.source.describe()}; allowed up to "
+                    f"people.origin_max_snap_m = {limit:g} m. Move it inside the street data."
+                )
+        return node
+
+    def _exits(self) -> list[np.ndarray]:
+        """Street nodes within each origin's ``radius_m`` (at most 12, nearest first)."""
+        spec = self.scenario.people.spectators
+        out = []
+        for o, nearest in zip(spec.origins, self._origin_node, strict=True):
+            x, y = to_metres(o.lon, o.lat)
+            d = np.hypot(self.streets.x - float(x), self.streets.y - float(y))
+            near = np.flatnonzero(d <= o.radius_m)
+            near = near[np.argsort(d[near], kind="stable")][:12]
+            out.append(np.unique(np.concatenate([[nearest], near]).astype(np.int64)))
+        return out
+
+    def _closures_from(self, scenario: Scenario) -> list[_Closure]:
+        g = self.graph
+        t0 = dt.datetime.combine(scenario.event.date, scenario.event.start)
+        out = []
+        for c in scenario.closures:
+            street_edges = (
+                np.concatenate([self.streets.edges_named(s) for s in c.streets])
+                if c.streets
+                else np.zeros(0, dtype=np.int64)
+            )
+            mask = np.zeros(self.streets.n_edges, dtype=bool)
+            mask[street_edges] = True
+            internal = np.flatnonzero((g.street_edge >= 0) & mask[np.maximum(g.street_edge, 0)])
+            start = (dt.datetime.combine(scenario.event.date, c.start) - t0).total_seconds()
+            end = (dt.datetime.combine(scenario.event.date, c.end) - t0).total_seconds()
+            out.append(_Closure(start, end, internal, c.closed_to == "pedestrians", c.course))
+        return out
+
+    def _side_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """Viewing edges of each stretch on each side, one directed edge per segment, as
+        CSR arrays: the edges of stretch k, side s are ``edges[start[2k+s]:start[2k+s+1]]``
+        (both sides' edges if a side has none)."""
+        st, g = self.stretches, self.graph
+        chunks = []
+        for k in range(st.n):
+            edges = st.edges[st.edge_start[k] : st.edge_start[k + 1]]
+            _, first = np.unique(g.seg[edges], return_index=True)
+            edges = edges[np.sort(first)]
+            sides = [edges[g.course_side[edges] == side] for side in (0, 1)]
+            chunks.extend(s if len(s) else edges for s in sides)
+        sizes = np.array([len(c) for c in chunks], dtype=np.int64)
+        start = np.concatenate([[0], np.cumsum(sizes)])
+        edges = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+        return start, np.concatenate([edges, [0]]).astype(np.int64)
+
+    def _check_reachability(self) -> None:
+        """Count origins from which no stretch can be reached (reported, not fatal)."""
+        S = self.stretches.n
+        reach = np.isfinite(self.routes.dist[:S][:, self._origin_node]).any(axis=0)
+        self.unreachable_origins = [
+            self.scenario.people.spectators.origins[i].name for i in np.flatnonzero(~reach)
+        ]
+
+    # ------------------------------------------------------------------ event lists
+
+    def _schedule(self, rows: np.ndarray) -> None:
+        """File `rows` under the tick at which their ``leave_s`` falls (stale entries are
+        dropped when the tick comes)."""
+        leave = self.people.leave_s[rows]
+        fin = np.isfinite(leave)
+        rows, leave = rows[fin], leave[fin]
+        if len(rows) == 0:
+            return
+        tick = np.maximum(np.ceil(leave / self.dt - 1e-9).astype(np.int64), self.tick + 1)
+        order = np.argsort(tick, kind="stable")
+        tick, rows = tick[order], rows[order]
+        cut = np.flatnonzero(np.diff(tick)) + 1
+        for tk, chunk in zip(tick[np.r_[0, cut]].tolist(), np.split(rows, cut), strict=True):
+            self._due.setdefault(tk, []).append(chunk)
+
+    def _activate(self, rows: np.ndarray) -> None:
+        """Add `rows` (now waiting or walking) to the list the tick works on."""
+        new = np.unique(rows[~self._is_active[rows]])
+        self._is_active[new] = True
+        self._active = np.concatenate([self._active, new])
+
+    def _prune_active(self) -> None:
+        p = self.people
+        st = p.state[self._active]
+        keep = (st == WAITING) | (st == WALKING)
+        self._is_active[self._active[~keep]] = False
+        self._active = self._active[keep]
+
+    # ------------------------------------------------------------------ closures
+
+    def _apply_closures(self, t: float) -> None:
+        active = tuple(c.start_s <= t < c.end_s for c in self._closures)
+        if active == self._closures_on:
+            return
+        g = self.graph
+        open_ = np.ones(g.n_edges, dtype=bool)
+        extra = np.zeros(g.n_edges)
+        course_closed = False
+        for c, on in zip(self._closures, active, strict=True):
+            if not on:
+                continue
+            if c.pedestrians:
+                open_[c.edges] = False
+            else:
+                extra[c.edges] = g.carriageway[c.edges]
+            course_closed |= c.course
+        if course_closed:
+            open_[g.connector & ~g.crossing] = False
+        self._closures_on = active
+        self._open = open_
+        self._extra_width = extra
+        width = g.seg_width(extra)
+        self.seg_area = self._seg_len * width
+        self.seg_cap = np.floor(self.jam * self.seg_area).astype(np.int64)
+        self.routes.rebuild(open_)
+        if hasattr(self, "people"):
+            self.people.want[:] = -1  # routes changed: decide again
+        if self.tick > 0 or t > 0:
+            self._step_off_closed()
+
+    def _step_off_closed(self) -> None:
+        """People on an edge that just closed step off to its nearer end."""
+        p, g = self.people, self.graph
+        on = np.flatnonzero((p.edge >= 0) & ~self._open[np.maximum(p.edge, 0)])
+        if len(on) == 0:
+            return
+        e = p.edge[on]
+        _bump(self.occ, g.seg[e], -1)
+        watching = (p.state[on] == STAYING) & (p.kind[on] == SPECTATOR)
+        _bump(self._viewers, g.seg[e[watching]], -1)
+        p.node[on] = np.where(p.s[on] > g.length[e] / 2, g.ev[e], g.eu[e])
+        p.edge[on] = -1
+        p.state[on] = WAITING
+        p.want[on] = -1
+        p.since[on] = self.tick * self.dt
+        self._activate(on)
+
+    # ------------------------------------------------------------------ the tick
+
+    def step(self) -> None:
+        """Advance one tick: closures, arrivals, departures, node decisions, movement."""
+        t = self.tick * self.dt
+        self._apply_closures(t)
+        self._entered = []
+        self._arrivals(t)
+        self._departures(t)
+        self._at_nodes(t)
+        self._walk(t)
+        entered = np.concatenate(self._entered) if self._entered else np.zeros(0, np.int64)
+        self.truth.add_tick(self.occ, entered)
+        self.tick += 1
+        if self.tick % self.bin_ticks == 0 or self.tick == self.n_ticks:
+            self._close_bin()
+        for observer in self._observers:
+            observer(self)
+
+    def run(self) -> CrowdModel:
+        """Run every tick of the event and return the model."""
+        while self.tick < self.n_ticks:
+            self.step()
+        return self
+
+    def add_observer(self, observer: Callable[[CrowdModel], None]) -> None:
+        """Call `observer(model)` after every tick (e.g. to read :meth:`positions`)."""
+        self._observers.append(observer)
+
+    def iter_positions(self) -> Iterator[PositionSnapshot]:
+        """Step through the remaining ticks, yielding everybody's position after each."""
+        while self.tick < self.n_ticks:
+            self.step()
+            yield self.positions()
+
+    def fresh(self) -> CrowdModel:
+        """A new model with the same inputs and seed: replays exactly the same crowd."""
+        return CrowdModel(self.scenario, self.streets, self.course, seed=self._seed)
+
+    def _log_weight(self, origin_node: np.ndarray) -> np.ndarray:
+        """``(len(origin_node), n_stretches)`` log-weights of a viewing-spot choice."""
+        st = self.stretches
+        spec = self.scenario.people.spectators
+        dist = self.routes.dist[: st.n][:, origin_node].T.astype(float)
+        room = np.maximum(st.capacity - self._committed, 0) / np.maximum(st.capacity, 1)
+        with np.errstate(divide="ignore"):
+            lw = np.log(st.attractiveness) + np.log(room) - dist / spec.distance_decay_m
+        lw[~np.isfinite(dist)] = -np.inf
+        return lw
+
+    def _arrivals(self, t: float) -> None:
+        end = int(np.searchsorted(self._arrive_s, t, side="right"))
+        if end <= self._next_group:
+            return
+        due = [self.groups[i] for i in self._arrival_order[self._next_group : end]]
+        self._next_group = end
+        p = self.people
+        weights: dict[int, np.ndarray] = {}
+        arrived: list[np.ndarray] = []
+        st = self.stretches
+        decay = self.scenario.people.spectators.distance_decay_m
+        for group in AgentSet(due, random=self.random):
+            o = group.origin
+            if o not in weights:
+                weights[o] = self._log_weight(self._origin_node[[o]])[0]
+            k = group.choose_viewing_spot(weights[o])
+            rows = group.members
+            if k < 0:
+                reachable = np.isfinite(self.routes.dist[: st.n, self._origin_node[o]]).any()
+                key = "turned_away_no_room" if reachable else "unreachable_course"
+                self.outcomes[key] += group.size
+                p.state[rows] = GONE
+                continue
+            self._committed[k] += group.size
+            left = st.capacity[k] - self._committed[k]
+            weights[o][k] = (  # the room left changed: update this stretch's weight
+                np.log(st.attractiveness[k] * left / max(st.capacity[k], 1))
+                - float(self.routes.dist[k, self._origin_node[o]]) / decay
+                if left > 0
+                else -np.inf
+            )
+            group.decide_when_to_leave(t, float(self._last_pass[k]))
+            p.state[rows] = WAITING
+            exits = self._origin_exits[o]
+            p.node[rows] = exits[self.rng.integers(len(exits))]
+            p.dest[rows] = k
+            p.want[rows] = -1
+            p.since[rows] = t
+            p.leave_s[rows] = group.leave_s
+            arrived.append(np.arange(rows.start, rows.stop))
+        if arrived:
+            self._activate(np.concatenate(arrived))
+
+    def _departures(self, t: float) -> None:
+        p = self.people
+        due = self._due.pop(self.tick, None)
+        if not due:
+            return
+        rows = np.unique(np.concatenate(due))
+        rows = rows[(p.state[rows] == STAYING) & (p.leave_s[rows] <= t)]
+        if len(rows) == 0:
+            return
+        spec = rows[p.kind[rows] == SPECTATOR]
+        bg = rows[p.kind[rows] == BACKGROUND]
+        if len(spec):
+            watching = spec[p.edge[spec] >= 0]
+            _bump(self._viewers, self.graph.seg[p.edge[watching]], -1)
+            stretch = p.dest[spec]
+            self._committed -= np.bincount(
+                stretch[stretch < self.stretches.n], minlength=self.stretches.n
+            )
+            p.dest[spec] = self._o0 + p.origin[spec]
+        if len(bg):
+            cur = np.where(p.edge[bg] >= 0, self.graph.ev[np.maximum(p.edge[bg], 0)], p.node[bg])
+            dist = self.routes.dist[self._p0 :][:, cur].T.astype(float)
+            place = self.background.choose_places(dist, p.place[bg])
+            stay = place < 0
+            p.leave_s[bg[stay]] = t + self.background.next_trip_after(int(stay.sum()))
+            self._schedule(bg[stay])
+            go = bg[~stay]
+            p.place[go] = place[~stay]
+            p.dest[go] = self._p0 + place[~stay]
+            rows = np.concatenate([spec, go])
+        p.leave_s[rows] = np.inf
+        p.want[rows] = -1
+        p.state[rows] = np.where(p.edge[rows] >= 0, WALKING, WAITING)
+        p.since[rows] = t
+        self._activate(rows)
+
+    def _at_nodes(self, t: float, rows: np.ndarray | None = None) -> np.ndarray:
+        """Walkers at a node: arrive, or queue for the next edge of their route.
+
+        The route decision is taken once, when a walker reaches the node (``want``); the
+        queue then only asks each tick whether the wanted segment has room, first come
+        first served. `rows` limits this to some walkers (those who reached a node during
+        this tick's walk); returns the rows that entered a new edge.
+        """
+        p, g, r = self.people, self.graph, self.routes
+        if rows is None:
+            self._prune_active()
+            rows = self._active[p.state[self._active] == WAITING]
+        none = np.zeros(0, dtype=np.int64)
+        if len(rows) == 0:
+            return none
+        new = rows[p.want[rows] < 0]
+        if len(new):
+            cur = np.where(p.edge[new] >= 0, g.ev[np.maximum(p.edge[new], 0)], p.node[new])
+            dest = p.dest[new]
+            arrived = r.dist[dest, cur] == 0
+            if arrived.any():
+                self._arrive(new[arrived], cur[arrived], t)
+            new, cur, dest = new[~arrived], cur[~arrived], dest[~arrived]
+            nxt = r.next_edge[dest, cur].astype(np.int64)
+            lost = nxt < 0
+            p.want[new[~lost]] = nxt[~lost]
+            if lost.any():
+                self._reroute(new[lost], cur[lost], t)
+            rows = rows[p.state[rows] == WAITING]
+        queue = rows[p.want[rows] >= 0]
+        if len(queue) == 0:
+            return none
+        room = self.seg_cap - self.occ
+        queue = queue[room[g.seg[p.want[queue]]] > 0]  # a full segment admits nobody
+        nxt = p.want[queue]
+        want = g.seg[nxt]
+        ok = admit(want, p.since[queue], room)
+        rows, nxt, want = queue[ok], nxt[ok], want[ok]
+        old = p.edge[rows]
+        had = old >= 0
+        _bump(self.occ, g.seg[old[had]], -1)
+        _bump(self.occ, want, 1)
+        p.edge[rows] = nxt
+        p.s[rows] = 0.0
+        p.state[rows] = WALKING
+        p.want[rows] = -1
+        self._entered.append(want)
+        return rows
+
+    def _arrive(self, rows: np.ndarray, cur: np.ndarray, t: float) -> None:
+        p, g = self.people, self.graph
+        S = self.stretches.n
+        dest = p.dest[rows]
+        view = dest < S
+        home = (p.kind[rows] == SPECTATOR) & ~view
+        place = p.kind[rows] == BACKGROUND
+        # leaving the area or going indoors: off the street
+        off = rows[home | place]
+        on_edge = off[p.edge[off] >= 0]
+        _bump(self.occ, g.seg[p.edge[on_edge]], -1)
+        p.node[off] = np.where(p.edge[off] >= 0, g.ev[np.maximum(p.edge[off], 0)], p.node[off])
+        p.edge[off] = -1
+        p.state[rows[home]] = GONE
+        bg = rows[place]
+        p.state[bg] = STAYING
+        self._still_place[bg] = self.places.node_place + p.node[bg]
+        p.leave_s[bg] = t + self.background.stay_for(len(bg))
+        self._schedule(bg)
+        if view.any():
+            self._take_place(rows[view], cur[view], t)
+
+    def _take_place(self, rows: np.ndarray, cur: np.ndarray, t: float) -> None:
+        """Spectators at their stretch take a spot on the sidewalk if there is room."""
+        p, g = self.people, self.graph
+        side = (cur >= self.streets.n_nodes).astype(np.int64)
+        pick = np.empty(len(rows), dtype=np.int64)
+        u = self.rng.random(len(rows))
+        start, edges = self._stretch_side
+        key = p.dest[rows] * 2 + side
+        count = start[key + 1] - start[key]
+        pick[:] = edges[start[key] + (u * count).astype(np.int64)]
+        seg = g.seg[pick]
+        room = np.minimum(self._view_cap - self._viewers, self.seg_cap - self.occ)
+        old = p.edge[rows]
+        ok = admit(seg, p.since[rows], room)
+        placed, seg_ok, old_ok = rows[ok], seg[ok], old[ok]
+        had = old_ok >= 0
+        _bump(self.occ, g.seg[old_ok[had]], -1)
+        _bump(self.occ, seg_ok, 1)
+        _bump(self._viewers, seg_ok, 1)
+        p.edge[placed] = pick[ok]
+        p.s[placed] = self.rng.random(len(placed)) * g.length[pick[ok]]
+        p.state[placed] = STAYING
+        self._still_place[placed] = self.places.of(
+            p.edge[placed], p.s[placed], p.node[placed], g.length
+        )
+        self._schedule(placed)  # watchers stepped off a closed edge keep their time
+        full = rows[~ok]
+        if len(full):
+            self.outcomes["moved_on_full_stretch"] += len(full)
+            self._choose_again(full, cur[~ok], t)
+
+    def _choose_again(self, rows: np.ndarray, cur: np.ndarray, t: float) -> None:
+        """Give up on a full (or unreachable) stretch and move on to another one."""
+        p = self.people
+        S = self.stretches.n
+        old = p.dest[rows]
+        self._committed -= np.bincount(old[old < S], minlength=S)
+        lw = self._log_weight(cur)
+        lw[np.arange(len(rows)), np.minimum(old, S - 1)] = -np.inf
+        score = lw + self.rng.gumbel(size=lw.shape)
+        k = np.argmax(score, axis=1)
+        ok = np.isfinite(score[np.arange(len(rows)), k])
+        p.dest[rows[ok]] = k[ok]
+        self._committed += np.bincount(k[ok], minlength=S)
+        home = rows[~ok]
+        self.outcomes["went_home_without_spot"] += len(home)
+        p.dest[home] = self._o0 + p.origin[home]
+        p.want[rows] = -1
+        p.leave_s[home] = np.inf
+        p.since[rows] = t
+
+    def _reroute(self, rows: np.ndarray, cur: np.ndarray, t: float) -> None:
+        """Destination out of reach from here: choose another one, or wait."""
+        p = self.people
+        S = self.stretches.n
+        view = (p.kind[rows] == SPECTATOR) & (p.dest[rows] < S)
+        if view.any():
+            self._choose_again(rows[view], cur[view], t)
+        rest, rc = rows[~view], cur[~view]
+        spec = p.kind[rest] == SPECTATOR
+        if spec.any():  # going home: the nearest origin still in reach
+            d = self.routes.dist[self._o0 : self._p0][:, rc[spec]]
+            best = np.argmin(d, axis=0)
+            ok = np.isfinite(d[best, np.arange(d.shape[1])])
+            sr = rest[spec]
+            p.dest[sr[ok]] = self._o0 + best[ok]
+            p.want[sr] = -1
+            self.outcomes["no_route"] += int((~ok).sum())
+        bg = rest[~spec]
+        if len(bg):
+            dist = self.routes.dist[self._p0 :][:, rc[~spec]].T.astype(float)
+            place = self.background.choose_places(dist, p.place[bg])
+            ok = place >= 0
+            p.place[bg[ok]] = place[ok]
+            p.dest[bg[ok]] = self._p0 + place[ok]
+            p.want[bg] = -1
+            self.outcomes["no_route"] += int((~ok).sum())
+
+    def _walk(self, t: float) -> None:
+        """Move every walker along its edge for one tick (Weidmann speed).
+
+        A walker who reaches the end of its edge with time to spare decides at the node
+        and, if admitted, walks on with the time left, up to ``MAX_HOPS`` edges per tick,
+        so short edges do not slow walkers down.
+        """
+        p, g = self.people, self.graph
+        rows = self._active[p.state[self._active] == WALKING]
+        left = np.full(len(rows), self.dt)
+        min_share = self.scenario.people.min_speed_share
+        for hop in range(MAX_HOPS):
+            if len(rows) == 0:
+                return
+            e = p.edge[rows]
+            seg = g.seg[e]
+            if len(rows) > len(self.occ):  # one speed factor per segment is cheaper
+                factor = weidmann_speed(
+                    self.occ / self.seg_area, 1.0, jam_density=self.jam, min_share=min_share
+                )
+                v = p.free_speed[rows] * factor[seg]
+            else:
+                v = weidmann_speed(
+                    self.occ[seg] / self.seg_area[seg],
+                    p.free_speed[rows],
+                    jam_density=self.jam,
+                    min_share=min_share,
+                )
+            length = g.length[e]
+            s = p.s[rows] + v * left
+            end = s >= length
+            p.s[rows] = np.minimum(s, length)
+            done = rows[end]
+            p.state[done] = WAITING
+            p.want[done] = -1
+            p.since[done] = t
+            if hop == MAX_HOPS - 1 or len(done) == 0:
+                return
+            self._spare[done] = (s[end] - length[end]) / np.maximum(v[end], 1e-9)
+            rows = self._at_nodes(t, done)
+            left = self._spare[rows]
+
+    # ------------------------------------------------------------------ outputs
+
+    def present(self) -> np.ndarray:
+        """Who is in the area now (waiting, walking or staying)."""
+        st = self.people.state
+        return (st == WAITING) | (st == WALKING) | (st == STAYING)
+
+    def positions(self) -> PositionSnapshot:
+        """Everybody's position now (EPSG:31370 metres; NaN for pending or gone)."""
+        p, g = self.people, self.graph
+        here = self.present()
+        on = here & (p.edge >= 0)
+        e = np.maximum(p.edge, 0)
+        f = np.where(on, p.s / g.length[e], 0.0)
+        x = np.where(on, g.x[g.eu[e]] + (g.x[g.ev[e]] - g.x[g.eu[e]]) * f, g.x[p.node])
+        y = np.where(on, g.y[g.eu[e]] + (g.y[g.ev[e]] - g.y[g.eu[e]]) * f, g.y[p.node])
+        x[~here] = np.nan
+        y[~here] = np.nan
+        return PositionSnapshot(self.tick * self.dt, x, y, here, p.kind == SPECTATOR)
+
+    def state_counts(self) -> dict[str, int]:
+        """Number of people in each state now."""
+        counts = np.bincount(self.people.state, minlength=len(STATES))
+        return dict(zip(STATES, counts.tolist(), strict=True))
+
+    def _close_bin(self) -> None:
+        p = self.people
+        self._active.sort()  # gathers in row order are faster (the order stays deterministic)
+        moving = self._active[np.isin(p.state[self._active], (WAITING, WALKING))]
+        where = self._still_place.copy()
+        where[moving] = self.places.of(
+            p.edge[moving], p.s[moving], p.node[moving], self.graph.length
+        )
+        here = np.flatnonzero(self.present())
+        place = where[here]
+        spectators = place[p.kind[here] == SPECTATOR]
+        self.truth.close_bin(self.tick * self.dt, place, spectators, self.seg_area)
+        code = p.state.astype(np.int64) * 2 + p.kind
+        self._tally = np.bincount(code, minlength=2 * len(STATES)).reshape(len(STATES), 2)
+        self.datacollector.collect(self)
+
+    def summary(self) -> dict[str, Any]:
+        """Figures for the run's manifest and report."""
+        counts = self.state_counts()
+        series = self.datacollector.get_model_vars_dataframe()
+        return {
+            "people": int(self.people.n),
+            "spectators": int(self.n_spectators),
+            "background": int(self.people.n - self.n_spectators),
+            "spectator_groups": len(self.groups),
+            "viewing_stretches": int(self.stretches.n),
+            "viewing_capacity": int(self.stretches.capacity.sum()),
+            "peak_watching": int(series["watching"].max()) if len(series) else 0,
+            "peak_spectators_present": int(series["spectators_present"].max())
+            if len(series)
+            else 0,
+            "state_at_end": counts,
+            "outcomes": dict(self.outcomes),
+            "unreachable_origins": list(self.unreachable_origins),
+            "routing_rebuilds": int(self.routes.rebuilds),
+            "peak_density_p_m2": round(float(self.truth.peak_density), 3),
+            "walk_graph": {"nodes": int(self.graph.n_nodes), "edges": int(self.graph.n_edges)},
+        }
+
+
+def _bump(counts: np.ndarray, index: np.ndarray, sign: int) -> None:
+    """Add `sign` to ``counts[index]`` for every entry (repeats add up)."""
+    if len(index) < 2048:
+        np.add.at(counts, index, sign)
+    else:
+        counts += sign * np.bincount(index, minlength=len(counts))
+
+
+def _state_count(code: int) -> Callable[[CrowdModel], int]:
+    def report(model: CrowdModel) -> int:
+        return int(model._tally[code].sum())
+
+    return report
+
+
+def _spectators_present(model: CrowdModel) -> int:
+    return int(model._tally[[WAITING, WALKING, STAYING], SPECTATOR].sum())
+
+
+def _watching(model: CrowdModel) -> int:
+    return int(model._tally[STAYING, SPECTATOR])
