@@ -57,7 +57,7 @@ def main() -> None:
         crowd.step()
         snap = crowd.positions()
         b = time.perf_counter()
-        net.signalling.step(snap.t_s, snap.x, snap.y, snap.present)
+        net.signalling.step(snap.t_s - scenario.event.step_s, snap.x, snap.y, snap.present)
         c = time.perf_counter()
         crowd_s += b - a
         signalling_s += c - b

@@ -53,6 +53,7 @@ class RunContext:
     streets: Streets | None = None
     course: Course | None = None
     crowd: Any = None  # the finished sim.crowd.CrowdModel (positions via crowd.fresh())
+    network: Any = None  # the sim.network.simulate.NetworkRun
     outputs: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -118,6 +119,98 @@ def _crowd_stage(ctx: RunContext) -> str:
     )
 
 
+def _network_stage(ctx: RunContext) -> str:
+    """Build the estimating operator's network and feed it the crowd, tick by tick.
+
+    The crowd is replayed from its seed (``crowd.fresh()``), so positions stream from
+    model to network without being stored.
+    """
+    from sim.network.signalling import SignallingConfig
+    from sim.network.simulate import build_network, write_network_outputs
+
+    assert ctx.streets is not None and ctx.course is not None and ctx.crowd is not None
+    cfg = ctx.scenario.network
+    rng = np.random.default_rng(ctx.seeds["network"])
+    xmin, ymin, xmax, ymax = ctx.streets.extent
+    margin = 500.0  # phones at the edge of the street data still see cells beyond it
+    start = int(ctx.course.nodes[0])
+    people = ctx.crowd.people
+    signalling = SignallingConfig(
+        rrc_capacity=cfg.rrc_capacity,
+        burst_factor=cfg.burst_factor,
+        mme_workers=cfg.mme_workers,
+        mme_message_s=cfg.mme_message_ms / 1000.0,
+    )
+    net = build_network(
+        cfg,
+        (xmin - margin, ymin - margin, xmax + margin, ymax + margin),
+        event=ctx.scenario.event,
+        n_people=people.n,
+        spectator=people.kind == 0,
+        rng=rng,
+        centre=(float(ctx.streets.x[start]), float(ctx.streets.y[start])),
+        dt_s=ctx.scenario.event.step_s,
+        signalling=signalling,
+        tracking_area_m=cfg.tracking_area_m,
+        pixel_m=cfg.raster_m,
+        shadowing_db=cfg.shadowing_db,
+        decorrelation_m=cfg.decorrelation_m,
+    )
+    net.observe(ctx.crowd.fresh().iter_positions())
+    ctx.network = net
+    written = write_network_outputs(net, ctx.out_dir, salt=rng, dpi=ctx.scenario.output.dpi)
+    ctx.outputs.extend(p.name for p in written)
+    ctx.facts["network"] = net.summary()
+    facts = ctx.facts["network"]
+    return (
+        f"{facts['devices_simulated']} phones of {facts['operator']} on {facts['cells']} cells: "
+        f"{facts['procedures']} procedures, {facts['rejected']} rejected, "
+        f"{facts['dropped']} dropped"
+    )
+
+
+def _estimators_stage(ctx: RunContext) -> str:
+    """Run the listed estimators on what the operator wrote, read back from the run folder.
+
+    Reading ``records.parquet``, ``cell_load.parquet`` and ``network_plan.json`` (and
+    nothing else of the network) keeps the operator wall in the data flow, not only in
+    the imports.
+    """
+    import pandas as pd
+
+    from sim.estimate import period_bins, run_estimators, write_estimates
+    from sim.network.plan import NetworkPlan
+
+    assert ctx.crowd is not None, "the crowd stage gives the zone systems"
+    cfg = ctx.scenario.estimators
+    plan = NetworkPlan.from_json(ctx.out_dir / "network_plan.json")
+    records = pd.read_parquet(ctx.out_dir / "records.parquet")
+    counters = pd.read_parquet(ctx.out_dir / "cell_load.parquet")
+    if records.empty:  # nobody with a phone of this operator: nothing to estimate from
+        ctx.facts["estimators"] = {"methods": [], "rows": 0, "note": "no operator records"}
+        return "no operator records (nobody carried a phone of this operator): no estimates"
+    table = run_estimators(
+        records,
+        plan,
+        ctx.crowd.zones,
+        period_bins(plan, bin_s=ctx.scenario.zones.bin_s),
+        cfg,
+        counters=counters,
+        random_state=np.random.default_rng(ctx.seeds["estimators"]),
+        mode=cfg.mode,
+        share_error=cfg.share_error,
+        phones_error=cfg.phones_error,
+    )
+    ctx.outputs.append(write_estimates(table, ctx.out_dir / "estimates.parquet").name)
+    ctx.facts["estimators"] = {
+        "methods": list(dict.fromkeys(cfg.methods)),
+        "mode": cfg.mode,
+        "rows": len(table),
+        "suppressed_share": round(float(table["suppressed"].mean()), 4) if len(table) else 0.0,
+    }
+    return f"{len(table)} estimates ({', '.join(ctx.facts['estimators']['methods'])}, {cfg.mode})"
+
+
 def _report_stage(ctx: RunContext) -> str:
     from sim.report import write_report
 
@@ -142,8 +235,8 @@ class _NotBuilt(Exception):
 STAGES: tuple[tuple[str, Callable[[RunContext], str]], ...] = (
     ("streets", _streets_stage),
     ("crowd", _crowd_stage),
-    ("network", _not_built("the mobile network is planned")),
-    ("estimators", _not_built("the estimators are planned")),
+    ("network", _network_stage),
+    ("estimators", _estimators_stage),
     ("validation", _not_built("validation is planned")),
     ("report", _report_stage),
 )

@@ -370,8 +370,37 @@ class NetworkConfig(_Section):
     estimating_operator: str = "proximus"
     phone_ownership: Share = 0.9
     second_device: Share = 0.1
-    sites_file: Path | None = None
-    inter_site_distance_m: float = Field(300.0, gt=0)
+    sites_file: Path | None = Field(
+        None, description="CSV of cells (one row per cell); default: a generated lattice"
+    )
+    inter_site_distance_m: float = Field(
+        300.0, gt=0, description="inter-site distance in the centre (DESIGN §3: about 300 m)"
+    )
+    isd_growth_per_km: float = Field(
+        0.25, ge=0, description="relative growth of the inter-site distance per km (assumption)"
+    )
+    isd_max_m: float = Field(1500.0, gt=0, description="largest inter-site distance (assumption)")
+    tracking_area_m: float = Field(
+        5000.0,
+        gt=0,
+        description="side of the square tracking areas of a generated plan "
+        "(assumption: a few dozen sites each)",
+    )
+    raster_m: float = Field(25.0, gt=0, le=500, description="coverage raster (issue 4: 25 m)")
+    shadowing_db: float = Field(7.0, ge=0, description="log-normal shadowing SD (DESIGN: 6-8 dB)")
+    decorrelation_m: float = Field(
+        50.0, gt=0, description="shadowing decorrelation distance (DESIGN §3: about 50 m)"
+    )
+    rrc_capacity: int = Field(
+        400, ge=1, description="RRC-connected users per cell (DESIGN §3: 300-600)"
+    )
+    burst_factor: float = Field(
+        3.0, ge=1, description="spectators' phone use at the race peak vs normal (assumption)"
+    )
+    mme_workers: int = Field(8, ge=1, description="parallel MME processors (assumption)")
+    mme_message_ms: float = Field(
+        0.8, gt=0, description="MME processing time per message per worker (assumption)"
+    )
 
     @model_validator(mode="after")
     def _shares(self) -> NetworkConfig:
@@ -392,10 +421,29 @@ class EstimatorsConfig(_Section):
     methods: list[Literal["presence", "voronoi", "bayes", "em"]] = Field(
         default_factory=lambda: list(ESTIMATOR_METHODS)
     )
-    window_min: float = Field(60.0, gt=0)
-    latency_min: float = Field(0.0, ge=0)
-    privacy_threshold: int = Field(30, ge=0)
-    laplace_epsilon: float | None = Field(None, gt=0)
+    window_min: float = Field(
+        60.0, gt=0, description="presence window W (periodic TAU 54 min + margin)"
+    )
+    latency_min: float = Field(
+        1.0,
+        ge=0,
+        description="records later than the bin start by up to this much are used; 1 = the "
+        "bin's end, which the truth's time labels (like for like)",
+    )
+    privacy_threshold: int = Field(30, ge=0, description="Proximus' published threshold")
+    laplace_epsilon: float | None = Field(None, gt=0, description="Laplace noise; none if unset")
+    mode: Literal["realtime", "batch"] = Field(
+        "realtime", description="realtime: only records up to t + latency; batch: the whole day"
+    )
+    share_error: float = Field(
+        -0.05,
+        gt=-1,
+        description="relative error of the operator's belief in its market share (assumption: "
+        "an operator knows its share only approximately)",
+    )
+    phones_error: float = Field(
+        0.05, gt=-1, description="relative error of its belief in phones per person (assumption)"
+    )
 
 
 class Area(_Section):

@@ -260,7 +260,7 @@ def test_network_stage_writes_operator_outputs(tmp_path: Path) -> None:
     x, y = rng.uniform(0, 3000, n), rng.uniform(0, 3000, n)
     present = rng.random(n) < 0.8
     ticks = run.observe(
-        SimpleNamespace(t_s=k * 5.0, x=x + k, y=y, present=present, spectator=spectator)
+        SimpleNamespace(t_s=(k + 1) * 5.0, x=x + k, y=y, present=present, spectator=spectator)
         for k in range(360)
     )
     assert ticks == 360

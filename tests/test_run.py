@@ -7,13 +7,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import tomli_w
 from typer.testing import CliRunner
 
 from sim.cli import app
 from sim.run import STAGES, run_scenario
 from sim.scenario import load_scenario, parse_scenario
-from tests.conftest import PENTAGON, SCENARIOS, data_file
+from tests.conftest import PENTAGON, REGION, SCENARIOS, data_file
 
 runner = CliRunner()
 
@@ -42,15 +43,46 @@ def test_demo_writes_a_complete_run_folder(tmp_path: Path) -> None:
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
-def test_same_seed_same_outputs_different_seed_recorded(tmp_path: Path) -> None:
-    scenario = load_scenario(SCENARIOS / "demo.toml")
-    a = run_scenario(scenario, tmp_path / "a", seed=7, progress=False).manifest
-    b = run_scenario(scenario, tmp_path / "b", seed=7, progress=False).manifest
-    c = run_scenario(scenario, tmp_path / "c", seed=8, progress=False).manifest
-    assert a["facts"] == b["facts"] and a["seed"] == b["seed"] == 7 and c["seed"] == 8
+def test_same_seed_same_outputs_different_seed_different(tmp_path: Path) -> None:
+    scenario = load_scenario(SCENARIOS / "smoke.toml")
+    runs = {
+        name: run_scenario(scenario, tmp_path / name, seed=seed, progress=False)
+        for name, seed in (("a", 7), ("b", 7), ("c", 8))
+    }
+    assert runs["a"].manifest["facts"] == runs["b"].manifest["facts"]
+    tables = ("truth_zones", "truth_edges", "records", "cell_load", "estimates")
+    for table in tables:
+        a = pd.read_parquet(tmp_path / "a" / f"{table}.parquet")
+        b = pd.read_parquet(tmp_path / "b" / f"{table}.parquet")
+        pd.testing.assert_frame_equal(a, b, obj=table)
+    for table in ("truth_zones", "records", "estimates"):
+        a = pd.read_parquet(tmp_path / "a" / f"{table}.parquet")
+        c = pd.read_parquet(tmp_path / "c" / f"{table}.parquet")
+        assert not a.equals(c), f"{table} does not depend on the seed"
     assert (tmp_path / "a" / "scenario.toml").read_text() == (
         tmp_path / "b" / "scenario.toml"
     ).read_text()
+
+
+def test_every_stage_of_the_smoke_run_honours_the_operator_wall(tmp_path: Path) -> None:
+    run_scenario(load_scenario(SCENARIOS / "smoke.toml"), tmp_path, progress=False)
+    records = pd.read_parquet(tmp_path / "records.parquet")
+    assert list(records.columns) == ["time", "device", "cell_id", "procedure", "outcome"]
+    estimates = pd.read_parquet(tmp_path / "estimates.parquet")
+    assert (estimates["estimate"] >= 0).all() and estimates["estimate"].notna().all()
+    assert (estimates["lower"] <= estimates["estimate"]).all()
+    assert (estimates["estimate"] <= estimates["upper"]).all()
+    assert set(estimates["method"]) == {"presence", "voronoi", "bayes", "em"}
+    truth = pd.read_parquet(tmp_path / "truth_zones.parquet")
+    assert (truth["people"] >= 0).all() and (truth["spectators"] <= truth["people"]).all()
+
+
+def test_tdf2019_scenario_runs_on_the_real_extract(tmp_path: Path) -> None:
+    data_file(REGION)
+    result = run_scenario(load_scenario(SCENARIOS / "tdf2019_ttt.toml"), tmp_path,
+                          progress=False)  # fmt: skip
+    assert result.manifest["status"] == "ok"
+    assert result.manifest["street_source"]["kind"] == "file"
 
 
 def test_run_command_bad_scenario_exits_2_naming_the_key(

@@ -460,6 +460,7 @@ class Signalling:
         messages = np.bincount(flat, weights=cost, minlength=n_min * self.n_cells)
         counted = np.bincount(flat, minlength=n_min * self.n_cells)
         delay = np.bincount(flat, weights=raw["delay_s"], minlength=n_min * self.n_cells)
+        delay = delay.astype(float)  # an empty bincount is integer
         mean_delay = np.divide(delay, counted, out=np.zeros_like(delay), where=counted > 0)
         minutes = self.start + pd.to_timedelta(
             np.repeat(np.arange(n_min), self.n_cells), unit="min"

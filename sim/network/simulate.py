@@ -49,10 +49,15 @@ class NetworkRun:
     seconds: dict[str, float]
 
     def observe(self, snapshots: Iterable[Snapshot]) -> int:
-        """Feed the crowd's positions, tick by tick; return the number of ticks."""
+        """Feed the crowd's positions, tick by tick; return the number of ticks.
+
+        A snapshot's ``t_s`` is the end of the tick it describes (the crowd's convention:
+        after its first step, ``t_s`` is one step); the tick's procedures happen during it.
+        """
         n = 0
+        dt = self.signalling.dt
         for snap in snapshots:
-            self.signalling.step(snap.t_s, snap.x, snap.y, snap.present)
+            self.signalling.step(snap.t_s - dt, snap.x, snap.y, snap.present)
             n += 1
         self.signalling.finish()
         return n
