@@ -112,6 +112,19 @@ def write_report(ctx: RunContext) -> list[Path]:
                                dpi=ctx.scenario.output.dpi)  # fmt: skip
         figures.append(("The course on the street graph", path))
         written.append(path)
+    for caption, path in (
+        ("Spectators along the course over the afternoon (truth)", _plot_course_crowd(ctx)),
+        ("Named areas: truth and each method's estimate", _plot_area_estimates(ctx)),
+    ):
+        if path is not None:
+            figures.append((caption, path))
+            written.append(path)
+    for name, caption in (
+        ("coverage_best_server.png", "The true radio environment (with shadowing)"),
+        ("coverage_cells.png", "Coverage of single cells"),
+    ):
+        if (out / name).is_file():
+            figures.append((caption, out / name))
     source = ctx.streets.source.describe() if ctx.streets else "no street data was loaded"
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -153,3 +166,75 @@ def write_report(ctx: RunContext) -> list[Path]:
     parts.append("</body></html>")
     written.append(write_text("\n".join(parts), out / "report.html"))
     return written
+
+
+def _plot_course_crowd(ctx: RunContext) -> Path | None:
+    """Heat map of spectators per course segment (rows: km) and minute (columns)."""
+    import pandas as pd
+
+    path = ctx.out_dir / "truth_zones.parquet"
+    if not path.is_file():
+        return None
+    truth = pd.read_parquet(path, filters=[("system", "==", "segment")])
+    if truth.empty:
+        return None
+    table = truth.pivot_table(index="zone", columns="time", values="spectators", fill_value=0,
+                              observed=True)  # fmt: skip
+    km = [float(str(z).removeprefix("km").split("-")[0]) for z in table.index]
+    table = table.iloc[np.argsort(km)]
+    times = table.columns
+    fig, ax = plt.subplots(figsize=(10, 5))
+    im = ax.imshow(table.to_numpy(), aspect="auto", origin="lower", cmap="magma",
+                   extent=(0, len(times), 0, len(table)))  # fmt: skip
+    ticks = np.linspace(0, len(times) - 1, min(8, len(times))).astype(int)
+    ax.set_xticks(ticks + 0.5, [times[i].strftime("%H:%M") for i in ticks])
+    yt = np.linspace(0, len(table) - 1, min(10, len(table))).astype(int)
+    ax.set_yticks(yt + 0.5, [str(table.index[i]) for i in yt])
+    ax.set_xlabel("local time")
+    ax.set_ylabel("course segment")
+    fig.colorbar(im, ax=ax, label="spectators in the segment (truth)")
+    dest = ctx.out_dir / "crowd_course.png"
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png", dpi=ctx.scenario.output.dpi, bbox_inches="tight")
+    plt.close(fig)
+    return dest
+
+
+def _plot_area_estimates(ctx: RunContext) -> Path | None:
+    """Truth and estimates per named area over time (an estimate's bin is labelled by its
+    end, as the truth is)."""
+    import pandas as pd
+
+    truth_path, est_path = ctx.out_dir / "truth_zones.parquet", ctx.out_dir / "estimates.parquet"
+    if not (truth_path.is_file() and est_path.is_file()):
+        return None
+    truth = pd.read_parquet(truth_path, filters=[("system", "==", "area")])
+    est = pd.read_parquet(est_path, filters=[("zone_system", "==", "area")])
+    if truth.empty or est.empty:
+        return None
+    areas = list(dict.fromkeys(truth["zone"].astype(str)))[:6]
+    width = pd.Timedelta(seconds=ctx.scenario.zones.bin_s)
+    est = est.assign(time=(est["bin"] + width).dt.tz_convert(ctx.scenario.event.timezone),
+                     zone=est["zone"].astype(str))  # fmt: skip
+    cols = min(3, len(areas))
+    rows = -(-len(areas) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
+    for ax, area in zip(axes.ravel(), areas, strict=False):
+        t = truth[truth["zone"].astype(str) == area]
+        ax.plot(t["time"], t["people"], color="black", linewidth=2, label="truth")
+        for method, group in est[est["zone"] == area].groupby("method", observed=True):
+            ax.plot(group["time"], group["estimate"], linewidth=1, label=str(method))
+        ax.set_title(area, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_formatter(
+            matplotlib.dates.DateFormatter("%H:%M", tz=ctx.scenario.event.timezone)
+        )
+    for ax in axes.ravel()[len(areas) :]:
+        ax.set_visible(False)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("People per named area: truth vs estimates (before privacy suppression)")
+    dest = ctx.out_dir / "estimates_areas.png"
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png", dpi=ctx.scenario.output.dpi, bbox_inches="tight")
+    plt.close(fig)
+    return dest

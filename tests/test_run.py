@@ -39,7 +39,9 @@ def test_demo_writes_a_complete_run_folder(tmp_path: Path) -> None:
     assert resolved.model_dump() == load_scenario(SCENARIOS / "demo.toml").model_dump()
     report = (out / "report.html").read_text()
     assert "Street source:</strong> the OFFLINE BRUSSELS SKETCH" in report.split("<h1>")[0]
-    assert "data:image/png;base64," in report
+    assert report.count("data:image/png;base64,") == 5
+    for caption in ("The course", "Spectators along the course", "Named areas", "radio"):
+        assert caption in report
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
