@@ -247,6 +247,7 @@ class CrowdModel(mesa.Model):
         }
         self._entered: list[np.ndarray] = []
         self._observers: list[Callable[[CrowdModel], None]] = []
+        self._spectator_mask: np.ndarray | None = None  # kinds never change; built once
 
         self.places = build_places(g.x, g.y, g.eu, g.ev, g.length)
         # place of everybody staying (they do not move, so it is computed once)
@@ -753,17 +754,26 @@ class CrowdModel(mesa.Model):
         return (st == WAITING) | (st == WALKING) | (st == STAYING)
 
     def positions(self) -> PositionSnapshot:
-        """Everybody's position now (EPSG:31370 metres; NaN for pending or gone)."""
+        """Everybody's position now (EPSG:31370 metres; NaN for pending or gone).
+
+        Called every tick by the network stage: people at nodes take their node's
+        coordinates in one gather, and only those on an edge are interpolated.
+        """
         p, g = self.people, self.graph
         here = self.present()
-        on = here & (p.edge >= 0)
-        e = np.maximum(p.edge, 0)
-        f = np.where(on, p.s / g.length[e], 0.0)
-        x = np.where(on, g.x[g.eu[e]] + (g.x[g.ev[e]] - g.x[g.eu[e]]) * f, g.x[p.node])
-        y = np.where(on, g.y[g.eu[e]] + (g.y[g.ev[e]] - g.y[g.eu[e]]) * f, g.y[p.node])
+        x = g.x[p.node]
+        y = g.y[p.node]
+        on = np.flatnonzero(here & (p.edge >= 0))
+        e = p.edge[on]
+        u, v = g.eu[e], g.ev[e]
+        f = p.s[on] / g.length[e]
+        x[on] = g.x[u] + (g.x[v] - g.x[u]) * f
+        y[on] = g.y[u] + (g.y[v] - g.y[u]) * f
         x[~here] = np.nan
         y[~here] = np.nan
-        return PositionSnapshot(self.tick * self.dt, x, y, here, p.kind == SPECTATOR)
+        if self._spectator_mask is None:
+            self._spectator_mask = p.kind == SPECTATOR
+        return PositionSnapshot(self.tick * self.dt, x, y, here, self._spectator_mask)
 
     def state_counts(self) -> dict[str, int]:
         """Number of people in each state now."""
