@@ -240,19 +240,30 @@ def plot_coverage(run: NetworkRun, out_dir: Path, *, dpi: int = 110) -> list[Pat
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
 
-    # per-cell coverage: the footprint of each of the most used cells (small multiples)
-    served = np.bincount(radio.cell[:, 0][radio.cell[:, 0] >= 0], minlength=len(cells))
-    top = np.argsort(-served)[:12]
-    fig, axes = plt.subplots(3, 4, figsize=(14, 10))
+    # per-cell coverage: the footprints of the cells that handled the most procedures,
+    # each shown 1.5 km around its site
+    raw = run.signalling.raw_records()
+    busiest = np.bincount(raw["cell"], minlength=len(cells)) if len(raw["cell"]) else None
+    top = np.argsort(-busiest)[:12] if busiest is not None else np.arange(min(12, len(cells)))
+    fig, axes = plt.subplots(3, 4, figsize=(14, 10.5))
+    half = 1500.0
     for ax, c in zip(axes.ravel(), top, strict=False):
         power = np.where(radio.cell == c, radio.power_dbm, -np.inf).max(axis=1).reshape(rows, cols)
-        ax.imshow(np.where(np.isfinite(power), power, np.nan), origin="lower", extent=ext,
-                  cmap="magma")  # fmt: skip
-        ax.plot(cells["x"].iloc[c], cells["y"].iloc[c], "c^", markersize=5)
-        ax.set_title(f"cell {cells['cell_id'].iloc[c]}: {served[c]} px best", fontsize=8)
+        sx, sy = cells["x"].iloc[c], cells["y"].iloc[c]
+        im = ax.imshow(np.where(np.isfinite(power), power, np.nan), origin="lower", extent=ext,
+                       cmap="magma", vmin=-100, vmax=-20)  # fmt: skip
+        ax.plot(cells["x"], cells["y"], "k.", markersize=2)
+        ax.plot(sx, sy, "c^", markersize=7)
+        ax.set_xlim(sx - half, sx + half)
+        ax.set_ylim(sy - half, sy + half)
+        n = 0 if busiest is None else busiest[c]
+        az = cells["azimuth_deg"].iloc[c]
+        ax.set_title(f"cell {cells['cell_id'].iloc[c]}, azimuth {az:.0f}°\n{n} procedures",
+                     fontsize=8)  # fmt: skip
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("Coverage of the 12 cells serving the most area (where among the strongest)")
+    fig.colorbar(im, ax=axes, shrink=0.6, label="received power where among the strongest (dBm)")
+    fig.suptitle("True coverage of the 12 busiest cells (3 km squares around each site)")
     paths.append(out_dir / "coverage_cells.png")
     with atomic_path(paths[1]) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
