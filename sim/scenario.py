@@ -35,6 +35,7 @@ __all__ = [
     "Area",
     "Closure",
     "Event",
+    "EventCell",
     "Origin",
     "Race",
     "RouteConfig",
@@ -361,6 +362,16 @@ class People(_Section):
         return self
 
 
+class EventCell(_Section):
+    """A temporary event site near the course (a cell on wheels)."""
+
+    name: str = Field(min_length=1)
+    lat: Lat
+    lon: Lon
+    power_dbm: float = Field(40.0, ge=0, le=70, description="per cell (assumption)")
+    height_m: float = Field(15.0, ge=1, le=100, description="mast height (assumption)")
+
+
 class NetworkConfig(_Section):
     """The mobile networks and the operator who estimates (DESIGN §3, Network)."""
 
@@ -396,6 +407,9 @@ class NetworkConfig(_Section):
     )
     burst_factor: float = Field(
         3.0, ge=1, description="spectators' phone use at the race peak vs normal (assumption)"
+    )
+    event_cells: list[EventCell] = Field(
+        default_factory=list, description="temporary sites added for the event"
     )
     mme_workers: int = Field(8, ge=1, description="parallel MME processors (assumption)")
     mme_message_ms: float = Field(

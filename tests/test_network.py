@@ -278,3 +278,27 @@ def test_network_stage_writes_operator_outputs(tmp_path: Path) -> None:
     raw = run.signalling.raw_records()
     assert len(records) == summary["procedures"] == len(raw["device"])
     assert present[run.signalling.owner[raw["device"]]].all()
+
+
+def test_a_temporary_event_cell_takes_load_off_a_full_cell() -> None:
+    from sim.network.plan import add_event_cells
+
+    crowd = np.tile(np.linspace(400.0, 800.0, 300), (60, 1))  # 300 eager phones by cell 101
+    eager = replace(QUIET, data_per_h=(0, 0, 3600.0 * 10), session_mean_s=1e6, rrc_capacity=100)
+    plain = line_plan()
+    _, before = simulate(plain, crowd, config=eager)
+    cells = add_event_cells(plain.cells, [700.0], [230.0], azimuths_deg=(np.nan,), power_dbm=46)
+    assert cells["temporary"].sum() == 1 and cells["cell_id"].is_unique
+    assert cells["tracking_area"].iloc[-1] == plain.cells["tracking_area"].iloc[0]
+    boosted = replace(plain, cells=cells)
+    _, after = simulate(boosted, crowd, ys=np.full_like(crowd, 200.0), config=eager)
+    assert (after["outcome"] == 1).sum() < (before["outcome"] == 1).sum()
+
+
+def test_cell_load_counts_messages_by_procedure() -> None:
+    xs = np.full((120, 30), 500.0) + np.arange(30) * 40.0
+    sig, raw = simulate(line_plan((1, 2)), xs)
+    load = sig.cell_load()
+    by_proc = load[[c for c in load.columns if c.startswith("messages_")]].sum(axis=1)
+    np.testing.assert_array_equal(by_proc.to_numpy(), load["messages"].to_numpy())
+    assert load["messages"].sum() == sig.msgs[raw["procedure"][raw["outcome"] != 1]].sum()

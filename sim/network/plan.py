@@ -26,6 +26,7 @@ __all__ = [
     "CELL_COLUMNS",
     "NetworkPlan",
     "SiteDataError",
+    "add_event_cells",
     "generate_cells",
     "read_cells_csv",
 ]
@@ -297,3 +298,47 @@ def _tracking_areas(x: Any, y: Any, size_m: float) -> np.ndarray:
     ix = np.floor(np.asarray(x, dtype=float) / size_m).astype(np.int64)
     iy = np.floor(np.asarray(y, dtype=float) / size_m).astype(np.int64)
     return pd.factorize(ix * 1_000_003 + iy)[0].astype(np.int64) + 1
+
+
+def add_event_cells(
+    cells: pd.DataFrame,
+    x: Any,
+    y: Any,
+    *,
+    azimuths_deg: tuple[float, ...] = (0.0, 120.0, 240.0),
+    height_m: float = 15.0,
+    power_dbm: float = 40.0,
+    band_mhz: float = 2600.0,
+) -> pd.DataFrame:
+    """Add temporary event sites (cells on wheels) at points (x, y), metres.
+
+    Each gets one cell per azimuth, marked ``temporary``, in the tracking area of the
+    nearest permanent cell (operators fold a temporary site into the local area). Defaults
+    are a small capacity layer: a 15 m mast, 40 dBm, 2600 MHz (assumption).
+    """
+    px, py = np.atleast_1d(np.asarray(x, float)), np.atleast_1d(np.asarray(y, float))
+    if len(px) == 0:
+        return cells
+    if cells.empty:
+        raise ValueError("event cells need a permanent network to join (the plan is empty)")
+    near = np.argmin((cells["x"].to_numpy()[None, :] - px[:, None]) ** 2
+                     + (cells["y"].to_numpy()[None, :] - py[:, None]) ** 2, axis=1)  # fmt: skip
+    n_sec = len(azimuths_deg)
+    first_site = int(cells["site_id"].max()) + 1
+    first_cell = (int(cells["cell_id"].max()) // 10 + 1) * 10
+    site = np.repeat(np.arange(len(px), dtype=np.int64) + first_site, n_sec)
+    extra = pd.DataFrame(
+        {
+            "cell_id": first_cell + np.arange(len(px) * n_sec, dtype=np.int64),
+            "site_id": site,
+            "x": np.repeat(px, n_sec),
+            "y": np.repeat(py, n_sec),
+            "height_m": height_m,
+            "azimuth_deg": np.tile(np.asarray(azimuths_deg, dtype=float), len(px)),
+            "power_dbm": power_dbm,
+            "band_mhz": band_mhz,
+            "tracking_area": np.repeat(cells["tracking_area"].to_numpy()[near], n_sec),
+            "temporary": True,
+        }
+    ).astype(CELL_COLUMNS)
+    return pd.concat([cells, extra], ignore_index=True)

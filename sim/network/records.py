@@ -44,6 +44,7 @@ COUNTER_COLUMNS: dict[str, object] = {
     "rejections": "int64",
     "messages": "int64",
     "queue_delay_ms": "float64",
+    **{f"messages_{p}": "int64" for p in PROCEDURES},
 }
 
 

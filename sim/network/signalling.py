@@ -444,7 +444,8 @@ class Signalling:
         return frame.astype(RECORD_COLUMNS)
 
     def cell_load(self) -> pd.DataFrame:
-        """Per cell per minute: peak connected users, rejections, MME messages, delay."""
+        """Per cell per minute: peak connected users, rejections, MME messages (in all and
+        by procedure) and mean MME queueing delay of the cell's procedures."""
         per_min = max(1, round(60.0 / self.dt))
         n_min = (self.ticks + per_min - 1) // per_min
         connected = np.zeros((n_min, self.n_cells), dtype=np.int64)
@@ -458,6 +459,13 @@ class Signalling:
         flat = minute * self.n_cells + raw["cell"]
         cost = self.msgs[raw["procedure"]] * (raw["outcome"] != REJECTED)
         messages = np.bincount(flat, weights=cost, minlength=n_min * self.n_cells)
+        by_procedure = {
+            f"messages_{name}": np.bincount(
+                flat[raw["procedure"] == code], weights=cost[raw["procedure"] == code],
+                minlength=n_min * self.n_cells,
+            ).astype(np.int64)
+            for code, name in enumerate(PROCEDURES)
+        }  # fmt: skip
         counted = np.bincount(flat, minlength=n_min * self.n_cells)
         delay = np.bincount(flat, weights=raw["delay_s"], minlength=n_min * self.n_cells)
         delay = delay.astype(float)  # an empty bincount is integer
@@ -472,6 +480,7 @@ class Signalling:
             "rejections": rejections.ravel(),
             "messages": messages.astype(np.int64),
             "queue_delay_ms": mean_delay * 1000.0,
+            **by_procedure,
         })  # fmt: skip
 
 

@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 
 from sim.network.devices import Devices, assign_devices
-from sim.network.plan import NetworkPlan, generate_cells, read_cells_csv
+from sim.network.plan import NetworkPlan, add_event_cells, generate_cells, read_cells_csv
 from sim.network.radio import RadioEnvironment, build_radio
 from sim.network.signalling import Signalling, SignallingConfig
 from sim.scenario import Event, NetworkConfig
+from sim.streets import to_metres
 
 __all__ = ["NetworkRun", "Snapshot", "build_network", "race_burst"]
 
@@ -146,6 +147,11 @@ def build_network(
         cells = generate_cells(extent, rng=rng, centre=centre,
                                isd_centre_m=config.inter_site_distance_m,
                                tracking_area_m=tracking_area_m)  # fmt: skip
+    if config.event_cells:
+        ex, ey = to_metres([c.lon for c in config.event_cells], [c.lat for c in config.event_cells])
+        for cell_cfg, x, y in zip(config.event_cells, ex, ey, strict=True):
+            cells = add_event_cells(cells, [x], [y], power_dbm=cell_cfg.power_dbm,
+                                    height_m=cell_cfg.height_m)  # fmt: skip
     start = pd.Timestamp(event.start_datetime).tz_convert("UTC")
     end = pd.Timestamp(event.end_datetime).tz_convert("UTC")
     plan = NetworkPlan(
