@@ -7,7 +7,9 @@ preparation), ``<method>_s`` per method (fit + estimate), ``prepare_s``, ``peak_
 update of every method on both zone systems). Targets (issue #5): under 60 s and 4 GB on
 2 cores; a real-time minute under 1 s.
 
-The records are SYNTHETIC until the network stage exists: ~180,000 devices of the
+With ``--records DIR`` it uses the records, plan and course that
+``bench_network.py --out DIR`` wrote (the issue's setting: the network benchmark's
+records). Without it, the records are SYNTHETIC: ~180,000 devices of the
 estimating operator (500,000 people x 0.9 phones x 0.40 share), each with a periodic TAU
 every 54 min (random phase) and ~10 data service requests per hour, 11:00-18:00
 (Brussels time), on cells generated over the Brussels region; a third of the devices move
@@ -21,6 +23,7 @@ import argparse
 import json
 import resource
 import time
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -105,9 +108,11 @@ def synthetic_records(
     )
 
 
-def zone_systems() -> dict[str, gpd.GeoDataFrame]:
+def zone_systems(
+    extent: tuple[float, float, float, float] = EXTENT, course: np.ndarray | None = None
+) -> dict[str, gpd.GeoDataFrame]:
     """100 m tiles over the extent and 500 m course segments buffered 50 m."""
-    xmin, ymin, xmax, ymax = EXTENT
+    xmin, ymin, xmax, ymax = extent
     g = 100.0
     xs = np.arange(np.floor(xmin / g) * g, xmax, g)
     ys = np.arange(np.floor(ymin / g) * g, ymax, g)
@@ -118,7 +123,7 @@ def zone_systems() -> dict[str, gpd.GeoDataFrame]:
         geometry=shapely.box(gx, gy, gx + g, gy + g),
         crs="EPSG:31370",
     )
-    line = shapely.LineString(COURSE)
+    line = shapely.LineString(COURSE if course is None else course)
     cuts = np.arange(0.0, line.length, 500.0)
     pieces = [
         shapely.ops.substring(line, a, min(a + 500.0, line.length)).buffer(50.0) for a in cuts
@@ -133,26 +138,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=180_000)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--records",
+        type=Path,
+        default=None,
+        help="folder written by bench_network.py --out: use its real records, plan and course",
+    )
     args = parser.parse_args()
     tz = "Europe/Brussels"
     start = pd.Timestamp("2019-07-07 11:00", tz=tz).tz_convert("UTC")
     end = pd.Timestamp("2019-07-07 18:00", tz=tz).tz_convert("UTC")
-    cells = generate_cells(EXTENT, rng=np.random.default_rng(args.seed))
-    plan = NetworkPlan(
-        operator="proximus",
-        cells=cells,
-        market_share=0.40,
-        phones_per_person=0.9,
-        period=(start.isoformat(), end.isoformat()),
-    )
     t = time.perf_counter()
-    records = synthetic_records(plan, n_devices=args.devices, start=start, end=end, seed=args.seed)
+    if args.records is not None:
+        plan = NetworkPlan.from_json(args.records / "network_plan.json")
+        records = pd.read_parquet(args.records / "records.parquet")
+        course = np.load(args.records / "course_xy.npy")
+        cx, cy = plan.cells["x"], plan.cells["y"]
+        zones = zone_systems((cx.min(), cy.min(), cx.max(), cy.max()), course)
+        source = f"network benchmark ({args.records})"
+    else:
+        cells = generate_cells(EXTENT, rng=np.random.default_rng(args.seed))
+        plan = NetworkPlan(
+            operator="proximus",
+            cells=cells,
+            market_share=0.40,
+            phones_per_person=0.9,
+            period=(start.isoformat(), end.isoformat()),
+        )
+        records = synthetic_records(
+            plan, n_devices=args.devices, start=start, end=end, seed=args.seed
+        )
+        zones = zone_systems()
+        source = "synthetic"
     generate_s = time.perf_counter() - t
-    zones = zone_systems()
     bins = pd.date_range(start, end - pd.Timedelta(minutes=1), freq="1min")
     print(
-        f"SYNTHETIC records (the network stage does not exist yet): {len(records):,} records "
-        f"of {args.devices:,} devices on {plan.n_cells} cells; {len(zones['grid']):,} tiles, "
+        f"{source} records: {len(records):,} records of {records['device'].nunique():,} "
+        f"pseudonyms on {plan.n_cells} cells; {len(zones['grid']):,} tiles, "
         f"{len(zones['segment'])} segments, {len(bins)} bins"
     )
     figures: dict[str, float | int | str] = {}
@@ -179,7 +201,7 @@ def main() -> None:
     figures["rows"] = len(table)
     figures["records"] = len(records)
     figures["generate_records_s"] = round(generate_s, 2)
-    figures["records_source"] = "synthetic"
+    figures["records_source"] = source
     print(json.dumps(figures))
 
 

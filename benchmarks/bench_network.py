@@ -34,6 +34,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spectators", type=int, default=200_000)
     parser.add_argument("--background", type=int, default=300_000)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="keep the outputs (for bench_estimators.py)"
+    )
     args = parser.parse_args()
     scenario, streets, course = bench_crowd.bench_scenario(args.spectators, args.background)
     seeds = np.random.SeedSequence(2019).spawn(2)
@@ -65,10 +68,13 @@ def main() -> None:
     a = time.perf_counter()
     net.signalling.finish()
     finish_s = time.perf_counter() - a
-    with tempfile.TemporaryDirectory() as out:
-        a = time.perf_counter()
-        write_network_outputs(net, Path(out), salt=np.random.default_rng(7))
-        write_s = time.perf_counter() - a
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench_network_"))
+    out.mkdir(parents=True, exist_ok=True)
+    a = time.perf_counter()
+    write_network_outputs(net, out, salt=np.random.default_rng(7))
+    write_s = time.perf_counter() - a
+    np.save(out / "course_xy.npy", np.column_stack([streets.x[course.nodes],
+                                                    streets.y[course.nodes]]))  # fmt: skip
     summary = net.summary()
     wall = (built - t0) + signalling_s + finish_s + write_s
     figures = {
