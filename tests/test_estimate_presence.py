@@ -182,6 +182,7 @@ def test_counters_are_checked() -> None:
             "rejections": [0],
             "messages": [10],
             "queue_delay_ms": [0.5],
+            **{c: [0] for c in COUNTER_COLUMNS if c.startswith("messages_")},
         }
     ).astype(COUNTER_COLUMNS)
     est = PresenceEstimator().fit(recs, plan(), counters=good)
