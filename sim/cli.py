@@ -146,6 +146,25 @@ def streets(
                 typer.echo(f"  {w['kind']:<10} km {w['km']:6.2f}  {w['name']}{published}")
 
 
+@app.command()
+def validate(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="Run folder(s); several = replications of one scenario.")
+    ],
+    bounds: Annotated[Path, typer.Option("--bounds", help="Error-bound spec (TOML).")],
+) -> None:
+    """Check error bounds on run folders: exit 0 if all hold, 1 if any fails, 2 on bad input."""
+    from validation.checks import check_bounds, format_results
+
+    try:
+        results = check_bounds(run_dirs, bounds)
+    except CrowdsimError as exc:
+        raise _fail(exc) from None
+    typer.echo(format_results(results))
+    if not all(r.passed for r in results):
+        raise typer.Exit(code=1)
+
+
 def _print_result(manifest: dict, out_dir: Path) -> None:
     typer.echo(f"run folder: {out_dir}")
     typer.echo(f"street source: {manifest['street_source']['description']}")
