@@ -15,6 +15,7 @@ through it (a missing row means empty).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 from pathlib import Path
 
@@ -22,8 +23,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from scipy import sparse
 
-from sim.crowd.movement import fruin_los
+from sim.crowd.movement import FRUIN_LIMITS
 from sim.crowd.walkgraph import MIN_EDGE_LENGTH_M, WalkGraph
 from sim.io import atomic_path
 from sim.zones import Zones
@@ -62,6 +64,10 @@ class TruthRecorder:
         bin_s: float,
     ) -> None:
         self.zones = zones
+        mats = [system.membership for system in zones.systems.values()]
+        self._membership = sparse.vstack(mats, format="csr")  # every system's zones
+        cuts = np.cumsum([0, *(m.shape[0] for m in mats)]).tolist()
+        self._zone_cuts = list(itertools.pairwise(cuts))
         self.graph = graph
         self.start = start
         self.bin_s = bin_s
@@ -116,11 +122,14 @@ class TruthRecorder:
         """
         self._bin_end_s.append(t_s)
         n_places = self.zones.systems["grid"].membership.shape[1]
-        all_counts = np.bincount(place_all, minlength=n_places).astype(float)
-        spec_counts = np.bincount(place_spectators, minlength=n_places).astype(float)
-        for system in self.zones.systems.values():
-            people = np.rint(system.count(all_counts)).astype(np.int64)
-            spectators = np.rint(system.count(spec_counts)).astype(np.int64)
+        counts = np.empty((n_places, 2))
+        counts[:, 0] = np.bincount(place_all, minlength=n_places)
+        counts[:, 1] = np.bincount(place_spectators, minlength=n_places)
+        # one sparse product for every system and both columns instead of six; the sums
+        # are of whole numbers, so they are exact and equal to the per-system products
+        per_zone = np.rint(self._membership @ counts).astype(np.int64)
+        for system, (a, b) in zip(self.zones.systems.values(), self._zone_cuts, strict=True):
+            people, spectators = per_zone[a:b, 0], per_zone[a:b, 1]
             idx = np.flatnonzero(people > 0) if system.name == "grid" else np.arange(len(people))
             rows = self._zone_rows.setdefault(system.name, [])
             rows.append((idx, people[idx], spectators[idx]))
@@ -158,8 +167,9 @@ class TruthRecorder:
                 pd.DataFrame(
                     {
                         "time": self._times([len(r[0]) for r in rows]),
-                        "system": pd.Categorical(
-                            [name] * len(idx), categories=list(self.zones.systems)
+                        "system": pd.Categorical.from_codes(  # codes: no strings to parse
+                            np.full(len(idx), list(self.zones.systems).index(name), np.int8),
+                            categories=list(self.zones.systems),
                         ),
                         "zone": pd.Categorical.from_codes(idx, categories=ids),
                         "people": np.concatenate([r[1] for r in rows]),
@@ -188,7 +198,10 @@ class TruthRecorder:
                 "persons": cat(1).astype(np.float32),
                 "density": cat(2),
                 "flow_pmm": flow.astype(np.float32),
-                "los": pd.Categorical(fruin_los(flow), categories=list("ABCDEF")),
+                "los": pd.Categorical.from_codes(  # the level's index is its code
+                    np.searchsorted(FRUIN_LIMITS, flow, side="right").astype(np.int8),
+                    categories=list("ABCDEF"),
+                ),
             }
         )
 

@@ -186,10 +186,16 @@ def build_zones(
     cx, cy = course_xy
     n_seg = max(1, int(np.ceil(course.length_m / cfg.segment_m)))
     sx, sy, sm = _sample_line(cx, cy, course.cum_m, step=min(5.0, cfg.segment_m / 4))
-    dist, idx = cKDTree(np.column_stack([sx, sy])).query(np.column_stack([places.x, places.y]))
-    seg = np.where(
-        dist <= cfg.segment_buffer_m + 1e-9, np.minimum(sm[idx] // cfg.segment_m, n_seg - 1), -1
-    ).astype(np.int64)
+    # only places within the buffer matter: bounding the search lets the tree skip the far
+    # ones (most of the area); those come back with dist inf and index len(sm)
+    reach = cfg.segment_buffer_m + 1e-9
+    dist, idx = cKDTree(np.column_stack([sx, sy])).query(
+        np.column_stack([places.x, places.y]), distance_upper_bound=reach * (1 + 1e-9) + 1e-6
+    )
+    idx = np.minimum(idx, len(sm) - 1)
+    seg = np.where(dist <= reach, np.minimum(sm[idx] // cfg.segment_m, n_seg - 1), -1).astype(
+        np.int64
+    )
     geoms = []
     for k in range(n_seg):
         m = (sm >= k * cfg.segment_m) & (sm <= (k + 1) * cfg.segment_m)

@@ -60,6 +60,8 @@ STATES = ("pending", "waiting", "walking", "staying", "gone")
 SPECTATOR, BACKGROUND = 0, 1
 #: Most edges a walker may enter in one tick (short edges are walked through).
 MAX_HOPS = 4
+#: Ticks of departures filed per tick at a time (later ones wait in one flat list).
+CALENDAR_TICKS = 120
 
 
 @dataclass(eq=False)
@@ -176,6 +178,7 @@ class CrowdModel(mesa.Model):
         self.routes = RoutingTables(g, dests)
         self._closures = self._closures_from(scenario)
         self._seg_len = g.seg_length()
+        self._edge_seg = g.seg.astype(np.intp)  # intp: other index types are cast per gather
         self._open = np.ones(g.n_edges, dtype=bool)
         self._extra_width = np.zeros(g.n_edges)
         self._closures_on: tuple[bool, ...] | None = None
@@ -231,8 +234,12 @@ class CrowdModel(mesa.Model):
 
         # event lists, so the tick never scans everybody: who is due to move on at each
         # tick, and who is waiting or walking
-        self._due: dict[int, list[np.ndarray]] = {}
+        self._due: dict[int, list[np.ndarray]] = {}  # ticks before _horizon, one list each
+        self._horizon = 0
+        self._far_tick: list[np.ndarray] = []  # later ticks, filed per tick only when near
+        self._far_rows: list[np.ndarray] = []
         self._active = np.zeros(0, dtype=np.int64)
+        self._tick_states: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._is_active = np.zeros(n, dtype=bool)
         self._spare = np.zeros(n)  # time left in the tick after reaching a node
         if n_bg:
@@ -358,11 +365,40 @@ class CrowdModel(mesa.Model):
         if len(rows) == 0:
             return
         tick = np.maximum(np.ceil(leave / self.dt - 1e-9).astype(np.int64), self.tick + 1)
+        near = tick < self._horizon
+        if not near.all():
+            # splitting per tick costs a Python step per distinct tick (stays last hours
+            # spread over thousands of them), so later ticks wait in one flat list
+            far = ~near
+            self._far_tick.append(tick[far])
+            self._far_rows.append(rows[far])
+            tick, rows = tick[near], rows[near]
+        self._file(tick, rows)
+
+    def _file(self, tick: np.ndarray, rows: np.ndarray) -> None:
+        """File `rows` under `tick` in the per-tick lists."""
+        if len(rows) == 0:
+            return
         order = np.argsort(tick, kind="stable")
         tick, rows = tick[order], rows[order]
         cut = np.flatnonzero(np.diff(tick)) + 1
         for tk, chunk in zip(tick[np.r_[0, cut]].tolist(), np.split(rows, cut), strict=True):
             self._due.setdefault(tk, []).append(chunk)
+
+    def _advance_calendar(self) -> None:
+        """File the next ``CALENDAR_TICKS`` ticks of the flat list per tick.
+
+        Called when the tick reaches ``_horizon``; every departure due before the new
+        horizon moves to the per-tick lists, the rest stays in one flat array.
+        """
+        self._horizon = self.tick + CALENDAR_TICKS
+        if not self._far_tick:
+            return
+        tick = np.concatenate(self._far_tick)
+        rows = np.concatenate(self._far_rows)
+        near = tick < self._horizon
+        self._far_tick, self._far_rows = [tick[~near]], [rows[~near]]
+        self._file(tick[near], rows[near])
 
     def _activate(self, rows: np.ndarray) -> None:
         """Add `rows` (now waiting or walking) to the list the tick works on."""
@@ -370,12 +406,14 @@ class CrowdModel(mesa.Model):
         self._is_active[new] = True
         self._active = np.concatenate([self._active, new])
 
-    def _prune_active(self) -> None:
+    def _prune_active(self) -> np.ndarray:
+        """Drop rows no longer waiting or walking; returns the state of those kept."""
         p = self.people
         st = p.state[self._active]
         keep = (st == WAITING) | (st == WALKING)
         self._is_active[self._active[~keep]] = False
         self._active = self._active[keep]
+        return st[keep]
 
     # ------------------------------------------------------------------ closures
 
@@ -521,6 +559,8 @@ class CrowdModel(mesa.Model):
 
     def _departures(self, t: float) -> None:
         p = self.people
+        if self.tick >= self._horizon:
+            self._advance_calendar()
         due = self._due.pop(self.tick, None)
         if not due:
             return
@@ -565,20 +605,25 @@ class CrowdModel(mesa.Model):
         """
         p, g, r = self.people, self.graph, self.routes
         if rows is None:
-            self._prune_active()
-            rows = self._active[p.state[self._active] == WAITING]
+            st = self._prune_active()
+            pos = np.flatnonzero(st == WAITING)
+            rows = self._active[pos]
+            # for _walk: only these rows can change state before it (to walking or off)
+            self._tick_states = (st, pos, rows)
         none = np.zeros(0, dtype=np.int64)
         if len(rows) == 0:
             return none
         new = rows[p.want[rows] < 0]
         if len(new):
-            cur = np.where(p.edge[new] >= 0, g.ev[np.maximum(p.edge[new], 0)], p.node[new])
-            dest = p.dest[new]
-            arrived = r.dist[dest, cur] == 0
+            on = p.edge[new]
+            cur = np.where(on >= 0, g.ev[np.maximum(on, 0)], p.node[new])
+            # one flat index into both (destination x node) tables, not two 2-D gathers
+            at = p.dest[new].astype(np.intp) * g.n_nodes + cur
+            arrived = r.dist.ravel()[at] == 0
             if arrived.any():
                 self._arrive(new[arrived], cur[arrived], t)
-            new, cur, dest = new[~arrived], cur[~arrived], dest[~arrived]
-            nxt = r.next_edge[dest, cur].astype(np.int64)
+                new, cur, at = new[~arrived], cur[~arrived], at[~arrived]
+            nxt = r.next_edge.ravel()[at].astype(np.int64)
             lost = nxt < 0
             p.want[new[~lost]] = nxt[~lost]
             if lost.any():
@@ -588,9 +633,10 @@ class CrowdModel(mesa.Model):
         if len(queue) == 0:
             return none
         room = self.seg_cap - self.occ
-        queue = queue[room[g.seg[p.want[queue]]] > 0]  # a full segment admits nobody
         nxt = p.want[queue]
-        want = g.seg[nxt]
+        want = self._edge_seg[nxt]
+        free = room[want] > 0  # a full segment admits nobody
+        queue, nxt, want = queue[free], nxt[free], want[free]
         ok = admit(want, p.since[queue], room)
         rows, nxt, want = queue[ok], nxt[ok], want[ok]
         old = p.edge[rows]
@@ -712,14 +758,23 @@ class CrowdModel(mesa.Model):
         so short edges do not slow walkers down.
         """
         p, g = self.people, self.graph
-        rows = self._active[p.state[self._active] == WALKING]
+        known = self._tick_states
+        self._tick_states = None
+        if known is not None and len(known[0]) == len(self._active):
+            # the states read in _at_nodes, refreshed only where they may have changed
+            st, pos, waiting = known
+            walking = st == WALKING
+            walking[pos] = p.state[waiting] == WALKING
+            rows = self._active[walking]
+        else:
+            rows = self._active[p.state[self._active] == WALKING]
         left = np.full(len(rows), self.dt)
         min_share = self.scenario.people.min_speed_share
         for hop in range(MAX_HOPS):
             if len(rows) == 0:
                 return
-            e = p.edge[rows]
-            seg = g.seg[e]
+            e = p.edge[rows].astype(np.intp)  # one cast instead of one per gather
+            seg = self._edge_seg[e]
             if len(rows) > len(self.occ):  # one speed factor per segment is cheaper
                 factor = weidmann_speed(
                     self.occ / self.seg_area, 1.0, jam_density=self.jam, min_share=min_share
@@ -733,9 +788,10 @@ class CrowdModel(mesa.Model):
                     min_share=min_share,
                 )
             length = g.length[e]
-            s = p.s[rows] + v * left
-            end = s >= length
+            s = v * left
+            s += p.s[rows]
             p.s[rows] = np.minimum(s, length)
+            end = np.flatnonzero(s >= length)  # positions: a few gathers, not four masks
             done = rows[end]
             p.state[done] = WAITING
             p.want[done] = -1
@@ -792,7 +848,8 @@ class CrowdModel(mesa.Model):
         place = where[here]
         spectators = place[p.kind[here] == SPECTATOR]
         self.truth.close_bin(self.tick * self.dt, place, spectators, self.seg_area)
-        code = p.state.astype(np.int64) * 2 + p.kind
+        code = p.state * np.int8(2)  # state x kind fits int8 (at most 9): no int64 copies
+        code += p.kind
         self._tally = np.bincount(code, minlength=2 * len(STATES)).reshape(len(STATES), 2)
         self.datacollector.collect(self)
 
@@ -822,7 +879,7 @@ class CrowdModel(mesa.Model):
 
 def _bump(counts: np.ndarray, index: np.ndarray, sign: int) -> None:
     """Add `sign` to ``counts[index]`` for every entry (repeats add up)."""
-    if len(index) < 2048:
+    if len(index) * 4 < len(counts):  # ufunc.at is fast (NumPy >= 1.25) for short lists
         np.add.at(counts, index, sign)
     else:
         counts += sign * np.bincount(index, minlength=len(counts))

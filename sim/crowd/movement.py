@@ -30,10 +30,22 @@ def weidmann_speed(
     into free room ahead (a full stop would freeze a queue forever).
     """
     rho = np.asarray(density, dtype=float)
+    # one buffer updated in place, same operations in the same order as the formula:
+    # 1/0 = inf gives v0 on an empty edge, and densities below 1e-12 all clip to share 1
+    share = np.empty(rho.shape)
     with np.errstate(divide="ignore"):
-        inv = np.where(rho > 0, 1.0 / np.maximum(rho, 1e-12), np.inf)
-    share = -np.expm1(-1.913 * (inv - 1.0 / jam_density))
-    return free_speed * np.clip(share, min_share, 1.0)
+        np.divide(1.0, rho, out=share)
+    share -= 1.0 / jam_density
+    share *= -1.913
+    np.expm1(share, out=share)
+    np.negative(share, out=share)
+    np.clip(share, min_share, 1.0, out=share)
+    if np.ndim(free_speed) == 0 and free_speed == 1.0:
+        return share
+    if np.shape(free_speed) != share.shape:
+        return free_speed * share
+    share *= free_speed
+    return share
 
 
 def fruin_los(flow_pmm: np.ndarray) -> np.ndarray:
@@ -62,13 +74,20 @@ def admit(wanted_seg: np.ndarray, priority: np.ndarray, room: np.ndarray) -> np.
         return np.zeros(0, dtype=bool)
     ok = np.ones(len(wanted_seg), dtype=bool)
     # only segments asked for by more walkers than they have room for need a queue order
-    uniq, inverse, asked = np.unique(wanted_seg, return_inverse=True, return_counts=True)
-    short = asked > room[uniq]
-    if not short.any():
+    if len(wanted_seg) * 32 >= len(room):
+        # beyond a few hundred candidates one count over all segments (linear) beats the
+        # sort inside np.unique (about 3x faster at 3,000 candidates of 36,000 segments)
+        asked = np.bincount(wanted_seg, minlength=len(room))
+        contested_mask = asked[wanted_seg] > room[wanted_seg]
+    else:
+        uniq, inverse, asked = np.unique(wanted_seg, return_inverse=True, return_counts=True)
+        short = asked > room[uniq]
+        contested_mask = short[inverse]
+    if not contested_mask.any():
         return ok
-    contested = np.flatnonzero(short[inverse])
+    contested = np.flatnonzero(contested_mask)
     seg = wanted_seg[contested]
-    order = np.lexsort((priority[contested], seg))
+    order = _queue_order(seg, priority[contested])
     seg = seg[order]
     start = np.ones(len(seg), dtype=bool)
     start[1:] = seg[1:] != seg[:-1]
@@ -76,3 +95,30 @@ def admit(wanted_seg: np.ndarray, priority: np.ndarray, room: np.ndarray) -> np.
     rank = np.arange(len(seg)) - first
     ok[contested[order]] = rank < room[seg]
     return ok
+
+
+def _queue_order(seg: np.ndarray, priority: np.ndarray) -> np.ndarray:
+    """Indices sorting by segment, then priority, then position: ``np.lexsort``'s order.
+
+    ``lexsort`` runs one stable sort per key and dominated ``admit`` in profiles of the
+    crowd model. When the priorities are whole numbers (the model's are tick times in
+    seconds) segment, priority and position pack exactly into one unique int64 key, and
+    a plain ``argsort`` of unique keys gives the same order several times faster.
+    """
+    n = len(seg)
+    if n > 256:
+        lo, hi = priority.min(), priority.max()
+        span = hi - lo + 1.0
+        n_seg = int(seg.max()) + 1 if seg.min() >= 0 else 0
+        if (
+            n_seg
+            and np.isfinite(span)
+            and float(n_seg) * span * n < 2.0**62
+            and bool((priority == np.rint(priority)).all())
+        ):
+            key = seg.astype(np.int64) * np.int64(span)
+            key += (priority - lo).astype(np.int64)
+            key *= n
+            key += np.arange(n, dtype=np.int64)
+            return np.argsort(key)
+    return np.lexsort((priority, seg))
