@@ -504,3 +504,26 @@ def test_belief_errors_scale_the_people_per_device() -> None:
     assert off.people_per_device_ == pytest.approx(exact / (0.8 * 1.25))
     with pytest.raises(EstimateInputError, match="market_share"):
         PresenceEstimator(share_error=2.0).fit(recs, plan)
+
+
+def test_em_warm_start_reaches_the_likelihood_of_a_cold_start_in_fewer_iterations() -> None:
+    from scipy.sparse import csr_matrix
+
+    from sim.estimate.em import em_deconvolve, poisson_loglik
+
+    rng = np.random.default_rng(3)
+    a = rng.random((40, 120)) ** 6  # peaked footprints: cells x tiles
+    a = csr_matrix(a / a.sum(axis=0, keepdims=True))
+    truth = rng.gamma(0.5, 20.0, 120)
+    # presence counts of consecutive minutes share most devices: a few arrive each minute
+    base = rng.poisson(a @ truth)
+    counts = base[:, None] + np.cumsum(rng.poisson(0.05, (40, 10)), axis=1)
+    cold = em_deconvolve(counts, a, tol=1e-5, max_iter=20_000)
+    first = em_deconvolve(counts[:, :1], a, tol=1e-5, max_iter=20_000)
+    warm = em_deconvolve(counts[:, 1:], a, tol=1e-5, max_iter=20_000, init=first.u[:, 0])
+    assert warm.n_iter.mean() < 0.8 * cold.n_iter[1:].mean()
+    ll_cold = poisson_loglik(counts[:, 1:], a, cold.u[:, 1:])
+    ll_warm = poisson_loglik(counts[:, 1:], a, warm.u)
+    assert (ll_warm >= ll_cold - 1e-3 * np.abs(ll_cold)).all()
+    # the start is rescaled: every bin's weighted total is its count total at once
+    np.testing.assert_allclose(np.asarray(a.sum(axis=0)).ravel() @ warm.u, counts[:, 1:].sum(0))
