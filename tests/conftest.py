@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,3 +55,23 @@ MINIMAL: dict[str, Any] = {
 def minimal() -> dict[str, Any]:
     """A small valid scenario as a dict (deep copy: tests may change it)."""
     return copy.deepcopy(MINIMAL)
+
+
+#: Start of the small estimator worlds' record periods (UTC).
+T0 = pd.Timestamp("2019-07-07T10:00:00+00:00")
+
+
+def operator_records(minutes, device, cell_id, procedure=None) -> pd.DataFrame:
+    """Operator records from lists; `minutes` after :data:`T0`, every outcome ok."""
+    from sim.network.records import RECORD_COLUMNS
+
+    n = len(device)
+    return pd.DataFrame(
+        {
+            "time": T0 + pd.to_timedelta(np.asarray(minutes, dtype=float), unit="min"),
+            "device": np.asarray(device, dtype=np.uint64),
+            "cell_id": np.asarray(cell_id, dtype=np.int64),
+            "procedure": procedure or ["service_request"] * n,
+            "outcome": ["ok"] * n,
+        }
+    ).astype(RECORD_COLUMNS)

@@ -27,10 +27,9 @@ from sim.estimate.privacy import protect
 from sim.estimate.scaling import people_per_device, poisson_interval
 from sim.estimate.tiles import raster_for_plan
 from sim.network.plan import CELL_COLUMNS, NetworkPlan
-from sim.network.records import RECORD_COLUMNS
 from sim.scenario import EstimatorsConfig
+from tests.conftest import T0, operator_records
 
-T0 = pd.Timestamp("2019-07-07T10:00:00+00:00")
 PERIOD = ("2019-07-07T10:00:00+00:00", "2019-07-07T12:00:00+00:00")
 SITES_X = np.array([800.0, 1700.0, 2300.0, 1200.0, 2100.0, 1500.0])
 SITES_Y = np.array([900.0, 800.0, 1400.0, 1900.0, 2200.0, 1500.0])
@@ -57,18 +56,7 @@ def make_plan(*, share: float = 1.0, phones: float = 1.0) -> NetworkPlan:
     return NetworkPlan("op", cells, share, phones, PERIOD)
 
 
-def records(time: list | np.ndarray, device: list, cell_id: list, procedure=None) -> pd.DataFrame:
-    """Records from lists; `time` in minutes after T0."""
-    n = len(device)
-    return pd.DataFrame(
-        {
-            "time": T0 + pd.to_timedelta(np.asarray(time, dtype=float), unit="min"),
-            "device": np.asarray(device, dtype=np.uint64),
-            "cell_id": np.asarray(cell_id, dtype=np.int64),
-            "procedure": procedure or ["service_request"] * n,
-            "outcome": ["ok"] * n,
-        }
-    ).astype(RECORD_COLUMNS)
+records = operator_records
 
 
 def voronoi_world(n_people: int = 40_000, seed: int = 1):

@@ -16,9 +16,9 @@ from sim.estimate.presence import (
     reference_instants,
 )
 from sim.network.plan import CELL_COLUMNS, NetworkPlan
-from sim.network.records import COUNTER_COLUMNS, RECORD_COLUMNS
+from sim.network.records import COUNTER_COLUMNS
+from tests.conftest import T0, operator_records
 
-T0 = pd.Timestamp("2019-07-07T10:00:00+00:00")
 PERIOD = ("2019-07-07T10:00:00+00:00", "2019-07-07T14:00:00+00:00")
 
 
@@ -40,17 +40,7 @@ def plan(n_cells: int = 4) -> NetworkPlan:
     return NetworkPlan("op", cells, 1.0, 1.0, PERIOD)
 
 
-def records(minutes, device, cell_id, procedure=None) -> pd.DataFrame:
-    n = len(device)
-    return pd.DataFrame(
-        {
-            "time": T0 + pd.to_timedelta(np.asarray(minutes, dtype=float), unit="min"),
-            "device": np.asarray(device, dtype=np.uint64),
-            "cell_id": np.asarray(cell_id, dtype=np.int64),
-            "procedure": procedure or ["service_request"] * n,
-            "outcome": ["ok"] * n,
-        }
-    ).astype(RECORD_COLUMNS)
+records = operator_records
 
 
 def counts(recs: pd.DataFrame, minutes: list[float], **params) -> np.ndarray:
