@@ -184,12 +184,60 @@ def test_em_is_nonnegative_conserves_the_total_and_never_loses_likelihood(
     a[np.arange(n_cells), rng.integers(0, n_tiles, n_cells)] += 0.1  # every cell reachable
     a /= a.sum(axis=0, keepdims=True)
     counts = rng.poisson(20.0, (n_cells, n_bins)).astype(float)
+    counts[rng.random(n_cells) < 0.3] = 0.0  # cells that count nobody: their tiles drop out
     res = em_deconvolve(counts, csr_matrix(a), tol=1e-12, max_iter=60, trace=True)
     assert (res.u >= 0).all()
     for total in res.totals:
         np.testing.assert_allclose(total, counts.sum(axis=0), rtol=1e-9, atol=1e-9)
     ll = np.array(res.loglik)
     assert (np.diff(ll, axis=0) >= -1e-7 * np.maximum(1.0, np.abs(ll[1:]))).all()
+
+
+def textbook_em(
+    counts: np.ndarray, a: np.ndarray, tol: float, max_iter: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's iteration written out plainly, one bin at a time, on the whole problem."""
+    sens = a.sum(axis=0)
+    u = np.zeros((a.shape[1], counts.shape[1]))
+    n_iter = np.zeros(counts.shape[1], dtype=int)
+    for b in range(counts.shape[1]):
+        if counts[:, b].sum() == 0:
+            continue
+        x = np.where(sens > 0, counts[:, b].sum() / sens.sum(), 0.0)
+        for _ in range(max_iter):
+            lam = a @ x
+            ratio = np.divide(counts[:, b], lam, out=np.zeros_like(lam), where=lam > 0)
+            new = x * np.divide(a.T @ ratio, sens, out=np.zeros_like(x), where=sens > 0)
+            change = np.abs(new - x).sum() / x.sum()
+            x = new
+            n_iter[b] += 1
+            if change < tol:
+                break
+        u[:, b] = x
+    return u, n_iter
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_em_gives_the_textbook_iteration_on_the_reduced_problem(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # em_deconvolve iterates only counted cells and the tiles they cover, block by block:
+    # neither may change the estimate or the iterations used
+    import sim.estimate.em as em
+
+    rng = np.random.default_rng(seed)
+    n_cells, n_tiles, n_bins = rng.integers(2, 25), rng.integers(2, 90), rng.integers(1, 7)
+    a = rng.random((n_cells, n_tiles)) ** 4 * (rng.random((n_cells, n_tiles)) < 0.3)
+    a[:, rng.random(n_tiles) < 0.15] = 0.0  # tiles no cell covers
+    counts = rng.poisson(rng.uniform(0.5, 30.0), (n_cells, n_bins)).astype(float)
+    counts[rng.random(n_cells) < 0.4] = 0.0  # cells that count nobody
+    counts[:, rng.random(n_bins) < 0.2] = 0.0  # empty bins
+    tol, max_iter = 10 ** rng.uniform(-7, -2), int(rng.integers(1, 400))
+    want, want_iter = textbook_em(counts, a, tol, max_iter)
+    monkeypatch.setattr(em, "BLOCK_BYTES", int(rng.integers(8, 400)))  # several tile blocks
+    got = em_deconvolve(counts, csr_matrix(a), tol=tol, max_iter=max_iter)
+    np.testing.assert_array_equal(got.n_iter, want_iter)
+    np.testing.assert_allclose(got.u, want, rtol=1e-10, atol=1e-12 * want.max(initial=1.0))
 
 
 def test_em_recovers_densities_when_its_model_is_true() -> None:
