@@ -66,9 +66,19 @@ class RunResult:
     manifest: dict[str, Any]
 
 
-def seed_sequences(seed: int) -> dict[str, np.random.SeedSequence]:
-    """One child of the root ``SeedSequence(seed)`` per subsystem, always in one order."""
-    root = np.random.SeedSequence(seed)
+def seed_sequences(seed: int | np.random.SeedSequence) -> dict[str, np.random.SeedSequence]:
+    """One child of the root seed sequence per subsystem, always in one order.
+
+    `seed` is an int (the root is ``SeedSequence(seed)``) or a ``SeedSequence`` itself,
+    e.g. one replication of a sweep. The root is rebuilt from its entropy and spawn key,
+    so the children do not depend on what was spawned from `seed` before.
+    """
+    if isinstance(seed, np.random.SeedSequence):
+        root = np.random.SeedSequence(
+            seed.entropy, spawn_key=seed.spawn_key, pool_size=seed.pool_size
+        )
+    else:
+        root = np.random.SeedSequence(seed)
     return dict(zip(SUBSYSTEMS, root.spawn(len(SUBSYSTEMS)), strict=True))
 
 
@@ -268,7 +278,7 @@ def run_scenario(
     scenario: Scenario,
     out_dir: str | os.PathLike[str],
     *,
-    seed: int | None = None,
+    seed: int | np.random.SeedSequence | None = None,
     osm: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
@@ -282,7 +292,9 @@ def run_scenario(
     out_dir
         The run folder; created if needed. Files in it are replaced atomically.
     seed
-        Overrides ``scenario.seed``; the root of every random draw in the run.
+        Overrides ``scenario.seed``; the root of every random draw in the run. An int,
+        or a ``SeedSequence`` (one replication of a sweep: its entropy becomes the
+        scenario's seed, and the manifest records its spawn key, which reproduces it).
     osm
         An explicit street file, overriding the scenario's street source.
     cache_dir
@@ -300,8 +312,18 @@ def run_scenario(
     CrowdsimError
         Bad input found while running; the manifest records it with status ``failed``.
     """
-    if seed is not None:
-        scenario = scenario.model_copy(update={"seed": seed})  # keeps the source file
+    root: int | np.random.SeedSequence = scenario.seed
+    if isinstance(seed, np.random.SeedSequence):
+        if not isinstance(seed.entropy, int | np.integer) or seed.entropy < 0:
+            raise CrowdsimError(
+                f"seed: a SeedSequence with entropy {seed.entropy!r}; a run needs a whole "
+                "number >= 0 as entropy (it becomes the scenario's seed)"
+            )
+        root = seed
+        scenario = scenario.model_copy(update={"seed": int(seed.entropy)})  # keeps the source
+    elif seed is not None:
+        root = seed
+        scenario = scenario.model_copy(update={"seed": seed})
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise CrowdsimError(f"{out}: exists and is not a folder; choose another --out")
@@ -309,12 +331,13 @@ def run_scenario(
     ctx = RunContext(
         scenario=scenario,
         out_dir=out,
-        seeds=seed_sequences(scenario.seed),
+        seeds=seed_sequences(root),
         osm=Path(osm) if osm is not None else None,
         cache_dir=Path(cache_dir) if cache_dir is not None else None,
     )
     write_text(dump_scenario(scenario), out / "scenario.toml")
-    manifest = _manifest_head(scenario, ctx)
+    spawn_key = root.spawn_key if isinstance(root, np.random.SeedSequence) else ()
+    manifest = _manifest_head(scenario, ctx, spawn_key)
     write_json(manifest, out / "manifest.json")
 
     bar = tqdm(STAGES, desc="crowdsim", unit="stage", disable=not progress, leave=False)
@@ -347,7 +370,9 @@ def run_scenario(
     return RunResult(out_dir=out, manifest=manifest)
 
 
-def _manifest_head(scenario: Scenario, ctx: RunContext) -> dict[str, Any]:
+def _manifest_head(
+    scenario: Scenario, ctx: RunContext, spawn_key: tuple[int, ...] = ()
+) -> dict[str, Any]:
     versions = {"crowdsim": __version__, "python": platform.python_version()}
     for package in RECORDED_PACKAGES:
         try:
@@ -362,6 +387,9 @@ def _manifest_head(scenario: Scenario, ctx: RunContext) -> dict[str, Any]:
         "command": " ".join(sys.argv),
         "scenario_file": str(scenario.source) if scenario.source else None,
         "seed": scenario.seed,
+        # the root SeedSequence is SeedSequence(seed, spawn_key=seed_spawn_key): [] for a
+        # plain seed, [replication] (or [point, replication]) for a run of a sweep
+        "seed_spawn_key": list(spawn_key),
         "seed_streams": {name: list(ss.spawn_key) for name, ss in ctx.seeds.items()},
         "versions": versions,
         "scenario": scenario.model_dump(mode="json"),
