@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 import tomllib
 import types
 import typing
@@ -36,6 +37,7 @@ __all__ = [
     "Closure",
     "Event",
     "EventCell",
+    "FanArea",
     "Origin",
     "Race",
     "RouteConfig",
@@ -60,18 +62,61 @@ class _Section(BaseModel):
 
 
 class Race(_Section):
-    """The race timetable: teams start one after another and ride the whole course."""
+    """The race timetable.
 
+    ``kind = "ttt"`` (team time trial): teams start one after another from the first
+    waypoint and each rides the whole course in ``ride_min``. ``kind = "road"`` (a mass
+    start): the bunch passes every point once; its head leaves the first waypoint at
+    ``first_start``, passes the waypoints that carry a ``time`` at that time, reaches the
+    finish at ``finish``, and rides at constant speed over the course distance between
+    these marks (see :meth:`sim.course.Course.passes_s`); its end passes ``tail_min``
+    later.
+    """
+
+    kind: Literal["ttt", "road"] = Field(
+        "ttt", description="ttt: teams start one by one; road: one mass start"
+    )
     caravan: dt.time | None = Field(None, description="publicity caravan passes the start")
-    first_start: dt.time
-    teams: int = Field(22, ge=1, le=200)
-    interval_min: float = Field(5.0, gt=0, description="minutes between team starts")
-    ride_min: float = Field(29.0, gt=0, description="minutes a team takes for the course")
+    first_start: dt.time = Field(description="first team starts (ttt); the race leaves (road)")
+    teams: int = Field(22, ge=1, le=200, description="ttt only")
+    interval_min: float = Field(5.0, gt=0, description="minutes between team starts (ttt)")
+    ride_min: float = Field(29.0, gt=0, description="minutes a team takes for the course (ttt)")
+    finish: dt.time | None = Field(
+        None, description="road: the head of the race reaches the finish (required for road)"
+    )
+    tail_min: float = Field(
+        5.0,
+        ge=0,
+        description="road: minutes from the head of the race to its last riders and cars "
+        "(assumption)",
+    )
+
+    @model_validator(mode="after")
+    def _road_needs_finish(self) -> Race:
+        if self.kind == "road":
+            if self.finish is None:
+                raise ValueError("kind = 'road' needs finish = HH:MM:SS (head of the race)")
+            if self.finish <= self.first_start:
+                raise ValueError(
+                    f"finish {self.finish} is not after first_start {self.first_start}"
+                )
+        elif self.finish is not None:
+            raise ValueError("finish is for kind = 'road'; a ttt ends after ride_min")
+        return self
 
     def start_times(self, date: dt.date) -> list[dt.datetime]:
-        """Start time of every team on `date` (naive local times)."""
+        """Start time of every team on `date` (naive local times); road: the one start."""
         first = dt.datetime.combine(date, self.first_start)
+        if self.kind == "road":
+            return [first]
         return [first + dt.timedelta(minutes=i * self.interval_min) for i in range(self.teams)]
+
+    def end_time(self, date: dt.date) -> dt.datetime:
+        """When the race is over at the finish: the last team (ttt) or the race's end (road)."""
+        if self.kind == "road":
+            assert self.finish is not None  # validated
+            return dt.datetime.combine(date, self.finish) + dt.timedelta(minutes=self.tail_min)
+        return self.start_times(date)[-1] + dt.timedelta(minutes=self.ride_min)
 
 
 class Event(_Section):
@@ -100,7 +145,14 @@ class Event(_Section):
     def _ordered(self) -> Event:
         if self.end <= self.start:
             raise ValueError(f"end {self.end} is not after start {self.start}")
-        if self.race is not None:
+        if self.race is not None and self.race.kind == "road":
+            assert self.race.finish is not None  # validated
+            if self.race.finish < self.start or self.race.first_start > self.end:
+                raise ValueError(
+                    f"the race ({self.race.first_start}-{self.race.finish}) does not overlap "
+                    f"the event {self.start}-{self.end}"
+                )
+        elif self.race is not None:
             starts = self.race.start_times(self.date)
             if not self.start <= starts[0].time() <= self.end:
                 raise ValueError(
@@ -169,7 +221,18 @@ class Waypoint(_Section):
     lat: Lat
     lon: Lon
     kind: Literal["start", "via", "checkpoint", "finish"] = "via"
-    km: float | None = Field(None, ge=0, description="published km mark (check points)")
+    km: float | None = Field(
+        None, ge=0, description="published km mark (check points; both ends of a gap)"
+    )
+    gap: bool = Field(
+        False,
+        description="the race leaves the simulated streets after this waypoint and comes "
+        "back at the next one; nothing is walked between them and the km marks jump by "
+        "the difference of their published km (both need km)",
+    )
+    time: dt.time | None = Field(
+        None, description="road stages: the head of the race passes here (published timetable)"
+    )
 
 
 class Point(_Section):
@@ -181,7 +244,12 @@ class Point(_Section):
 
 
 class RouteConfig(_Section):
-    """The event course: ordered waypoints joined by shortest walking paths."""
+    """The event course: ordered waypoints joined by shortest walking paths.
+
+    A waypoint with ``gap = true`` ends a piece of the course: a road stage that rides out
+    of the simulated streets there and comes back at the next waypoint. Both carry their
+    published ``km``; the distance between them counts in the course km but is not walked.
+    """
 
     name: str = Field(min_length=1)
     waypoints: list[Waypoint] = Field(min_length=2)
@@ -198,6 +266,26 @@ class RouteConfig(_Section):
         inner = [i for i, k in enumerate(kinds[1:-1], start=1) if k in ("start", "finish")]
         if inner:
             raise ValueError(f"waypoints[{inner[0]}]: only the first is a start, the last a finish")
+        last = len(self.waypoints) - 1
+        for i, w in enumerate(self.waypoints):
+            if not w.gap:
+                continue
+            if i == last:
+                raise ValueError(
+                    f"waypoints[{i}].gap = true on the last waypoint: a gap needs a waypoint "
+                    "after it where the race comes back"
+                )
+            if i == 0 or self.waypoints[i - 1].gap:
+                raise ValueError(
+                    f"waypoints[{i}].gap = true leaves a piece of the course with a single "
+                    "waypoint; each piece needs at least two (no gap on the first waypoint, "
+                    "no two gaps in a row)"
+                )
+            if w.km is None or self.waypoints[i + 1].km is None:
+                raise ValueError(
+                    f"waypoints[{i}].gap = true needs the published km on waypoints[{i}] and "
+                    f"waypoints[{i + 1}] (the distance the race rides outside the streets)"
+                )
         marks = [(i, w.km) for i, w in enumerate(self.waypoints) if w.km is not None]
         for (_, a), (j, b) in itertools.pairwise(marks):
             if b <= a:
@@ -211,6 +299,11 @@ class Closure(_Section):
     name: str = Field(min_length=1)
     streets: list[str] = Field(default_factory=list, description="OSM street names")
     course: bool = Field(False, description="the race course itself")
+    pieces: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None,
+        description="with course = true on a course in pieces (route gaps): which pieces "
+        "close (0 = the first, in course order); default all",
+    )
     start: dt.time
     end: dt.time
     closed_to: Literal["traffic", "pedestrians"] = "traffic"
@@ -221,6 +314,8 @@ class Closure(_Section):
             raise ValueError("name at least one street in streets = [...] or set course = true")
         if self.end <= self.start:
             raise ValueError(f"end {self.end} is not after start {self.start}")
+        if self.pieces is not None and not self.course:
+            raise ValueError("pieces = [...] names pieces of the course; it needs course = true")
         return self
 
 
@@ -240,6 +335,44 @@ class Origin(_Section):
     )
 
 
+class FanArea(_Section):
+    """An open area off the course (fan zone, team presentation) where spectators gather.
+
+    It competes with the viewing stretches of the course for arriving spectators; those
+    who choose it stand on the open ground around its street nodes (off the street
+    segments, like people indoors) until the last team has passed the nearest point of
+    the course, plus the same random tail.
+    """
+
+    name: str = Field(min_length=1)
+    lat: Lat
+    lon: Lon
+    radius_m: float = Field(
+        gt=0, le=2000, description="street nodes this close are its entrances and ground"
+    )
+    weight: float = Field(
+        gt=0,
+        description="attractiveness relative to a plain viewing stretch of the course "
+        "(= 1; the start stretches have 1 + start_weight) (assumption)",
+    )
+    capacity: int | None = Field(
+        None, ge=1, description="persons it holds; default density_p_m2 * pi * radius_m^2"
+    )
+    density_p_m2: float = Field(
+        1.0,
+        gt=0,
+        le=5.4,
+        description="persons/m2 over the circle when capacity is unset (assumption)",
+    )
+
+    @property
+    def holds(self) -> int:
+        """Persons the area holds."""
+        if self.capacity is not None:
+            return self.capacity
+        return int(self.density_p_m2 * math.pi * self.radius_m**2)
+
+
 class Spectators(_Section):
     """People who come for the race (DESIGN §3, People)."""
 
@@ -252,6 +385,16 @@ class Spectators(_Section):
         "(assumption: mean about 2.5)",
     )
     origins: list[Origin] = Field(default_factory=list)
+    fan_areas: list[FanArea] = Field(
+        default_factory=list, description="fan zones off the course that attract spectators"
+    )
+    piece_shares: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=list,
+        description="road stage whose course comes in pieces (route waypoints with gap = "
+        "true): relative share of the spectators who come for each piece, in course order; "
+        "each piece's crowd arrives around the time the race passes it and watches only "
+        "there. Empty: one crowd for the whole course",
+    )
     arrival_peak_min: float = Field(
         -60.0,
         description="peak of the arrival curve, minutes relative to the first team's start "
@@ -295,6 +438,14 @@ class Spectators(_Section):
     stretch_m: float = Field(
         200.0, gt=0, description="length of a viewing stretch of the course (assumption)"
     )
+
+    @model_validator(mode="after")
+    def _fan_area_names_unique(self) -> Spectators:
+        names = [f.name for f in self.fan_areas]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"fan_areas[{i}].name {name!r} is used twice; give each its own")
+        return self
 
 
 class Background(_Section):
@@ -525,6 +676,48 @@ class Scenario(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _race_times_and_pieces(self) -> Scenario:
+        waypoints = self.route.waypoints
+        race = self.event.race
+        timed = [(i, w.time) for i, w in enumerate(waypoints) if w.time is not None]
+        if timed and (race is None or race.kind != "road"):
+            raise ValueError(
+                f"route.waypoints[{timed[0][0]}].time: passing times are for road stages; "
+                "set event.race.kind = 'road' (with first_start and finish) or remove them"
+            )
+        if race is not None and race.kind == "road":
+            marks = [(-1, race.first_start), *timed, (len(waypoints), race.finish)]
+            for (_, a), (j, b) in itertools.pairwise(marks):
+                assert a is not None and b is not None
+                if b < a:
+                    where = f"route.waypoints[{j}].time" if j < len(waypoints) else "finish"
+                    raise ValueError(
+                        f"{where} {b} is before the previous passing time {a}; times run "
+                        "from event.race.first_start to event.race.finish in course order"
+                    )
+        shares = self.people.spectators.piece_shares
+        pieces = 1 + sum(w.gap for w in waypoints)
+        for i, c in enumerate(self.closures):
+            wrong = [p for p in c.pieces or [] if p >= pieces]
+            if wrong:
+                raise ValueError(
+                    f"closures[{i}].pieces: piece {wrong[0]} does not exist; the route has "
+                    f"{pieces} piece(s), numbered 0 to {pieces - 1}"
+                )
+        if shares and (len(shares) != pieces or not any(shares)):
+            raise ValueError(
+                f"people.spectators.piece_shares has {len(shares)} value(s); the route has "
+                f"{pieces} piece(s) (waypoints with gap = true + 1): give one share per "
+                "piece, at least one > 0"
+            )
+        if shares and pieces > 1 and (race is None or race.kind != "road"):
+            raise ValueError(
+                "people.spectators.piece_shares needs event.race.kind = 'road': each piece's "
+                "crowd comes for the time the race passes it"
+            )
+        return self
+
     @property
     def source(self) -> Path | None:
         """The file this scenario was read from, if any."""
@@ -579,6 +772,8 @@ def parse_scenario(data: dict[str, Any], *, source: Path | None = None) -> Scena
 def dump_scenario(scenario: Scenario) -> str:
     """The scenario as resolved (defaults filled in, ``extends`` merged) in TOML."""
     data = scenario.model_dump(mode="json", exclude_none=True)
+    # already merged in: keeping it would make the dump re-read a base relative to itself
+    data.pop("extends", None)
     return tomli_w.dumps(data)
 
 

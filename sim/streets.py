@@ -184,8 +184,9 @@ class Streets:
     def edges_named(self, street: str) -> np.ndarray:
         """Indices of edges whose OSM name matches `street`.
 
-        Brussels names are bilingual (``"Rue Belliard - Belliardstraat"``): `street` matches
-        the whole name or either language part, ignoring case.
+        Brussels names are bilingual (``"Rue Belliard - Belliardstraat"``) and a simplified
+        edge may join several streets with ``;``: `street` matches the whole name, one
+        street of it or either language part, ignoring case.
         """
         wanted = street.strip().casefold()
         hits = [
@@ -211,8 +212,11 @@ class Streets:
 
 
 def _name_parts(name: str) -> list[str]:
+    """The whole name, each street of a merged edge (``"A - A'; B - B'"``), each language."""
     whole = name.casefold().strip()
-    return [whole, *(p.strip() for p in whole.split(" - ") if p.strip())]
+    streets = [s.strip() for s in whole.split(";") if s.strip()]
+    parts = [p.strip() for s in streets for p in s.split(" - ") if p.strip()]
+    return [whole, *streets, *parts]
 
 
 # ----------------------------------------------------------------------------- loading

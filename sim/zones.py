@@ -182,10 +182,17 @@ def build_zones(
         ],
         membership=_membership(tile, len(used), places.n),
     )
-    # course segments: nearest sample of the course line within the buffer
+    # course segments: nearest sample of the course line within the buffer; a course in
+    # pieces is sampled and cut piece by piece, so no segment spans a gap
     cx, cy = course_xy
-    n_seg = max(1, int(np.ceil(course.length_m / cfg.segment_m)))
-    sx, sy, sm = _sample_line(cx, cy, course.cum_m, step=min(5.0, cfg.segment_m / 4))
+    step = min(5.0, cfg.segment_m / 4)
+    parts = [
+        _sample_line(cx[a:b], cy[a:b], course.cum_m[a:b], step=step)
+        for a, b in zip(course.piece_start.tolist(), course.piece_stop.tolist(), strict=True)
+    ]
+    sx, sy, sm = (np.concatenate([part[i] for part in parts]) for i in range(3))
+    sample_seg, seg_lo, seg_hi = course.bins(sm, cfg.segment_m)
+    n_seg = len(seg_lo)
     # only places within the buffer matter: bounding the search lets the tree skip the far
     # ones (most of the area); those come back with dist inf and index len(sm)
     reach = cfg.segment_buffer_m + 1e-9
@@ -193,21 +200,20 @@ def build_zones(
         np.column_stack([places.x, places.y]), distance_upper_bound=reach * (1 + 1e-9) + 1e-6
     )
     idx = np.minimum(idx, len(sm) - 1)
-    seg = np.where(dist <= reach, np.minimum(sm[idx] // cfg.segment_m, n_seg - 1), -1).astype(
-        np.int64
-    )
+    seg = np.where(dist <= reach, sample_seg[idx], -1).astype(np.int64)
+    sample_piece = course.piece_at(sm)
+    seg_piece = course.piece_at(seg_lo)
     geoms = []
     for k in range(n_seg):
-        m = (sm >= k * cfg.segment_m) & (sm <= (k + 1) * cfg.segment_m)
+        m = (sm >= seg_lo[k]) & (sm <= seg_hi[k]) & (sample_piece == seg_piece[k])
         pts = np.column_stack([sx[m], sy[m]])
         line = LineString(pts) if len(pts) >= 2 else Point(pts[0] if len(pts) else (cx[0], cy[0]))
         geoms.append(line.buffer(max(cfg.segment_buffer_m, 0.5)))
-    seg_km = cfg.segment_m / 1000.0
     segment = ZoneSystem(
         name="segment",
         zone_ids=[
-            f"km{k * seg_km:g}-{min((k + 1) * seg_km, course.length_m / 1000):.3g}"
-            for k in range(n_seg)
+            f"km{lo / 1000:g}-{hi / 1000:.3g}"
+            for lo, hi in zip(seg_lo.tolist(), seg_hi.tolist(), strict=True)
         ],
         geometry=geoms,
         membership=_membership(seg, n_seg, places.n),
@@ -243,6 +249,6 @@ def _sample_line(
     x: np.ndarray, y: np.ndarray, cum: np.ndarray, *, step: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Points every `step` metres along a polyline, with their distance from its start."""
-    m = np.arange(0.0, float(cum[-1]) + step, step)
+    m = float(cum[0]) + np.arange(0.0, float(cum[-1] - cum[0]) + step, step)
     m = np.minimum(m, cum[-1])
     return np.interp(m, cum, x), np.interp(m, cum, y), m

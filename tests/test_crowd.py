@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sim.course import Course, build_course
 from sim.crowd import CrowdModel
 from sim.crowd.model import GONE, PENDING, STAYING, WAITING, WALKING
-from sim.crowd.movement import admit, fruin_los, weidmann_speed
+from sim.crowd.movement import admit, fruin_los, swaps, weidmann_speed
 from sim.crowd.routing import RoutingTables
 from sim.crowd.walkgraph import build_walk_graph
 from sim.errors import ScenarioError
@@ -358,3 +358,14 @@ def test_positions_are_in_memory_and_replayable(sketch_world: tuple[Streets, Cou
     again = replay.positions()
     np.testing.assert_array_equal(again.x, last.x)
     np.testing.assert_array_equal(again.present, last.present)
+
+
+def test_counterflow_swaps_pass_full_segments() -> None:
+    """Opposite queues between two full segments trade places, first come first served;
+    a walker turning round on its own segment passes; nobody off a segment swaps."""
+    own = np.array([1, 1, 1, 2, 2, 3, -1, 4])
+    want = np.array([2, 2, 2, 1, 1, 3, 2, 5])
+    since = np.array([5.0, 1.0, 3.0, 2.0, 4.0, 0.0, 0.0, 0.0])
+    ok = swaps(own, want, since)
+    # 3 want 1->2, 2 want 2->1: two swaps, the two earliest of the 1->2 queue
+    assert ok.tolist() == [False, True, True, True, True, True, False, False]

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from sim.cli import app
 from sim.run import STAGES, run_scenario
 from sim.scenario import load_scenario, parse_scenario
-from tests.conftest import PENTAGON, REGION, SCENARIOS, data_file
+from tests.conftest import PENTAGON, SCENARIOS, data_file
 
 runner = CliRunner()
 
@@ -38,7 +38,7 @@ def test_demo_writes_a_complete_run_folder(tmp_path: Path) -> None:
     assert resolved.model_dump() == load_scenario(SCENARIOS / "demo.toml").model_dump()
     report = (out / "report.html").read_text()
     assert "Street source:</strong> the OFFLINE BRUSSELS SKETCH" in report.split("<h1>")[0]
-    assert report.count("data:image/png;base64,") == 5
+    assert report.count("data:image/png;base64,") >= 5  # every figure: tests/test_report.py
     for caption in ("The course", "Spectators along the course", "Named areas", "radio"):
         assert caption in report
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left
@@ -76,14 +76,6 @@ def test_every_stage_of_the_smoke_run_honours_the_operator_wall(tmp_path: Path) 
     assert set(estimates["method"]) == {"presence", "voronoi", "bayes", "em"}
     truth = pd.read_parquet(tmp_path / "truth_zones.parquet")
     assert (truth["people"] >= 0).all() and (truth["spectators"] <= truth["people"]).all()
-
-
-def test_tdf2019_scenario_runs_on_the_real_extract(tmp_path: Path) -> None:
-    data_file(REGION)
-    result = run_scenario(load_scenario(SCENARIOS / "tdf2019_ttt.toml"), tmp_path,
-                          progress=False)  # fmt: skip
-    assert result.manifest["status"] == "ok"
-    assert result.manifest["street_source"]["kind"] == "file"
 
 
 def test_run_command_bad_scenario_exits_2_naming_the_key(

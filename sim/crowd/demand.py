@@ -3,8 +3,9 @@
 Spectators come in groups from origins (stations, car parks, neighbourhoods) along an
 arrival curve around the first team's start, and choose a viewing stretch of the course
 by its attractiveness (start, finish, check points, landmarks), the walk from their
-origin and the room left on it. They stay until the last team has passed their stretch
-plus a random tail; a share leaves early. The background population is already in the
+origin and the room left on it; fan areas off the course compete for them the same
+way. They stay until the last team has passed their stretch plus a random tail; a share
+leaves early. The background population is already in the
 area, indoors at home or at activity places, and makes walking trips at a daily rate.
 Every number comes from ``scenario.people`` (defaults and sources are documented there).
 """
@@ -16,10 +17,13 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from sim.course import Course
 from sim.crowd.walkgraph import WalkGraph
+from sim.errors import ScenarioError
 from sim.scenario import Event, People, Spectators
+from sim.streets import to_metres
 
 __all__ = [
     "SpectatorPlan",
@@ -48,7 +52,12 @@ class ViewingStretches:
     attractiveness
         Relative appeal before distance and room.
     course_m
-        Distance from the start to the middle of each stretch.
+        Distance from the start to the middle of each stretch (for a fan area: to the
+        course node nearest to it, which times its stay).
+    fan
+        Which "stretches" are fan areas (``people.spectators.fan_areas``, after the course
+        stretches, in their order): no sidewalk edges, their nodes are the street nodes
+        within their radius, and their visitors stand off the street segments.
     """
 
     edge_start: np.ndarray
@@ -58,6 +67,7 @@ class ViewingStretches:
     capacity: np.ndarray
     attractiveness: np.ndarray
     course_m: np.ndarray
+    fan: np.ndarray
 
     @property
     def n(self) -> int:
@@ -65,16 +75,26 @@ class ViewingStretches:
         return len(self.capacity)
 
 
-def build_stretches(graph: WalkGraph, course: Course, people: People) -> ViewingStretches:
-    """Cut the course sidewalks into stretches and rate each one.
+def build_stretches(
+    graph: WalkGraph, course: Course, people: People, *, source: str = "<scenario>"
+) -> ViewingStretches:
+    """Cut the course sidewalks into stretches and rate each one; add the fan areas.
 
     Viewing room of an edge is ``viewing_density * length * usable width`` (never more
-    than jam density allows), so a wide boulevard holds more spectators than a lane.
+    than jam density allows), so a wide boulevard holds more spectators than a lane. A fan
+    area holds ``FanArea.holds`` people on open ground, whatever its paths' widths.
+
+    Raises
+    ------
+    ScenarioError
+        A fan area has no street node within ``people.origin_max_snap_m`` (`source` names
+        the scenario file in the message).
     """
     spec = people.spectators
     on = np.flatnonzero(graph.course_side >= 0)
-    n_stretch = max(1, int(np.ceil(course.length_m / spec.stretch_m)))
-    which = np.minimum((graph.course_m[on] // spec.stretch_m).astype(np.int64), n_stretch - 1)
+    # runs of stretch_m along each piece of the course (one piece: from the start)
+    which, lo, hi = course.bins(graph.course_m[on], spec.stretch_m)
+    n_stretch = len(lo)
     order = np.argsort(which, kind="stable")
     edges, which = on[order], which[order]
     edge_start = np.searchsorted(which, np.arange(n_stretch + 1))
@@ -86,8 +106,11 @@ def build_stretches(graph: WalkGraph, course: Course, people: People) -> Viewing
         np.unique(np.concatenate([graph.eu[edges[a:b]], graph.ev[edges[a:b]]]))
         for a, b in itertools.pairwise(edge_start)
     ]
-    mid = (np.arange(n_stretch) + 0.5) * spec.stretch_m
-    mid = np.minimum(mid, course.length_m)
+    piece = course.piece_at(lo)
+    first = np.searchsorted(piece, piece)  # first stretch of each stretch's piece
+    start_m = course.piece_m[piece, 0]
+    mid = start_m + (np.arange(n_stretch) - first + 0.5) * spec.stretch_m
+    mid = np.minimum(mid, hi if course.n_pieces > 1 else course.length_m)
     attract = np.ones(n_stretch)
     radius = spec.landmark_radius_m
     for w, km in zip(course.route.waypoints, course.waypoint_km, strict=True):
@@ -98,27 +121,67 @@ def build_stretches(graph: WalkGraph, course: Course, people: People) -> Viewing
             "checkpoint": spec.checkpoint_weight,
         }.get(w.kind, spec.landmark_weight)
         attract[near] += bonus
+    fan_nodes, fan_m = _fan_area_nodes(graph, course, people, source)
+    n_fan = len(fan_nodes)
     return ViewingStretches(
-        edge_start=edge_start,
+        edge_start=np.concatenate([edge_start, np.full(n_fan, edge_start[-1])]),
         edges=edges,
         edge_capacity=edge_capacity,
-        nodes=nodes,
-        capacity=capacity,
-        attractiveness=attract,
-        course_m=mid,
+        nodes=nodes + fan_nodes,
+        capacity=np.concatenate(
+            [capacity, np.array([f.holds for f in spec.fan_areas], dtype=np.int64)]
+        ),
+        attractiveness=np.concatenate([attract, [f.weight for f in spec.fan_areas]]),
+        course_m=np.concatenate([mid, fan_m]),
+        fan=np.concatenate([np.zeros(n_stretch, dtype=bool), np.ones(n_fan, dtype=bool)]),
     )
 
 
-def last_team_passes_s(event: Event, course_m: np.ndarray, length_m: float) -> np.ndarray:
+def _fan_area_nodes(
+    graph: WalkGraph, course: Course, people: People, source: str
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Walk-graph nodes of each fan area and the course position nearest to it."""
+    areas = people.spectators.fan_areas
+    if not areas:
+        return [], np.zeros(0)
+    tree = cKDTree(np.column_stack([graph.x, graph.y]))
+    ctree = cKDTree(np.column_stack([graph.x[course.nodes], graph.y[course.nodes]]))
+    out, course_m = [], np.zeros(len(areas))
+    for i, area in enumerate(areas):
+        x, y = (float(v) for v in to_metres(area.lon, area.lat))
+        near = np.asarray(tree.query_ball_point([x, y], area.radius_m), dtype=np.int64)
+        if len(near) == 0:
+            dist, nearest = tree.query([x, y])
+            if dist > people.origin_max_snap_m:
+                raise ScenarioError(
+                    f"{source}: people.spectators.fan_areas[{i}] ({area.name!r} at {area.lat}, "
+                    f"{area.lon}) has no street within {dist:.0f} m; allowed up to "
+                    f"people.origin_max_snap_m = {people.origin_max_snap_m:g} m. Move it "
+                    "inside the street data or widen its radius_m."
+                )
+            near = np.array([nearest], dtype=np.int64)
+        out.append(np.unique(near))
+        course_m[i] = course.cum_m[int(ctree.query([x, y])[1])]
+    return out, course_m
+
+
+def last_team_passes_s(
+    event: Event, course_m: np.ndarray, length_m: float, *, course: Course | None = None
+) -> np.ndarray:
     """Seconds after the simulation start when the last team passes each course position.
 
     Teams ride at constant speed: the last one starts at ``first_start + (teams - 1) *
-    interval`` and needs ``ride_min`` for the whole course. Without a race timetable the
-    answer is NaN (callers fall back to a fixed stay).
+    interval`` and needs ``ride_min`` for the whole course. A road race (``kind =
+    "road"``, needs `course`) passes once, by its timetable (:meth:`Course.passes_s`).
+    Without a race timetable the answer is NaN (callers fall back to a fixed stay).
     """
     race = event.race
     if race is None:
         return np.full(np.shape(course_m), np.nan)
+    if race.kind == "road":
+        if course is None:
+            raise ValueError("a road race needs the course to time its passing")
+        return course.passes_s(event, course_m)
     first = dt.datetime.combine(event.date, race.first_start)
     t0 = dt.datetime.combine(event.date, event.start)
     last_start = (first - t0).total_seconds() + (race.teams - 1) * race.interval_min * 60.0
@@ -142,15 +205,29 @@ class SpectatorPlan:
     group_origin: np.ndarray
     group_arrive_s: np.ndarray
     member_group: np.ndarray
+    group_piece: np.ndarray | None = None
 
 
-def plan_spectators(spec: Spectators, event: Event, *, rng: np.random.Generator) -> SpectatorPlan:
+def plan_spectators(
+    spec: Spectators,
+    event: Event,
+    *,
+    rng: np.random.Generator,
+    windows: np.ndarray | None = None,
+) -> SpectatorPlan:
     """Draw group sizes, origins and arrival times for ``spec.count`` spectators.
 
     Arrival times follow a normal curve peaking ``arrival_peak_min`` after the first
     team's start (before it when negative), truncated to the part of the event before
     the last team starts; groups whose draw falls before the simulation start arrive in
     its first minutes instead (they were on their way).
+
+    For a road race, `windows` (``(n_pieces, 2)``, seconds after the start) says when
+    the race reaches each piece of the course and when it reaches the piece's last node:
+    each group comes for one piece (drawn by ``spec.piece_shares``, else the first), its
+    curve peaks ``arrival_peak_min`` from the race reaching that piece and is truncated
+    at the race reaching the piece's end. Groups due after the simulated period, or whose
+    piece the race had left before it began, never arrive in it (arrival time ``inf``).
     """
     count = spec.count
     if count == 0:
@@ -172,6 +249,8 @@ def plan_spectators(spec: Spectators, event: Event, *, rng: np.random.Generator)
     ow = np.array([o.weight for o in spec.origins], dtype=float)
     origin = rng.choice(len(ow), size=n_groups, p=ow / ow.sum())
     duration = event.duration_s
+    if windows is not None:
+        return _plan_pieces(spec, sizes, origin, windows, duration, rng=rng)
     if event.race is not None:
         t0 = dt.datetime.combine(event.date, event.start)
         first = (dt.datetime.combine(event.date, event.race.first_start) - t0).total_seconds()
@@ -191,4 +270,39 @@ def plan_spectators(spec: Spectators, event: Event, *, rng: np.random.Generator)
         group_origin=origin.astype(np.int64),
         group_arrive_s=arrive,
         member_group=np.repeat(np.arange(n_groups), sizes),
+    )
+
+
+def _plan_pieces(
+    spec: Spectators,
+    sizes: np.ndarray,
+    origin: np.ndarray,
+    windows: np.ndarray,
+    duration: float,
+    *,
+    rng: np.random.Generator,
+) -> SpectatorPlan:
+    """Arrival times of groups who each come for one piece of a road race's course."""
+    n_groups = len(sizes)
+    shares = np.asarray(spec.piece_shares, dtype=float)
+    if len(shares) > 1:
+        piece = rng.choice(len(shares), size=n_groups, p=shares / shares.sum())
+    else:
+        piece = np.zeros(n_groups, dtype=np.int64)
+    first = windows[piece, 0]
+    latest = np.maximum(windows[piece, 1], 60.0)
+    arrive = (
+        first + spec.arrival_peak_min * 60.0 + rng.normal(0.0, spec.arrival_sd_min * 60.0, n_groups)
+    )
+    arrive = np.minimum(arrive, latest)
+    early = arrive < 0
+    arrive[early] = rng.uniform(0.0, np.minimum(1800.0, latest[early]))
+    # not in the simulated period: due after it, or their piece's race was over before it
+    arrive[(arrive >= duration) | (windows[piece, 1] < 0)] = np.inf
+    return SpectatorPlan(
+        group_size=sizes.astype(np.int64),
+        group_origin=origin.astype(np.int64),
+        group_arrive_s=arrive,
+        member_group=np.repeat(np.arange(n_groups), sizes),
+        group_piece=piece.astype(np.int64),
     )

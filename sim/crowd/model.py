@@ -43,7 +43,7 @@ from mesa.agent import AgentSet
 from sim.course import Course
 from sim.crowd.agents import BackgroundPopulation, SpectatorGroup
 from sim.crowd.demand import build_stretches, last_team_passes_s, plan_spectators
-from sim.crowd.movement import admit, weidmann_speed
+from sim.crowd.movement import admit, swaps, weidmann_speed
 from sim.crowd.routing import RoutingTables
 from sim.crowd.walkgraph import build_walk_graph
 from sim.errors import ScenarioError
@@ -111,6 +111,7 @@ class _Closure:
     edges: np.ndarray  # internal edges it names (for pedestrians or traffic)
     pedestrians: bool
     course: bool
+    pieces: tuple[int, ...] | None = None  # pieces of the course it closes (None: all)
 
 
 class CrowdModel(mesa.Model):
@@ -157,8 +158,12 @@ class CrowdModel(mesa.Model):
 
         g = build_walk_graph(streets, course, scenario)
         self.graph = g
-        self.stretches = build_stretches(g, course, people_cfg)
-        self._last_pass = last_team_passes_s(event, self.stretches.course_m, course.length_m)
+        self.stretches = build_stretches(
+            g, course, people_cfg, source=str(scenario.source or "<scenario>")
+        )
+        self._last_pass = last_team_passes_s(
+            event, self.stretches.course_m, course.length_m, course=course
+        )
         self._origin_node = self._snap_origins()
         n_places = people_cfg.background.activity_places if people_cfg.background.count else 0
         street_nodes = np.arange(streets.n_nodes)
@@ -176,6 +181,14 @@ class CrowdModel(mesa.Model):
             *([n] for n in self._place_node),
         ]
         self.routes = RoutingTables(g, dests)
+        # piece of the course at each connector (-1 elsewhere): closures may name pieces
+        first_visit = np.zeros(streets.n_nodes, dtype=np.int64)
+        first_visit[course.nodes[::-1]] = np.arange(len(course.nodes))[::-1]
+        self._connector_piece = np.where(
+            g.connector,
+            course.piece_at(course.cum_m[first_visit[g.node_street[g.eu]]]),
+            -1,
+        )
         self._closures = self._closures_from(scenario)
         self._seg_len = g.seg_length()
         self._edge_seg = g.seg.astype(np.intp)  # intp: other index types are cast per gather
@@ -192,7 +205,13 @@ class CrowdModel(mesa.Model):
         self._stretch_side = self._side_tables()
 
         # people
-        plan = plan_spectators(people_cfg.spectators, event, rng=self.rng)
+        windows = None
+        if event.race is not None and event.race.kind == "road":
+            # a road race: each piece's crowd comes for the time the race passes it
+            ends = course.piece_m
+            head = [course.passes_s(event, ends[:, i]) for i in (0, 1)]
+            windows = np.column_stack(head) - 60.0 * event.race.tail_min
+        plan = plan_spectators(people_cfg.spectators, event, rng=self.rng, windows=windows)
         n_spec = len(plan.member_group)
         n_bg = people_cfg.background.count
         n = n_spec + n_bg
@@ -214,6 +233,12 @@ class CrowdModel(mesa.Model):
             want=np.full(n, -1, dtype=np.int32),
         )
         self.n_spectators = n_spec
+        # a course in pieces with a crowd per piece: who watches which piece, and the
+        # piece of each stretch (-1 for everybody: any stretch)
+        self._stretch_piece = course.piece_at(self.stretches.course_m)
+        self._row_piece = np.full(n, -1, dtype=np.int64)
+        if plan.group_piece is not None and len(people_cfg.spectators.piece_shares) > 1:
+            self._row_piece[:n_spec] = plan.group_piece[plan.member_group]
         starts = np.concatenate([[0], np.cumsum(plan.group_size)])
         self.groups: list[SpectatorGroup] = [
             SpectatorGroup(self, slice(int(a), int(b)), int(o), float(t))
@@ -326,7 +351,10 @@ class CrowdModel(mesa.Model):
             internal = np.flatnonzero((g.street_edge >= 0) & mask[np.maximum(g.street_edge, 0)])
             start = (dt.datetime.combine(scenario.event.date, c.start) - t0).total_seconds()
             end = (dt.datetime.combine(scenario.event.date, c.end) - t0).total_seconds()
-            out.append(_Closure(start, end, internal, c.closed_to == "pedestrians", c.course))
+            pieces = tuple(c.pieces) if c.pieces is not None else None
+            out.append(
+                _Closure(start, end, internal, c.closed_to == "pedestrians", c.course, pieces)
+            )
         return out
 
     def _side_tables(self) -> tuple[np.ndarray, np.ndarray]:
@@ -425,6 +453,7 @@ class CrowdModel(mesa.Model):
         open_ = np.ones(g.n_edges, dtype=bool)
         extra = np.zeros(g.n_edges)
         course_closed = False
+        closed_conn = np.zeros(g.n_edges, dtype=bool)  # connectors of closed pieces only
         for c, on in zip(self._closures, active, strict=True):
             if not on:
                 continue
@@ -432,15 +461,27 @@ class CrowdModel(mesa.Model):
                 open_[c.edges] = False
             else:
                 extra[c.edges] = g.carriageway[c.edges]
-            course_closed |= c.course
+            if c.course and c.pieces is not None:
+                closed_conn |= g.connector & np.isin(self._connector_piece, c.pieces)
+            else:
+                course_closed |= c.course
         if course_closed:
             open_[g.connector & ~g.crossing] = False
+        elif closed_conn.any():
+            open_[closed_conn & ~g.crossing] = False
         self._closures_on = active
         self._open = open_
         self._extra_width = extra
         width = g.seg_width(extra)
         self.seg_area = self._seg_len * width
         self.seg_cap = np.floor(self.jam * self.seg_area).astype(np.int64)
+        # viewing room of each stretch on sidewalks open to pedestrians (a stretch in a
+        # closed road tunnel offers none): spectators choose by this room
+        st = self.stretches
+        shut = ~open_[st.edges]
+        which = np.repeat(np.arange(st.n), np.diff(st.edge_start))
+        lost = np.bincount(which[shut], weights=st.edge_capacity[shut], minlength=st.n)
+        self._open_cap = st.capacity - lost.astype(np.int64)
         self.routes.rebuild(open_)
         if hasattr(self, "people"):
             self.people.want[:] = -1  # routes changed: decide again
@@ -508,10 +549,20 @@ class CrowdModel(mesa.Model):
         st = self.stretches
         spec = self.scenario.people.spectators
         dist = self.routes.dist[: st.n][:, origin_node].T.astype(float)
-        room = np.maximum(st.capacity - self._committed, 0) / np.maximum(st.capacity, 1)
+        room = np.maximum(self._open_cap - self._committed, 0) / np.maximum(st.capacity, 1)
         with np.errstate(divide="ignore"):
             lw = np.log(st.attractiveness) + np.log(room) - dist / spec.distance_decay_m
         lw[~np.isfinite(dist)] = -np.inf
+        return lw
+
+    def _piece_only(self, lw: np.ndarray, piece: np.ndarray) -> np.ndarray:
+        """Rule out, in place, the stretches outside each row's piece of the course
+        (`piece` per row of `lw`; -1: any piece)."""
+        bound = piece >= 0
+        if bound.any():
+            lw[bound] = np.where(
+                self._stretch_piece[None, :] == piece[bound, None], lw[bound], -np.inf
+            )
         return lw
 
     def _arrivals(self, t: float) -> None:
@@ -521,15 +572,18 @@ class CrowdModel(mesa.Model):
         due = [self.groups[i] for i in self._arrival_order[self._next_group : end]]
         self._next_group = end
         p = self.people
-        weights: dict[int, np.ndarray] = {}
+        weights: dict[tuple[int, int], np.ndarray] = {}
         arrived: list[np.ndarray] = []
         st = self.stretches
         decay = self.scenario.people.spectators.distance_decay_m
         for group in AgentSet(due, random=self.random):
             o = group.origin
-            if o not in weights:
-                weights[o] = self._log_weight(self._origin_node[[o]])[0]
-            k = group.choose_viewing_spot(weights[o])
+            key = (o, int(self._row_piece[group.members.start]))
+            if key not in weights:
+                weights[key] = self._piece_only(
+                    self._log_weight(self._origin_node[[o]]), self._row_piece[[group.members.start]]
+                )[0]
+            k = group.choose_viewing_spot(weights[key])
             rows = group.members
             if k < 0:
                 reachable = np.isfinite(self.routes.dist[: st.n, self._origin_node[o]]).any()
@@ -538,8 +592,8 @@ class CrowdModel(mesa.Model):
                 p.state[rows] = GONE
                 continue
             self._committed[k] += group.size
-            left = st.capacity[k] - self._committed[k]
-            weights[o][k] = (  # the room left changed: update this stretch's weight
+            left = self._open_cap[k] - self._committed[k]
+            weights[key][k] = (  # the room left changed: update this stretch's weight
                 np.log(st.attractiveness[k] * left / max(st.capacity[k], 1))
                 - float(self.routes.dist[k, self._origin_node[o]]) / decay
                 if left > 0
@@ -635,9 +689,15 @@ class CrowdModel(mesa.Model):
         room = self.seg_cap - self.occ
         nxt = p.want[queue]
         want = self._edge_seg[nxt]
-        free = room[want] > 0  # a full segment admits nobody
-        queue, nxt, want = queue[free], nxt[free], want[free]
-        ok = admit(want, p.since[queue], room)
+        full = room[want] <= 0  # a full segment admits nobody, but counterflow swaps
+        swap = np.zeros(len(queue), dtype=bool)
+        if full.any():
+            own = np.where(p.edge[queue] >= 0, self._edge_seg[p.edge[queue]], -1)
+            swap[full] = swaps(own[full], want[full], p.since[queue[full]])
+        free = ~full | swap
+        queue, nxt, want, swap = queue[free], nxt[free], want[free], swap[free]
+        ok = swap.copy()  # swaps take no room; the rest queue for it
+        ok[~swap] = admit(want[~swap], p.since[queue[~swap]], room)
         rows, nxt, want = queue[ok], nxt[ok], want[ok]
         old = p.edge[rows]
         had = old >= 0
@@ -673,8 +733,18 @@ class CrowdModel(mesa.Model):
             self._take_place(rows[view], cur[view], t)
 
     def _take_place(self, rows: np.ndarray, cur: np.ndarray, t: float) -> None:
-        """Spectators at their stretch take a spot on the sidewalk if there is room."""
+        """Spectators at their stretch take a spot on the sidewalk if there is room.
+
+        At a fan area they step off the street onto its open ground at the node they
+        reached (its room was reserved when they chose it).
+        """
         p, g = self.people, self.graph
+        fan = self.stretches.fan[p.dest[rows]]
+        if fan.any():
+            self._enter_fan_area(rows[fan], cur[fan])
+            rows, cur = rows[~fan], cur[~fan]
+            if len(rows) == 0:
+                return
         side = (cur >= self.streets.n_nodes).astype(np.int64)
         pick = np.empty(len(rows), dtype=np.int64)
         u = self.rng.random(len(rows))
@@ -684,6 +754,7 @@ class CrowdModel(mesa.Model):
         pick[:] = edges[start[key] + (u * count).astype(np.int64)]
         seg = g.seg[pick]
         room = np.minimum(self._view_cap - self._viewers, self.seg_cap - self.occ)
+        room[seg[~self._open[pick]]] = 0  # a sidewalk closed to pedestrians holds nobody
         old = p.edge[rows]
         ok = admit(seg, p.since[rows], room)
         placed, seg_ok, old_ok = rows[ok], seg[ok], old[ok]
@@ -703,13 +774,24 @@ class CrowdModel(mesa.Model):
             self.outcomes["moved_on_full_stretch"] += len(full)
             self._choose_again(full, cur[~ok], t)
 
+    def _enter_fan_area(self, rows: np.ndarray, cur: np.ndarray) -> None:
+        """Spectators at a fan area leave the street segments and stay at node `cur`."""
+        p, g = self.people, self.graph
+        on_edge = rows[p.edge[rows] >= 0]
+        _bump(self.occ, g.seg[p.edge[on_edge]], -1)
+        p.edge[rows] = -1
+        p.node[rows] = cur
+        p.state[rows] = STAYING
+        self._still_place[rows] = self.places.node_place + p.node[rows]
+        self._schedule(rows)
+
     def _choose_again(self, rows: np.ndarray, cur: np.ndarray, t: float) -> None:
         """Give up on a full (or unreachable) stretch and move on to another one."""
         p = self.people
         S = self.stretches.n
         old = p.dest[rows]
         self._committed -= np.bincount(old[old < S], minlength=S)
-        lw = self._log_weight(cur)
+        lw = self._piece_only(self._log_weight(cur), self._row_piece[rows])
         lw[np.arange(len(rows)), np.minimum(old, S - 1)] = -np.inf
         score = lw + self.rng.gumbel(size=lw.shape)
         k = np.argmax(score, axis=1)
@@ -863,7 +945,8 @@ class CrowdModel(mesa.Model):
             "background": int(self.people.n - self.n_spectators),
             "spectator_groups": len(self.groups),
             "viewing_stretches": int(self.stretches.n),
-            "viewing_capacity": int(self.stretches.capacity.sum()),
+            "viewing_capacity": int(self.stretches.capacity[~self.stretches.fan].sum()),
+            "fan_area_capacity": int(self.stretches.capacity[self.stretches.fan].sum()),
             "peak_watching": int(series["watching"].max()) if len(series) else 0,
             "peak_spectators_present": int(series["spectators_present"].max())
             if len(series)

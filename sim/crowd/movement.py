@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FRUIN_LIMITS", "admit", "fruin_los", "weidmann_speed"]
+__all__ = ["FRUIN_LIMITS", "admit", "fruin_los", "swaps", "weidmann_speed"]
 
 #: Upper flow limits (persons per metre of width per minute) of Fruin walkway levels of
 #: service A-E; F is everything from 82 up (DESIGN §3).
@@ -94,6 +94,44 @@ def admit(wanted_seg: np.ndarray, priority: np.ndarray, room: np.ndarray) -> np.
     first = np.maximum.accumulate(np.where(start, np.arange(len(seg)), 0))
     rank = np.arange(len(seg)) - first
     ok[contested[order]] = rank < room[seg]
+    return ok
+
+
+def swaps(own_seg: np.ndarray, wanted_seg: np.ndarray, priority: np.ndarray) -> np.ndarray:
+    """Which walkers at a node pass each other in counterflow, first come first served.
+
+    A walker on segment A who wants B and one on B who wants A (both at the node the two
+    share) trade places, and one turning round on its own segment (A to A) stays on it:
+    the occupancy of every segment is unchanged, so they move even when both segments are
+    at jam density. Without this, two full segments whose crowds wait for each other lock
+    up for good. `own_seg` is -1 for walkers not on a segment (they never swap).
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask over the candidates: the first ``min(n_AB, n_BA)`` of each pair of
+        opposite queues by `priority`, and every turn on the walker's own segment.
+    """
+    ok = own_seg == wanted_seg
+    on = np.flatnonzero((own_seg >= 0) & ~ok)
+    if len(on) == 0:
+        return ok
+    a, b = own_seg[on].astype(np.int64), wanted_seg[on].astype(np.int64)
+    n = int(max(a.max(), b.max())) + 1
+    keys, inverse, count = np.unique(a * n + b, return_inverse=True, return_counts=True)
+    back = (keys % n) * n + keys // n  # the opposite queue of each queue
+    at = np.minimum(np.searchsorted(keys, back), len(keys) - 1)
+    pair = np.where(keys[at] == back, count[at], 0)  # walkers in the opposite queue
+    two_way = np.flatnonzero(pair[inverse] > 0)
+    if len(two_way) == 0:
+        return ok
+    order = _queue_order(inverse[two_way], priority[on[two_way]])
+    group = inverse[two_way][order]
+    start = np.ones(len(group), dtype=bool)
+    start[1:] = group[1:] != group[:-1]
+    first = np.maximum.accumulate(np.where(start, np.arange(len(group)), 0))
+    rank = np.arange(len(group)) - first
+    ok[on[two_way[order]]] = rank < np.minimum(count, pair)[group]
     return ok
 
 

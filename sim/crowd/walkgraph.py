@@ -9,7 +9,9 @@ joins the two copies across the carriageway. While the course is open every conn
 walkable; while it is closed only the connectors within ``people.crossing_radius_m`` of a
 crossing point are. Course edges themselves are duplicated, one per sidewalk, each with
 half of the street's usable width. Nodes the course visits twice (where it crosses
-itself) and its two ends are not split: people may always get round there.
+itself) and its two ends are not split: people may always get round there. A course in
+pieces (a road stage leaving the area and coming back) is split piece by piece: the
+ends of every piece stay whole, and no course edge joins two pieces.
 
 Every internal edge remembers the street edge it belongs to (``-1`` for connectors), so
 truth is reported per street edge.
@@ -137,20 +139,22 @@ def build_walk_graph(streets: Streets, course: Course, scenario: Scenario) -> Wa
     eu0, ev0 = streets.edge_u, streets.edge_v
     cnodes = course.nodes
     visits = np.bincount(cnodes, minlength=n)
-    # a course edge: the street pair of a course step, in either direction
-    course_pair = set(zip(np.minimum(cnodes[:-1], cnodes[1:]).tolist(),
-                          np.maximum(cnodes[:-1], cnodes[1:]).tolist(), strict=True))  # fmt: skip
+    # a course edge: the street pair of a walked course step (not across a gap), either way
+    sa, sb = course.steps()
+    course_pair = set(zip(np.minimum(sa, sb).tolist(),
+                          np.maximum(sa, sb).tolist(), strict=True))  # fmt: skip
     lo, hi = np.minimum(eu0, ev0), np.maximum(eu0, ev0)
     on_course = np.fromiter(
         ((a, b) in course_pair for a, b in zip(lo.tolist(), hi.tolist(), strict=True)),
         dtype=bool,
         count=len(lo),
     )
-    # split nodes: visited once, not an end of the course
+    # split nodes: visited once, not an end of the course or of one of its pieces
     split = np.zeros(n, dtype=bool)
     inner = cnodes[1:-1]
     split[inner[visits[inner] == 1]] = True
     split[cnodes[0]] = split[cnodes[-1]] = False
+    split[course.ends()] = False
     split_nodes = np.flatnonzero(split)
     copy_of = np.full(n, -1, dtype=np.int64)
     copy_of[split_nodes] = n + np.arange(len(split_nodes))

@@ -92,7 +92,7 @@ def race_burst(event: Event, *, ramp_min: float = 30.0) -> Callable[[float], flo
         return lambda t: 0.0
     origin = dt.datetime.combine(event.date, event.start)
     first = dt.datetime.combine(event.date, event.race.caravan or event.race.first_start)
-    last = event.race.start_times(event.date)[-1] + dt.timedelta(minutes=event.race.ride_min)
+    last = event.race.end_time(event.date)  # last team finished (ttt), race over (road)
     a = (first - origin).total_seconds()
     b = (last - origin).total_seconds()
     ramp = ramp_min * 60.0
