@@ -55,6 +55,8 @@ class RunContext:
     network: Any = None  # the sim.network.simulate.NetworkRun
     outputs: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    #: seconds per part of a stage (e.g. each report figure): not facts, they vary per run
+    part_timings: dict[str, dict[str, float]] = field(default_factory=dict)
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -363,6 +365,7 @@ def run_scenario(
         facts=ctx.facts,
         outputs=sorted({"manifest.json", "scenario.toml", *ctx.outputs}),
         timings_s={name: rec["seconds"] for name, rec in ctx.stages.items()},
+        part_timings_s=ctx.part_timings,
     )
     write_json(manifest, out / "manifest.json")
     if error is not None:

@@ -298,10 +298,10 @@ def join_run(
     estimates = _read_parquet(run / "estimates.parquet")
     bin_s = _bin_seconds(manifest, estimates)
     zone_lists = _zone_lists(run)
-    truth = truth.assign(
+    truth = truth.assign(  # categorical: the grid's 10^6-row truth is matched by codes
         bin=pd.to_datetime(truth["time"], utc=True) - pd.Timedelta(seconds=bin_s),
-        system=truth["system"].astype(str),
-        zone=truth["zone"].astype(str),
+        system=truth["system"].astype("category"),
+        zone=truth["zone"].astype("category"),
     )
     # categorical columns keep the 10^7-row table cheap: compare and index by codes
     estimates = estimates.assign(
@@ -349,7 +349,9 @@ def _join_one(
     seen[ei, ej] = True
     t = truth[truth["system"] == system]
     ti = bins.get_indexer(t["bin"])
-    tj = zones.get_indexer(t["zone"])
+    codes = t["zone"].cat.codes.to_numpy()
+    tj = zones.get_indexer(t["zone"].cat.categories.astype(str))[np.maximum(codes, 0)]
+    tj[codes < 0] = -1
     ok = (ti >= 0) & (tj >= 0)  # truth bins the method did not estimate are not scored
     counts = np.zeros(shape)
     np.add.at(counts, (ti[ok], tj[ok]), t["people"].to_numpy(np.float64)[ok])
@@ -740,8 +742,9 @@ def compute_metrics(
 
 def _estimated_pairs(run: Path) -> list[tuple[str, str]]:
     est = pd.read_parquet(run / "estimates.parquet", columns=["method", "zone_system"])
-    pairs = est.astype(str).drop_duplicates()
-    return list(pairs.itertuples(index=False, name=None))
+    est = est.astype({"method": "category", "zone_system": "category"})
+    pairs = est.groupby(["method", "zone_system"], observed=True, sort=False).size().index
+    return [(str(m), str(z)) for m, z in pairs]
 
 
 def _front(frames: list[pd.DataFrame]) -> pd.DataFrame:
