@@ -63,17 +63,32 @@ def run(
     scenario: Annotated[Path, typer.Argument(help="Scenario TOML file.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder to write.")],
     seed: Annotated[int | None, typer.Option(help="Root seed; overrides the scenario's.")] = None,
+    spawn_key: Annotated[
+        str | None,
+        typer.Option(
+            "--spawn-key",
+            help="Spawn key of the root SeedSequence, e.g. '1' or '0,1': with --seed, "
+            "reproduces one run of a sweep (its manifest's seed_spawn_key).",
+        ),
+    ] = None,
     osm: Annotated[
         Path | None, typer.Option(help="Street file (.osm[.bz2|.gz|.pbf], .graphml[.gz]).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Run SCENARIO and write its run folder (manifest.json, scenario.toml, outputs)."""
+    import numpy as np
+
     from sim.run import run_scenario
     from sim.scenario import load_scenario
 
     try:
-        result = run_scenario(load_scenario(scenario), out, seed=seed, osm=osm, progress=not quiet)
+        root: int | np.random.SeedSequence | None = seed
+        if spawn_key is not None:
+            root = np.random.SeedSequence(
+                _seed_for_spawn_key(seed, scenario), spawn_key=_parse_spawn_key(spawn_key)
+            )
+        result = run_scenario(load_scenario(scenario), out, seed=root, osm=osm, progress=not quiet)
     except CrowdsimError as exc:
         raise _fail(exc) from None
     _print_result(result.manifest, result.out_dir)
@@ -144,6 +159,8 @@ def streets(
             if w["kind"] != "via":
                 published = f" (published km {w['published_km']})" if w["published_km"] else ""
                 typer.echo(f"  {w['kind']:<10} km {w['km']:6.2f}  {w['name']}{published}")
+        for i, piece in enumerate(course.get("pieces", [])):  # a course with gaps
+            typer.echo(f"  piece {i}    km {piece['from_km']:6.2f} - {piece['to_km']:6.2f}")
 
 
 @app.command()
@@ -163,6 +180,88 @@ def validate(
     typer.echo(format_results(results))
     if not all(r.passed for r in results):
         raise typer.Exit(code=1)
+
+
+@app.command()
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="Sweep TOML file (base, set, vary).")],
+    out: Annotated[Path, typer.Option("--out", help="Sweep folder to write (or resume).")],
+    workers: Annotated[
+        int | None, typer.Option(help="Local worker processes (default: one per core).")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler address, e.g. tcp://HOST:8786.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Run a sweep: exit 0 if every run is ok, 1 if any failed (recorded), 2 on bad input.
+
+    Finished runs already in OUT are kept, so an interrupted sweep resumes.
+    """
+    from validation.sweep import run_sweep
+
+    try:
+        result = run_sweep(
+            sweep_file, out, workers=workers, scheduler=scheduler, progress=not quiet
+        )
+    except CrowdsimError as exc:
+        raise _fail(exc) from None
+    runs = result.state["runs"]
+    typer.echo(f"sweep folder: {result.out_dir}")
+    typer.echo(
+        f"{len(runs)} runs: {len(runs) - len(result.failed)} ok "
+        f"({len(result.reused)} reused from an earlier call), {len(result.failed)} failed"
+    )
+    for entry in runs:
+        if entry["status"] != "ok":
+            typer.echo(f"  {entry['run_id']}: {entry['error']}")
+    typer.echo(f"table: {result.out_dir / 'sweep_metrics.parquet'}")
+    typer.echo(f"figure: {result.out_dir / 'sweep_summary.png'}")
+    if result.failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="Baseline run folder (A).")],
+    run_b: Annotated[Path, typer.Argument(help="Variant run folder (B); differences are B - A.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for compare.parquet and the map.")],
+) -> None:
+    """Compare two runs on the same streets: a table (printed, compare.parquet) and a map."""
+    from sim.compare import compare_runs, format_table, write_comparison
+
+    try:
+        comparison = compare_runs(run_a, run_b)
+        written = write_comparison(comparison, out)
+    except CrowdsimError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"A: {comparison.run_a.label}")
+    typer.echo(f"B: {comparison.run_b.label}")
+    typer.echo(format_table(comparison.table))
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
+def _parse_spawn_key(text: str) -> tuple[int, ...]:
+    try:
+        key = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        key = (-1,)
+    if not key or min(key) < 0:
+        raise CrowdsimError(
+            f"--spawn-key: {text!r} is not a spawn key; give whole numbers >= 0 separated by "
+            "commas, as in a sweep run's manifest.json 'seed_spawn_key' (e.g. '1' or '0,1')"
+        )
+    return key
+
+
+def _seed_for_spawn_key(seed: int | None, scenario: Path) -> int:
+    if seed is None:
+        raise CrowdsimError(
+            f"--spawn-key needs --seed too (the sweep's seed; see 'seed' in the run's "
+            f"manifest.json) for {scenario}"
+        )
+    return seed
 
 
 def _print_result(manifest: dict, out_dir: Path) -> None:
