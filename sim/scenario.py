@@ -489,6 +489,14 @@ class People(_Section):
         lt=1,
         description="floor of speed/free speed near jam, so jammed edges drain (assumption)",
     )
+    reroute_patience_s: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="a walker kept this long at a node by a full street takes the best other "
+        "street with room there (local detour by the same distance tables); jam-triggered "
+        "rerouting as in Kemloh Wagoum et al. 2012, the 60 s is an assumption",
+    )
     crossing_radius_m: float = Field(
         30.0,
         ge=0,

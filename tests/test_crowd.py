@@ -369,3 +369,41 @@ def test_counterflow_swaps_pass_full_segments() -> None:
     ok = swaps(own, want, since)
     # 3 want 1->2, 2 want 2->1: two swaps, the two earliest of the 1->2 queue
     assert ok.tolist() == [False, True, True, True, True, True, False, False]
+
+
+def test_a_walker_held_by_a_full_street_detours_after_its_patience() -> None:
+    """At the start (W) the way to the North origin runs along one sidewalk of the course;
+    with that sidewalk full, the walker waits out ``reroute_patience_s`` and then takes the
+    other sidewalk (and the connector across), not before; nobody leaves the full one."""
+    scenario, streets, course = tiny_world(tiny_scenario(reroute_patience_s=30.0))
+    model = CrowdModel(scenario, streets, course, seed=1)
+    model._next_group = len(model.groups)  # no arrivals: one walker placed by hand
+    g, p, r = model.graph, model.people, model.routes
+    w = node_index(streets, 1)
+    dest = model._o0  # the North origin's exits
+    assert r.dist[dest, w] > 0
+    route = int(r.next_edge[dest, w])
+    other = [int(e) for e in np.flatnonzero(g.eu == w) if e != route]
+    assert len(other) == 1 and g.seg[other[0]] != g.seg[route]
+    model.occ[g.seg[route]] = model.seg_cap[g.seg[route]]  # the route's sidewalk is full
+    p.state[0], p.node[0], p.edge[0], p.dest[0], p.want[0] = WAITING, w, -1, dest, -1
+    p.since[0] = 0.0
+    model._activate(np.array([0]))
+    while model.tick * model.dt < 30.0:  # ticks at t = 0 ... 29 s: it queues
+        model.step()
+        assert p.state[0] == WAITING and p.edge[0] == -1 and p.want[0] == route
+    model.step()  # t = 30 s: patience is out
+    assert p.edge[0] == other[0] and p.state[0] == WALKING
+    assert model.occ[g.seg[other[0]]] == 1
+    assert model.summary()["detours"] == 1
+    # with a patience longer than the run it never leaves the queue
+    scenario, streets, course = tiny_world(tiny_scenario(reroute_patience_s=3600.0))
+    model = CrowdModel(scenario, streets, course, seed=1)
+    model._next_group = len(model.groups)
+    p = model.people
+    model.occ[g.seg[route]] = model.seg_cap[g.seg[route]]
+    p.state[0], p.node[0], p.edge[0], p.dest[0], p.want[0] = WAITING, w, -1, dest, -1
+    model._activate(np.array([0]))
+    for _ in range(120):
+        model.step()
+    assert p.state[0] == WAITING and p.edge[0] == -1 and model.detours == 0

@@ -11,8 +11,10 @@ a node, wanting to go on), ``walking`` (on an edge), ``staying`` (watching the r
 course sidewalk, or indoors at home or an activity place) or ``gone`` (left the area).
 Walkers sit at an offset along an edge; their speed follows Weidmann's relation from the
 density of the street segment they are on (both directions share it); nobody enters a
-segment at jam density, so queues form at nodes (first come, first served). A walker who
-reaches a node with time left in the tick walks on (up to ``MAX_HOPS`` edges a tick).
+segment at jam density, so queues form at nodes (first come, first served); a walker held
+there longer than ``people.reroute_patience_s`` takes the best other street with room (a
+local detour by the same distance tables). A walker who reaches a node with time left in
+the tick walks on (up to ``MAX_HOPS`` edges a tick).
 Routes come from shortest-path trees (:mod:`sim.crowd.routing`) rebuilt whenever closures
 change; people on an edge that closes step off it to its nearer end and are routed from
 there. While the course is closed it can be crossed only at crossing points
@@ -192,6 +194,10 @@ class CrowdModel(mesa.Model):
         self._closures = self._closures_from(scenario)
         self._seg_len = g.seg_length()
         self._edge_seg = g.seg.astype(np.intp)  # intp: other index types are cast per gather
+        # out-edges of each node as CSR arrays (for detours): out[start[n]:start[n + 1]]
+        self._out = np.argsort(g.eu, kind="stable").astype(np.intp)
+        self._out_start = np.concatenate([[0], np.cumsum(np.bincount(g.eu, minlength=g.n_nodes))])
+        self.detours = 0
         self._open = np.ones(g.n_edges, dtype=bool)
         self._extra_width = np.zeros(g.n_edges)
         self._closures_on: tuple[bool, ...] | None = None
@@ -694,21 +700,83 @@ class CrowdModel(mesa.Model):
         if full.any():
             own = np.where(p.edge[queue] >= 0, self._edge_seg[p.edge[queue]], -1)
             swap[full] = swaps(own[full], want[full], p.since[queue[full]])
-        free = ~full | swap
-        queue, nxt, want, swap = queue[free], nxt[free], want[free], swap[free]
+        free = np.flatnonzero(~full | swap)
+        swap = swap[free]
         ok = swap.copy()  # swaps take no room; the rest queue for it
-        ok[~swap] = admit(want[~swap], p.since[queue[~swap]], room)
-        rows, nxt, want = queue[ok], nxt[ok], want[ok]
+        ok[~swap] = admit(want[free[~swap]], p.since[queue[free[~swap]]], room)
+        moved = self._enter(queue[free[ok]], nxt[free[ok]], want[free[ok]])
+        # who has waited out their patience and is still held: a detour, if there is one
+        held = np.ones(len(queue), dtype=bool)
+        held[free[ok]] = False
+        held &= p.since[queue] <= t - self.scenario.people.reroute_patience_s
+        if held.any():
+            rows, nxt = self._detours(queue[held])
+            if len(rows):
+                want = self._edge_seg[nxt]
+                ok = admit(want, p.since[rows], self.seg_cap - self.occ)
+                self.detours += int(ok.sum())
+                moved = np.concatenate([moved, self._enter(rows[ok], nxt[ok], want[ok])])
+        return moved
+
+    def _enter(self, rows: np.ndarray, nxt: np.ndarray, seg: np.ndarray) -> np.ndarray:
+        """Walkers `rows` leave their edge (if on one) and enter edges `nxt` (segments
+        `seg`) at offset 0; returns `rows`."""
+        p, g = self.people, self.graph
         old = p.edge[rows]
         had = old >= 0
         _bump(self.occ, g.seg[old[had]], -1)
-        _bump(self.occ, want, 1)
+        _bump(self.occ, seg, 1)
         p.edge[rows] = nxt
         p.s[rows] = 0.0
         p.state[rows] = WALKING
         p.want[rows] = -1
-        self._entered.append(want)
+        self._entered.append(seg)
         return rows
+
+    def _detours(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The best other edge with room at the node of each held walker, if any.
+
+        A walker who has waited out ``people.reroute_patience_s`` for the edge of its
+        route looks at the node's other open out-edges ``e`` whose segment has room and
+        takes the one minimising ``length(e) + dist[dest, head(e)]``, a local detour by the
+        same distance tables. Ruled out: the wanted edge, the walker's own segment (the way
+        it came: the route from there leads straight back) and any edge whose head's route
+        leads straight back to this node; where nothing is left the walker keeps waiting.
+        One pass over the out-edges of the walkers' nodes (CSR), no per-walker loop.
+
+        Returns the rows that have a detour and the edge each takes.
+        """
+        p, g, r = self.people, self.graph, self.routes
+        room = self.seg_cap - self.occ
+        on = p.edge[rows]
+        cur = np.where(on >= 0, g.ev[np.maximum(on, 0)], p.node[rows]).astype(np.intp)
+        own = np.where(on >= 0, self._edge_seg[np.maximum(on, 0)], -1)
+        # cheap filter first: a node needs an open out-edge with room besides the own one
+        has_room = self._open & (room[self._edge_seg] > 0)
+        n_room = np.bincount(g.eu[has_room], minlength=g.n_nodes)
+        alt = n_room[cur] - ((own >= 0) & (room[np.maximum(own, 0)] > 0))
+        keep = alt > 0
+        rows, cur, own = rows[keep], cur[keep], own[keep]
+        if len(rows) == 0:
+            return rows, np.zeros(0, dtype=np.intp)
+        start = self._out_start[cur]
+        deg = self._out_start[cur + 1] - start
+        owner = np.repeat(np.arange(len(rows)), deg)
+        ends = np.cumsum(deg)
+        pos = np.arange(len(owner)) - np.repeat(ends - deg, deg)
+        e = self._out[np.repeat(start, deg) + pos]
+        head = g.ev[e]
+        at = p.dest[rows].astype(np.intp)[owner] * g.n_nodes + head
+        cost = g.length[e] + r.dist.ravel()[at]
+        then = r.next_edge.ravel()[at]
+        back = (then >= 0) & (g.ev[np.maximum(then, 0)] == cur[owner])
+        seg = self._edge_seg[e]
+        bad = ~has_room[e] | back | (seg == own[owner]) | (e == p.want[rows][owner])
+        cost[bad] = np.inf
+        best = np.minimum.reduceat(cost, ends - deg)
+        pick = np.flatnonzero(np.isfinite(cost) & (cost == best[owner]))
+        who, first = np.unique(owner[pick], return_index=True)
+        return rows[who], e[pick[first]].astype(np.intp)
 
     def _arrive(self, rows: np.ndarray, cur: np.ndarray, t: float) -> None:
         p, g = self.people, self.graph
@@ -955,6 +1023,7 @@ class CrowdModel(mesa.Model):
             "outcomes": dict(self.outcomes),
             "unreachable_origins": list(self.unreachable_origins),
             "routing_rebuilds": int(self.routes.rebuilds),
+            "detours": int(self.detours),
             "peak_density_p_m2": round(float(self.truth.peak_density), 3),
             "walk_graph": {"nodes": int(self.graph.n_nodes), "edges": int(self.graph.n_edges)},
         }
