@@ -61,6 +61,8 @@ from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 
 from sim.course import Course, build_course
+from sim.crowd.closures import closures_from, connector_pieces, open_edges
+from sim.crowd.routing import walk_matrix
 from sim.crowd.walkgraph import WalkGraph, build_walk_graph
 from sim.errors import CrowdsimError
 from sim.io import atomic_path
@@ -282,52 +284,13 @@ def _open_edges(
     *,
     course_closed: bool,
 ) -> np.ndarray:
-    """Walkable internal edges at `t_s`, by the rules of the crowd model
-    (``CrowdModel._apply_closures``): streets closed to pedestrians are shut, and a closed
-    course (or closed pieces of it) is crossable only at crossing points. `course_closed`
-    shuts the whole course whatever the closures say."""
-    open_ = np.ones(graph.n_edges, dtype=bool)
-    t0 = dt.datetime.combine(scenario.event.date, scenario.event.start)
-    closed_conn = np.zeros(graph.n_edges, dtype=bool)  # connectors of closed pieces only
-    piece = None
-    for c in scenario.closures:
-        start = (dt.datetime.combine(scenario.event.date, c.start) - t0).total_seconds()
-        end = (dt.datetime.combine(scenario.event.date, c.end) - t0).total_seconds()
-        if not start <= t_s < end:
-            continue
-        pieces = getattr(c, "pieces", None)
-        if c.course and pieces is not None:
-            if piece is None:  # piece of the course at each connector, -1 elsewhere
-                first = np.zeros(streets.n_nodes, dtype=np.int64)
-                first[course.nodes[::-1]] = np.arange(len(course.nodes))[::-1]
-                at = course.cum_m[first[graph.node_street[graph.eu]]]
-                piece = np.where(graph.connector, course.piece_at(at), -1)
-            closed_conn |= graph.connector & np.isin(piece, list(pieces))
-        else:
-            course_closed |= c.course
-        if c.closed_to == "pedestrians" and c.streets:
-            mask = np.zeros(streets.n_edges, dtype=bool)
-            mask[np.concatenate([streets.edges_named(s) for s in c.streets])] = True
-            real = graph.street_edge >= 0
-            open_[real & mask[np.maximum(graph.street_edge, 0)]] = False
-    if course_closed:
-        open_[graph.connector & ~graph.crossing] = False
-    else:
-        open_[closed_conn & ~graph.crossing] = False
+    """Walkable internal edges at `t_s`, by the crowd model's own closure rules;
+    `course_closed` shuts the whole course whatever the closures say."""
+    closures = closures_from(scenario, streets, graph)
+    active = tuple(c.active(t_s) for c in closures)
+    piece = connector_pieces(graph, streets, course)
+    open_, _ = open_edges(graph, closures, active, piece, course_closed=course_closed)
     return open_
-
-
-def _walk_matrix(graph: WalkGraph, open_: np.ndarray) -> csr_matrix:
-    """Sparse matrix of the shortest open edge between each ordered pair of nodes."""
-    edges = np.flatnonzero(open_)
-    key = graph.eu[edges] * graph.n_nodes + graph.ev[edges]
-    order = np.lexsort((graph.length[edges], key))
-    key, edges = key[order], edges[order]
-    keep = np.ones(len(key), dtype=bool)
-    keep[1:] = key[1:] != key[:-1]
-    edges = edges[keep]
-    n = graph.n_nodes
-    return csr_matrix((graph.length[edges], (graph.eu[edges], graph.ev[edges])), shape=(n, n))
 
 
 @dataclass(frozen=True, eq=False)
@@ -349,7 +312,7 @@ def _world(run: RunFolder, streets: Streets) -> _World:
     t = _reference_s(scen)
     now = _open_edges(graph, streets, course, scen, t, course_closed=False)
     closed = _open_edges(graph, streets, course, scen, t, course_closed=True)
-    now, closed = _walk_matrix(graph, now), _walk_matrix(graph, closed)
+    now, closed = walk_matrix(graph, now), walk_matrix(graph, closed)
     return _World(run, streets, course, graph, now, closed)
 
 

@@ -33,7 +33,6 @@ from a full stretch, went home without a spot, no route.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +43,7 @@ from mesa.agent import AgentSet
 
 from sim.course import Course
 from sim.crowd.agents import BackgroundPopulation, SpectatorGroup
+from sim.crowd.closures import closures_from, connector_pieces, open_edges
 from sim.crowd.demand import build_stretches, last_team_passes_s, plan_spectators
 from sim.crowd.movement import admit, swaps, weidmann_speed
 from sim.crowd.routing import RoutingTables
@@ -104,16 +104,6 @@ class PositionSnapshot:
     y: np.ndarray
     present: np.ndarray
     spectator: np.ndarray
-
-
-@dataclass(frozen=True)
-class _Closure:
-    start_s: float
-    end_s: float
-    edges: np.ndarray  # internal edges it names (for pedestrians or traffic)
-    pedestrians: bool
-    course: bool
-    pieces: tuple[int, ...] | None = None  # pieces of the course it closes (None: all)
 
 
 class CrowdModel(mesa.Model):
@@ -184,14 +174,8 @@ class CrowdModel(mesa.Model):
         ]
         self.routes = RoutingTables(g, dests)
         # piece of the course at each connector (-1 elsewhere): closures may name pieces
-        first_visit = np.zeros(streets.n_nodes, dtype=np.int64)
-        first_visit[course.nodes[::-1]] = np.arange(len(course.nodes))[::-1]
-        self._connector_piece = np.where(
-            g.connector,
-            course.piece_at(course.cum_m[first_visit[g.node_street[g.eu]]]),
-            -1,
-        )
-        self._closures = self._closures_from(scenario)
+        self._connector_piece = connector_pieces(g, streets, course)
+        self._closures = closures_from(scenario, streets, g)
         self._seg_len = g.seg_length()
         self._edge_seg = g.seg.astype(np.intp)  # intp: other index types are cast per gather
         # out-edges of each node as CSR arrays (for detours): out[start[n]:start[n + 1]]
@@ -342,27 +326,6 @@ class CrowdModel(mesa.Model):
             out.append(np.unique(np.concatenate([[nearest], near]).astype(np.int64)))
         return out
 
-    def _closures_from(self, scenario: Scenario) -> list[_Closure]:
-        g = self.graph
-        t0 = dt.datetime.combine(scenario.event.date, scenario.event.start)
-        out = []
-        for c in scenario.closures:
-            street_edges = (
-                np.concatenate([self.streets.edges_named(s) for s in c.streets])
-                if c.streets
-                else np.zeros(0, dtype=np.int64)
-            )
-            mask = np.zeros(self.streets.n_edges, dtype=bool)
-            mask[street_edges] = True
-            internal = np.flatnonzero((g.street_edge >= 0) & mask[np.maximum(g.street_edge, 0)])
-            start = (dt.datetime.combine(scenario.event.date, c.start) - t0).total_seconds()
-            end = (dt.datetime.combine(scenario.event.date, c.end) - t0).total_seconds()
-            pieces = tuple(c.pieces) if c.pieces is not None else None
-            out.append(
-                _Closure(start, end, internal, c.closed_to == "pedestrians", c.course, pieces)
-            )
-        return out
-
     def _side_tables(self) -> tuple[np.ndarray, np.ndarray]:
         """Viewing edges of each stretch on each side, one directed edge per segment, as
         CSR arrays: the edges of stretch k, side s are ``edges[start[2k+s]:start[2k+s+1]]``
@@ -452,29 +415,11 @@ class CrowdModel(mesa.Model):
     # ------------------------------------------------------------------ closures
 
     def _apply_closures(self, t: float) -> None:
-        active = tuple(c.start_s <= t < c.end_s for c in self._closures)
+        active = tuple(c.active(t) for c in self._closures)
         if active == self._closures_on:
             return
         g = self.graph
-        open_ = np.ones(g.n_edges, dtype=bool)
-        extra = np.zeros(g.n_edges)
-        course_closed = False
-        closed_conn = np.zeros(g.n_edges, dtype=bool)  # connectors of closed pieces only
-        for c, on in zip(self._closures, active, strict=True):
-            if not on:
-                continue
-            if c.pedestrians:
-                open_[c.edges] = False
-            else:
-                extra[c.edges] = g.carriageway[c.edges]
-            if c.course and c.pieces is not None:
-                closed_conn |= g.connector & np.isin(self._connector_piece, c.pieces)
-            else:
-                course_closed |= c.course
-        if course_closed:
-            open_[g.connector & ~g.crossing] = False
-        elif closed_conn.any():
-            open_[closed_conn & ~g.crossing] = False
+        open_, extra = open_edges(g, self._closures, active, self._connector_piece)
         self._closures_on = active
         self._open = open_
         self._extra_width = extra

@@ -18,7 +18,28 @@ from scipy.sparse.csgraph import dijkstra
 
 from sim.crowd.walkgraph import WalkGraph
 
-__all__ = ["RoutingTables"]
+__all__ = ["RoutingTables", "shortest_open_edges", "walk_matrix"]
+
+
+def shortest_open_edges(graph: WalkGraph, open_edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The shortest open edge of each ordered pair of nodes (a sparse matrix would sum
+    parallel edges), as sorted keys ``u * n_nodes + v`` and their edge ids."""
+    edges = np.flatnonzero(open_edges)
+    key = graph.eu[edges] * graph.n_nodes + graph.ev[edges]
+    order = np.lexsort((graph.length[edges], key))
+    key, edges = key[order], edges[order]
+    keep = np.ones(len(key), dtype=bool)
+    keep[1:] = key[1:] != key[:-1]
+    return key[keep], edges[keep]
+
+
+def walk_matrix(graph: WalkGraph, open_edges: np.ndarray, *, reverse: bool = False) -> csr_matrix:
+    """Sparse matrix of walking lengths over the open edges (``reverse``: transposed, for
+    distances *to* a node)."""
+    _, edges = shortest_open_edges(graph, open_edges)
+    u, v = (graph.ev, graph.eu) if reverse else (graph.eu, graph.ev)
+    n = graph.n_nodes
+    return csr_matrix((graph.length[edges], (u[edges], v[edges])), shape=(n, n))
 
 
 class RoutingTables:
@@ -53,16 +74,8 @@ class RoutingTables:
     def rebuild(self, open_edges: np.ndarray) -> None:
         """Recompute every tree over the edges where `open_edges` is true."""
         g = self.graph
-        edges = np.flatnonzero(open_edges)
-        # the shortest open edge of each ordered pair (csr would sum duplicates)
-        key = g.eu[edges] * g.n_nodes + g.ev[edges]
-        order = np.lexsort((g.length[edges], key))
-        key, edges = key[order], edges[order]
-        keep = np.ones(len(key), dtype=bool)
-        keep[1:] = key[1:] != key[:-1]
-        key, edges = key[keep], edges[keep]
-        n = g.n_nodes
-        reverse = csr_matrix((g.length[edges], (g.ev[edges], g.eu[edges])), shape=(n, n))
+        key, edges = shortest_open_edges(g, open_edges)
+        reverse = walk_matrix(g, open_edges, reverse=True)
         singles = [i for i, d in enumerate(self.destinations) if len(d) == 1]
         if singles:
             src = np.array([self.destinations[i][0] for i in singles])
