@@ -1,6 +1,9 @@
-"""Atomic writing of run outputs: a file appears under its name only once it is complete.
+"""Reading input files with clear errors, and atomic writing of run outputs.
 
-Every output goes to a hidden temporary name in the destination folder and is renamed
+A TOML input that is missing, unreadable or malformed gives one error naming the file.
+An output appears under its name only once it is complete:
+
+every output goes to a hidden temporary name in the destination folder and is renamed
 into place (``os.replace``, atomic on one file system) when the writer finishes, so an
 interrupted run never leaves a half-written file that looks whole.
 """
@@ -10,15 +13,31 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_json", "write_text"]
+__all__ = ["atomic_path", "read_toml", "write_json", "write_text"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def read_toml(path: Path, *, error: type[Exception], what: str) -> dict[str, Any]:
+    """The table of a TOML file, or `error` naming the file and what went wrong.
+
+    `what` names the kind of file in the message, e.g. ``"sweep file"``.
+    """
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what} (give the path to a .toml file)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: unreadable ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML ({exc})") from None
 
 
 @contextmanager

@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sim.errors import CrowdsimError
+from sim.io import read_toml
 from validation.metrics import (
     DEFAULT_FLOOR,
     DEFAULT_KWD_STRIDE,
@@ -161,14 +161,7 @@ def load_bounds(path: str | os.PathLike[str]) -> BoundsSpec:
         message names the file and the key (e.g. ``bound[2].metric``).
     """
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BoundsSpecError(f"{path}: no such bounds file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BoundsSpecError(f"{path}: unreadable ({exc})") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise BoundsSpecError(f"{path}: not valid TOML ({exc})") from exc
+    data = read_toml(path, error=BoundsSpecError, what="bounds file")
     if "source" in data:
         raise BoundsSpecError(f"{path}: source: unknown key; the file holds [[bound]] tables")
     try:

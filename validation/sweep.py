@@ -81,7 +81,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sim import __version__
 from sim.errors import CrowdsimError, ScenarioError
-from sim.io import atomic_path, write_json
+from sim.io import atomic_path, read_toml, write_json
 from sim.scenario import Scenario, load_scenario, parse_scenario
 from validation.metrics import GRID_ONLY, METRICS, SYSTEMS
 
@@ -222,14 +222,7 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
         names the sweep file and the key.
     """
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SweepError(f"{path}: no such sweep file (give the path to a .toml file)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SweepError(f"{path}: unreadable ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SweepError(f"{path}: not valid TOML ({exc})") from None
+    data = read_toml(path, error=SweepError, what="sweep file")
     vary = data.get("vary", {})
     if not isinstance(vary, dict):
         raise SweepError(f"{path}: vary: needs a table of 'parameter.path' = [values]")
