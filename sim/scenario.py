@@ -44,8 +44,10 @@ __all__ = [
     "Scenario",
     "StreetsConfig",
     "Waypoint",
+    "describe_error",
     "dump_scenario",
     "load_scenario",
+    "merge_tables",
     "parse_scenario",
 ]
 
@@ -769,7 +771,7 @@ def parse_scenario(data: dict[str, Any], *, source: Path | None = None) -> Scena
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        lines = [_describe(err) for err in exc.errors()]
+        lines = [describe_error(err) for err in exc.errors()]
         raise ScenarioError(
             f"{source or '<scenario>'}: {len(lines)} problem(s):\n  " + "\n  ".join(lines)
         ) from None
@@ -806,7 +808,7 @@ def _read_merged(path: Path, *, seen: tuple[Path, ...]) -> dict[str, Any]:
         raise ScenarioError(f"{path}: extends: needs a path string, got {base_name!r}")
     base = _read_merged(path.parent / base_name, seen=(*seen, resolved))
     base.pop("extends", None)
-    return _merge(base, data)
+    return merge_tables(base, data)
 
 
 def _resolve_paths(data: dict[str, Any], folder: Path) -> None:
@@ -817,11 +819,13 @@ def _resolve_paths(data: dict[str, Any], folder: Path) -> None:
             table[key] = str(value if value.is_absolute() else (folder / value).resolve())
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def merge_tables(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `override` merged in: tables key by key, anything else (lists too)
+    replaced whole; the rule of ``extends`` (and of a sweep's ``[set]``)."""
     out = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_tables(out[key], value)
         else:
             out[key] = value
     return out
@@ -834,11 +838,13 @@ def _key(loc: tuple[int | str, ...]) -> str:
     return text or "(top level)"
 
 
-def _describe(err: Any) -> str:
+def describe_error(err: Any, *, root: type[BaseModel] | None = None) -> str:
+    """One pydantic validation error as ``key.path: what is wrong`` (with the allowed keys
+    for an unknown one); `root` is the model validated (default :class:`Scenario`)."""
     loc = tuple(err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
+        allowed = _allowed_keys(loc[:-1], root or Scenario)
         hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
         return f"{_key(loc)}: unknown key{hint}"
     if err["type"] == "missing":
@@ -850,8 +856,8 @@ def _describe(err: Any) -> str:
     return f"{_key(loc)}: {msg}{got}"
 
 
-def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
-    model: Any = Scenario
+def _allowed_keys(loc: tuple[int | str, ...], root: type[BaseModel]) -> list[str]:
+    model: Any = root
     for part in loc:
         if isinstance(part, int):
             continue

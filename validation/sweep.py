@@ -82,7 +82,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sim import __version__
 from sim.errors import CrowdsimError, ScenarioError
 from sim.io import atomic_path, read_toml, write_json
-from sim.scenario import Scenario, load_scenario, parse_scenario
+from sim.scenario import (
+    Scenario,
+    describe_error,
+    load_scenario,
+    merge_tables,
+    parse_scenario,
+)
 from validation.metrics import GRID_ONLY, METRICS, SYSTEMS
 
 __all__ = [
@@ -165,11 +171,6 @@ class SweepRun:
     spawn_key: tuple[int, ...]
     scenario: Scenario
 
-    @property
-    def seed_sequence(self) -> np.random.SeedSequence:
-        """The root of every random draw of this run."""
-        return np.random.SeedSequence(self.seed, spawn_key=self.spawn_key)
-
 
 @dataclass(frozen=True)
 class Sweep:
@@ -230,7 +231,7 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{path}: {_loc(err['loc'])}: {_message(err)}" for err in exc.errors()]
+        problems = [f"{path}: {describe_error(err, root=SweepSpec)}" for err in exc.errors()]
         raise SweepError(
             "\n".join(problems) + "\nThe keys of a sweep file: see validation/sweep.py."
         ) from None
@@ -272,7 +273,7 @@ def _build(spec: SweepSpec, path: Path) -> Sweep:
                 f"{path}: {key}: a sweep sets the seed of its runs itself (its `seed` key and "
                 "`replications`); remove it from [set] and [vary]"
             )
-    data = _deep_merge(base.model_dump(mode="json", exclude_none=True), spec.overrides)
+    data = merge_tables(base.model_dump(mode="json", exclude_none=True), spec.overrides)
     try:
         with_set = parse_scenario(data, source=base_path)
     except ScenarioError as exc:
@@ -391,35 +392,6 @@ def _set_path(data: dict[str, Any], name: str, value: Any) -> None:
         node[last] = copy.deepcopy(value)
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _loc(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
-def _message(err: Any) -> str:
-    if err["type"] == "extra_forbidden":
-        return "unknown key; allowed: " + ", ".join(
-            f.alias or n for n, f in SweepSpec.model_fields.items()
-        )
-    if err["type"] == "missing":
-        return "required key is missing"
-    value = err.get("input")
-    got = "" if isinstance(value, dict | list) else f" (got {value!r})"
-    return f"{err['msg'].removeprefix('Value error, ')}{got}"
-
-
 def _label(params: dict[str, Any]) -> str:
     if not params:
         return "base"
@@ -454,8 +426,8 @@ def _execute(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def _expected(run: SweepRun) -> dict[str, Any]:
-    """The scenario as the run's manifest records it (JSON round trip)."""
-    return json.loads(json.dumps(run.scenario.model_dump(mode="json"), default=str))
+    """The scenario as the run's manifest records it."""
+    return run.scenario.model_dump(mode="json")
 
 
 def _is_done(run: SweepRun, run_dir: Path) -> bool:
