@@ -17,6 +17,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from validation.metrics import DEFAULT_FLOOR
+
 from .plotting import TRUTH_COLOUR, local_time_axis, method_colour, save
 from .tables import RunTables
 
@@ -28,8 +30,8 @@ __all__ = [
     "plot_time_series",
 ]
 
-#: Zone-bins with at least this many people enter the relative errors (as validation's floor).
-FLOOR = 30.0
+#: Zone-bins with at least this many people enter the relative errors: validation's floor.
+FLOOR = DEFAULT_FLOOR
 
 
 def joined_small(tables: RunTables) -> pd.DataFrame:
@@ -204,15 +206,15 @@ def plot_error_over_time(
     a_mae, a_tot, a_kwd = axes
     if not seg.empty:
         err = seg.assign(abs_err=(seg["estimate"] - seg["truth"]).abs())
-        g = err.groupby(["method", "time"]).agg(
-            abs_err=("abs_err", "mean"), est=("estimate", "sum"), truth=("truth", "sum")
-        )
+        g = err.groupby(["method", "time"])["abs_err"].mean()
         for method in dict.fromkeys(seg["method"]):
             s = g.loc[method]
-            colour = method_colour(method)
-            a_mae.plot(s.index, s["abs_err"], color=colour, lw=1.2, label=method)
-            rel = (s["est"] - s["truth"]) / s["truth"].where(s["truth"] > 0)
-            a_tot.plot(s.index, 100 * rel, color=colour, lw=1.2, label=method)
+            a_mae.plot(s.index, s, color=method_colour(method), lw=1.2, label=method)
+    if mb is not None and not mb.empty:  # validation's own per-bin error of the total
+        tot = mb[mb["zone_system"] == "segment"]
+        for method, s in tot.groupby("method", sort=False):
+            colour = method_colour(str(method))
+            a_tot.plot(s["time"], 100 * s["total_error"], color=colour, lw=1.2, label=method)
     a_mae.set_ylabel("people per segment")
     a_mae.set_title("Mean absolute error over the course segments", fontsize=9)
     a_tot.axhline(0, color="0.3", lw=0.8)

@@ -129,11 +129,7 @@ def plot_densities(
     counts = np.bincount(ti, minlength=n_t)
     starts = np.r_[0, np.cumsum(counts)[:-1]]
     p99 = dens[order][np.minimum(starts + np.floor(0.99 * (counts - 1)).astype(int), len(dens) - 1)]
-    level = (
-        edges["los"].cat.codes.to_numpy()
-        if hasattr(edges["los"], "cat")
-        else np.searchsorted(FRUIN_LIMITS, flow, side="right")
-    )
+    level = edges["los"].cat.codes.to_numpy()  # the truth writes levels A-F as categories
     weight = (
         lengths[edges["edge"].to_numpy(np.int64)] / 1000.0
         if lengths is not None
