@@ -39,7 +39,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +65,7 @@ from sim.crowd.routing import walk_matrix
 from sim.crowd.walkgraph import WalkGraph, build_walk_graph
 from sim.errors import CrowdsimError
 from sim.io import atomic_path
-from sim.scenario import Scenario, parse_scenario
+from sim.scenario import Scenario, load_scenario
 from sim.streets import Streets, streets_from_file, streets_from_place, streets_from_sketch
 from sim.streets import to_metres as _to_metres
 
@@ -207,19 +206,8 @@ def open_run(path: str | os.PathLike[str]) -> RunFolder:
             f"{folder}: missing {', '.join(missing)}; compare needs a complete run folder "
             "(run the scenario again)"
         )
-    scenario = _resolved_scenario(folder / "scenario.toml")
+    scenario = load_scenario(folder / "scenario.toml")  # resolved: extends merged in
     return RunFolder(path=folder, manifest=manifest, scenario=scenario)
-
-
-def _resolved_scenario(path: Path) -> Scenario:
-    """The run's resolved scenario. It is complete (``extends`` already merged, paths
-    absolute), so its ``extends`` key, kept for the record, is not followed again."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise CrowdsimError(f"{path}: not a readable scenario: {exc}") from None
-    data.pop("extends", None)
-    return parse_scenario(data, source=path)
 
 
 def _has_estimates(manifest: dict[str, Any]) -> bool:
