@@ -263,24 +263,6 @@ def _reference_s(scenario: Scenario) -> float:
     return event.duration_s / 2.0
 
 
-def _open_edges(
-    graph: WalkGraph,
-    streets: Streets,
-    course: Course,
-    scenario: Scenario,
-    t_s: float,
-    *,
-    course_closed: bool,
-) -> np.ndarray:
-    """Walkable internal edges at `t_s`, by the crowd model's own closure rules;
-    `course_closed` shuts the whole course whatever the closures say."""
-    closures = closures_from(scenario, streets, graph)
-    active = tuple(c.active(t_s) for c in closures)
-    piece = connector_pieces(graph, streets, course)
-    open_, _ = open_edges(graph, closures, active, piece, course_closed=course_closed)
-    return open_
-
-
 @dataclass(frozen=True, eq=False)
 class _World:
     """One run's streets, course, walk graph and walking matrices."""
@@ -297,10 +279,16 @@ def _world(run: RunFolder, streets: Streets) -> _World:
     scen = run.scenario
     course = build_course(streets, scen.route, scenario=scen)
     graph = build_walk_graph(streets, course, scen)
+    # walkable edges at the reference moment by the crowd model's own closure rules, as
+    # they are and with the whole course closed to crossing
     t = _reference_s(scen)
-    now = _open_edges(graph, streets, course, scen, t, course_closed=False)
-    closed = _open_edges(graph, streets, course, scen, t, course_closed=True)
-    now, closed = walk_matrix(graph, now), walk_matrix(graph, closed)
+    closures = closures_from(scen, streets, graph)
+    active = tuple(c.active(t) for c in closures)
+    piece = connector_pieces(graph, streets, course)
+    now, closed = (
+        walk_matrix(graph, open_edges(graph, closures, active, piece, course_closed=shut)[0])
+        for shut in (False, True)
+    )
     return _World(run, streets, course, graph, now, closed)
 
 
