@@ -46,6 +46,7 @@ from sim.crowd.agents import BackgroundPopulation, SpectatorGroup
 from sim.crowd.closures import closures_from, connector_pieces, open_edges
 from sim.crowd.demand import build_stretches, last_team_passes_s, plan_spectators
 from sim.crowd.movement import admit, swaps, weidmann_speed
+from sim.crowd.queues import held_at_nodes
 from sim.crowd.routing import RoutingTables
 from sim.crowd.walkgraph import build_walk_graph
 from sim.errors import ScenarioError
@@ -948,6 +949,22 @@ class CrowdModel(mesa.Model):
         self._tally = np.bincount(code, minlength=2 * len(STATES)).reshape(len(STATES), 2)
         self.datacollector.collect(self)
 
+    def held_at_nodes(self, *, top: int = 10) -> dict[str, Any]:
+        """People held at nodes now, the longest wait and the `top` worst queues by place
+        (:func:`sim.crowd.queues.held_at_nodes`)."""
+        p = self.people
+        return held_at_nodes(
+            p.state == WAITING,
+            p.edge,
+            p.node,
+            p.since,
+            p.want,
+            graph=self.graph,
+            streets=self.streets,
+            now_s=self.tick * self.dt,
+            top=top,
+        )
+
     def summary(self) -> dict[str, Any]:
         """Figures for the run's manifest and report."""
         counts = self.state_counts()
@@ -970,6 +987,7 @@ class CrowdModel(mesa.Model):
             "routing_rebuilds": int(self.routes.rebuilds),
             "detours": int(self.detours),
             "peak_density_p_m2": round(float(self.truth.peak_density), 3),
+            "held_at_end": self.held_at_nodes(),
             "walk_graph": {"nodes": int(self.graph.n_nodes), "edges": int(self.graph.n_edges)},
         }
 
