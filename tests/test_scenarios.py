@@ -4,6 +4,7 @@ scenario runs end to end. The course itself is checked in tests/test_course.py."
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import time
 from pathlib import Path
@@ -229,6 +230,30 @@ def test_baseline_puts_the_police_figure_around_the_course_at_13h(
     fan = scenario.people.spectators.fan_areas[0]
     in_fan = int(((model.people.dest == model.stretches.n - 1) & (model.people.state == 3)).sum())
     assert 0 < in_fan <= fan.holds
+
+
+def test_baseline_arrivals_follow_their_curve_not_squeezed_into_the_first_minutes() -> None:
+    """The simulated day starts early enough that the arrival curve (peak and spread from
+    the scenario) is not cut: the first half hour holds only the curve's own far tail,
+    and the share before 11:00 is what the normal curve says (about 16 %)."""
+    from scipy.stats import norm
+
+    from sim.crowd.demand import plan_spectators
+
+    scenario = load_scenario(BASELINE)
+    spec, event = scenario.people.spectators, scenario.event
+    plan = plan_spectators(spec, event, rng=np.random.default_rng(7))
+    at = plan.group_arrive_s
+
+    def since_start(t: Any) -> float:
+        return (t.hour - event.start.hour) * 3600.0 + (t.minute - event.start.minute) * 60.0
+
+    first = since_start(event.race.first_start)
+    peak, sd = first + spec.arrival_peak_min * 60.0, spec.arrival_sd_min * 60.0
+    assert peak - 3 * sd > 0, "the curve's start lies before the simulated day"
+    assert (at < 1800.0).mean() < 0.005
+    before_11 = since_start(dt.time(11, 0))
+    assert (at < before_11).mean() == pytest.approx(norm.cdf((before_11 - peak) / sd), abs=0.01)
 
 
 def reduced(path: Path, *, share: float = 0.01, methods: list[str] | None = None) -> Scenario:
