@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sim.crowd import CrowdModel
+from sim.crowd.demand import choice_log_weight
 from sim.crowd.model import GONE, STAYING
 from sim.errors import ScenarioError
 from sim.scenario import parse_scenario
@@ -111,3 +112,39 @@ def test_fan_area_names_are_unique() -> None:
     areas.append(dict(areas[0]))
     with pytest.raises(ScenarioError, match="used twice"):
         parse_scenario(data)
+
+
+def test_choice_weight_of_a_fan_area_ignores_its_fill_until_it_is_full() -> None:
+    """Course stretches weigh by the share of room left; a fan area only by whether it
+    has room; both by attractiveness and walk; unreachable: never."""
+    attract = np.array([2.0, 2.0, 3.0, 3.0, 1.0])
+    room = np.array([50, 0, 10, 0, 100])
+    cap = np.array([100, 100, 1000, 1000, 100])
+    dist = np.array([0.0, 0.0, 500.0, 500.0, np.inf])
+    fan = np.array([False, False, True, True, False])
+    lw = choice_log_weight(attract, room, cap, dist, fan, distance_decay_m=1000.0)
+    np.testing.assert_allclose(lw[[0, 2]], [np.log(2.0 * 0.5), np.log(3.0) - 0.5])
+    assert np.isneginf(lw[[1, 3, 4]]).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fan_area_fills_to_its_capacity_when_its_draw_exceeds_it(seed: int) -> None:
+    """200 spectators, 31 % of whom choose the fan area when it is empty (a draw of about
+    60) and a capacity of 40: it is full, as its capacity and draw say. (Scaling its draw
+    by the room left would stop it at about 40 * (1 - exp(-1.5)) = 31.) With room for
+    120 the draw decides: about 60."""
+    for capacity, low, high in ((40, 40, 40), (120, 40, 80)):
+        data = fan_world(weight=5.3, capacity=capacity)
+        data["people"]["spectators"].update(count=200, arrival_sd_min=5.0)
+        scenario, streets, course = tiny_world(data)
+        model = CrowdModel(scenario, streets, course, seed=seed)
+        fan = model.stretches.n - 1
+        lw = model._log_weight(model._origin_node[[0]])[0]
+        share = np.exp(lw[fan]) / np.exp(lw).sum()
+        assert share == pytest.approx(0.306, abs=0.01)  # the draw: 200 * share
+        while model.tick * model.dt < 30 * 60:  # everybody has arrived by 13:30
+            model.step()
+        p = model.people
+        at_fan = int(((p.dest == fan) & (p.state == STAYING)).sum())
+        assert low <= at_fan <= high
+        assert model.summary()["outcomes"]["turned_away_no_room"] == 0

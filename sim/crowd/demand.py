@@ -3,10 +3,11 @@
 Spectators come in groups from origins (stations, car parks, neighbourhoods) along an
 arrival curve around the first team's start, and choose a viewing stretch of the course
 by its attractiveness (start, finish, check points, landmarks), the walk from their
-origin and the room left on it; fan areas off the course compete for them the same
-way. They stay until the last team has passed their stretch plus a random tail; a share
-leaves early. The background population is already in the
-area, indoors at home or at activity places, and makes walking trips at a daily rate.
+origin and the room left on it; fan areas off the course compete for them by
+attractiveness and walk while they have room (:func:`choice_log_weight`). They stay
+until the last team has passed their stretch plus a random tail; a share leaves early.
+The background population is already in the area, indoors at home or at activity
+places, and makes walking trips at a daily rate.
 Every number comes from ``scenario.people`` (defaults and sources are documented there).
 """
 
@@ -29,6 +30,7 @@ __all__ = [
     "SpectatorPlan",
     "ViewingStretches",
     "build_stretches",
+    "choice_log_weight",
     "last_team_passes_s",
     "plan_spectators",
 ]
@@ -163,6 +165,33 @@ def _fan_area_nodes(
         out.append(np.unique(near))
         course_m[i] = course.cum_m[int(ctree.query([x, y])[1])]
     return out, course_m
+
+
+def choice_log_weight(
+    attractiveness: np.ndarray,
+    room_left: np.ndarray,
+    capacity: np.ndarray,
+    dist_m: np.ndarray,
+    fan: np.ndarray,
+    *,
+    distance_decay_m: float,
+) -> np.ndarray:
+    """Log-weight of choosing each stretch (or fan area) in a spectator's weighted draw.
+
+    A course stretch weighs ``attractiveness * room_left / capacity * exp(-dist /
+    decay)``: spectators see how crowded a sidewalk is and spread along the course. A fan
+    area is a fenced ground with a gate: nobody sees how full it is from the station, so
+    it weighs ``attractiveness * exp(-dist / decay)`` until it is full. Scaling its draw
+    by the room left as well would fill it only to ``1 - exp(-draw / capacity)`` of its
+    capacity (63 % when the draw equals it), never to what its capacity and draw say.
+    Full or unreachable: ``-inf``. Arrays broadcast (e.g. rows of origins, columns of
+    stretches).
+    """
+    room = np.maximum(room_left, 0)
+    share = np.where(fan, (room > 0).astype(float), room / np.maximum(capacity, 1))
+    with np.errstate(divide="ignore"):
+        lw = np.log(attractiveness) + np.log(share) - dist_m / distance_decay_m
+    return np.where(np.isfinite(dist_m), lw, -np.inf)
 
 
 def last_team_passes_s(

@@ -44,7 +44,12 @@ from mesa.agent import AgentSet
 from sim.course import Course
 from sim.crowd.agents import BackgroundPopulation, SpectatorGroup
 from sim.crowd.closures import closures_from, connector_pieces, open_edges
-from sim.crowd.demand import build_stretches, last_team_passes_s, plan_spectators
+from sim.crowd.demand import (
+    build_stretches,
+    choice_log_weight,
+    last_team_passes_s,
+    plan_spectators,
+)
 from sim.crowd.movement import admit, swaps, weidmann_speed
 from sim.crowd.queues import held_at_nodes
 from sim.crowd.routing import RoutingTables
@@ -501,11 +506,14 @@ class CrowdModel(mesa.Model):
         st = self.stretches
         spec = self.scenario.people.spectators
         dist = self.routes.dist[: st.n][:, origin_node].T.astype(float)
-        room = np.maximum(self._open_cap - self._committed, 0) / np.maximum(st.capacity, 1)
-        with np.errstate(divide="ignore"):
-            lw = np.log(st.attractiveness) + np.log(room) - dist / spec.distance_decay_m
-        lw[~np.isfinite(dist)] = -np.inf
-        return lw
+        return choice_log_weight(
+            st.attractiveness,
+            self._open_cap - self._committed,
+            st.capacity,
+            dist,
+            st.fan,
+            distance_decay_m=spec.distance_decay_m,
+        )
 
     def _piece_only(self, lw: np.ndarray, piece: np.ndarray) -> np.ndarray:
         """Rule out, in place, the stretches outside each row's piece of the course
@@ -536,6 +544,11 @@ class CrowdModel(mesa.Model):
                     self._log_weight(self._origin_node[[o]]), self._row_piece[[group.members.start]]
                 )[0]
             k = group.choose_viewing_spot(weights[key])
+            while k >= 0 and st.fan[k] and self._open_cap[k] - self._committed[k] < group.size:
+                # the whole group does not fit in the fan area: choose among the rest
+                rest = weights[key].copy()
+                rest[k] = -np.inf
+                k = group.choose_viewing_spot(rest)
             rows = group.members
             if k < 0:
                 reachable = np.isfinite(self.routes.dist[: st.n, self._origin_node[o]]).any()
@@ -545,11 +558,13 @@ class CrowdModel(mesa.Model):
                 continue
             self._committed[k] += group.size
             left = self._open_cap[k] - self._committed[k]
-            weights[key][k] = (  # the room left changed: update this stretch's weight
-                np.log(st.attractiveness[k] * left / max(st.capacity[k], 1))
-                - float(self.routes.dist[k, self._origin_node[o]]) / decay
-                if left > 0
-                else -np.inf
+            weights[key][k] = choice_log_weight(  # the room left changed: update its weight
+                st.attractiveness[k],
+                left,
+                st.capacity[k],
+                float(self.routes.dist[k, self._origin_node[o]]),
+                st.fan[k],
+                distance_decay_m=decay,
             )
             group.decide_when_to_leave(t, float(self._last_pass[k]))
             p.state[rows] = WAITING
@@ -810,6 +825,14 @@ class CrowdModel(mesa.Model):
         score = lw + self.rng.gumbel(size=lw.shape)
         k = np.argmax(score, axis=1)
         ok = np.isfinite(score[np.arange(len(rows)), k])
+        fans = np.flatnonzero(self.stretches.fan)
+        for i, f in enumerate(fans):  # a fan area takes no more than its room
+            mine = np.flatnonzero(ok & (k == f))
+            over = mine[max(int(self._open_cap[f] - self._committed[f]), 0) :]
+            if len(over):
+                score[over[:, None], fans[None, : i + 1]] = -np.inf  # this one and those done
+                k[over] = np.argmax(score[over], axis=1)
+                ok[over] = np.isfinite(score[over, k[over]])
         p.dest[rows[ok]] = k[ok]
         self._committed += np.bincount(k[ok], minlength=S)
         home = rows[~ok]
