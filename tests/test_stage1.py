@@ -282,7 +282,9 @@ def test_stage1_scenario_validates() -> None:
     assert race is not None and race.kind == "road"
     assert race.first_start == dt.time(12, 0) and race.finish is not None
     gaps = [w for w in scenario.route.waypoints if w.gap]
-    assert len(gaps) == 1 and gaps[0].km == 0.0 and gaps[0].time == dt.time(12, 25)
+    assert len(gaps) == 1 and gaps[0].km == pytest.approx(7.106)  # the region boundary
+    km0 = [w for w in scenario.route.waypoints if w.km == 0.0]
+    assert len(km0) == 1 and km0[0].time == dt.time(12, 25)
     assert scenario.route.waypoints[-1].km == 194.5
     assert scenario.people.spectators.piece_shares == [1.0, 2.0]
     assert [c.pieces for c in scenario.closures if c.course] == [[0], [1]]
@@ -294,10 +296,11 @@ def test_stage1_pieces_on_the_real_region_extract() -> None:
 
     No published length was found for the two Brussels parts, so each is compared with
     the straight lines between its waypoints (the walk on the streets may be longer, but
-    not much) and with a range around what the 2013 graph gives (measured: 8.79 km from
-    Place Royale to km 0 on Bd Mettewie, 14.98 km from the region boundary on the Avenue
-    de Tervueren to the finish). The finish must read the published 194.5 km of race
-    distance (course km minus the neutral section).
+    not much) and with a range around what the 2013 graph gives (measured: 15.89 km from
+    Place Royale by km 0 on Bd Mettewie to the region boundary on the Route de Lennik,
+    14.98 km from the region boundary on the Avenue de Tervueren to the finish). The
+    finish must read the published 194.5 km of race distance (course km minus the
+    neutral section).
     """
     streets = streets_from_file(data_file(REGION))
     scenario = load_scenario(STAGE1)
@@ -310,7 +313,7 @@ def test_stage1_pieces_on_the_real_region_extract() -> None:
         assert np.hypot(cx - x, cy - y).min() <= 150.0, w.name
     piece = np.cumsum([0] + [int(w.gap) for w in wps[:-1]])
     lengths = course.piece_m[:, 1] - course.piece_m[:, 0]
-    for k, (low, high) in enumerate([(6000.0, 12000.0), (12000.0, 18000.0)]):
+    for k, (low, high) in enumerate([(13000.0, 19000.0), (12000.0, 18000.0)]):
         idx = np.flatnonzero(piece == k)
         straight = np.hypot(np.diff(wx[idx]), np.diff(wy[idx])).sum()
         assert straight <= lengths[k] <= 1.25 * straight
@@ -334,6 +337,47 @@ def test_stage1_pieces_on_the_real_region_extract() -> None:
     assert 0.75 * 100_000 <= by_noon <= 100_000
     assert (plan.group_arrive_s[~morning] > noon).mean() > 0.95  # the afternoon crowd
     assert spec.count + scenario.people.background.count == 500_000
+
+
+@pytest.mark.realdata
+def test_stage1_morning_piece_leaves_the_region_through_anderlecht() -> None:
+    """After km 0 the morning piece goes on through Anderlecht and ends where the Route de
+    Lennik leaves the region (the last node with its French name, towards Lennik): 7.1 km
+    on main roads, passed about ten minutes after the 12:25 start, closed with the morning
+    piece and crossable at its crossing points."""
+    streets = streets_from_file(data_file(REGION))
+    scenario = load_scenario(STAGE1)
+    course = build_course(streets, scenario.route, scenario=scenario)
+    wps = scenario.route.waypoints
+    km0 = next(i for i, w in enumerate(wps) if w.km == 0.0)
+    end = next(i for i, w in enumerate(wps) if w.gap)
+    assert end > km0
+    race_km = course.waypoint_km[end] - course.waypoint_km[km0]
+    assert race_km == pytest.approx(wps[end].km, abs=0.01)  # the km stated is the measured one
+    assert 5.0 <= race_km <= 9.0
+    last = course.nodes[course.piece_stop[0] - 1]
+    lennik = streets.edges_named("Route de Lennik")
+    on_lennik = np.unique(np.concatenate([streets.edge_u[lennik], streets.edge_v[lennik]]))
+    assert last in on_lennik
+    assert streets.x[last] == pytest.approx(streets.x[on_lennik].min())  # its western end
+    # the stretch after km 0 runs on main roads only
+    stop = int(course.piece_stop[0]) - 1  # edges of piece 0 (the next one is the gap)
+    after = course.edges[:stop][course.cum_m[:stop] >= course.waypoint_km[km0] * 1000.0]
+    assert set(streets.highway[after]) <= {"primary", "secondary", "tertiary"}
+    event = scenario.event
+    passes = course.passes_s(event, np.array([course.waypoint_km[end] * 1000.0]))[0]
+    start = (dt.datetime(2019, 7, 6, 12, 25) - dt.datetime(2019, 7, 6, 9)).total_seconds()
+    tail = 60.0 * event.race.tail_min
+    assert 5 * 60 <= passes - tail - start <= 15 * 60
+    crossings = [
+        c for c in scenario.route.crossings if "Anderlecht" in c.name or "Lennik" in c.name
+    ]
+    cx, cy = to_metres([c.lon for c in crossings], [c.lat for c in crossings])
+    piece0 = course.nodes[: stop + 1]
+    for c, x, y in zip(crossings, cx, cy, strict=True):
+        d = np.hypot(streets.x[piece0] - x, streets.y[piece0] - y).min()
+        assert d <= scenario.people.crossing_radius_m, c.name
+    assert len(crossings) >= race_km / 1.5  # one every 1-1.5 km, as on the rest
 
 
 @pytest.mark.realdata
