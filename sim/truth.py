@@ -4,7 +4,8 @@ Every estimate is scored against these tables. Zone counts are headcounts at the
 tick of each bin (everybody, and spectators separately). Street figures are per street
 segment (both directions of a street share its sidewalks) per bin: mean density
 (persons/m2) over the bin's ticks, flow (persons entering per metre of usable width per
-minute) and Fruin's walkway level of service from that flow.
+minute) and Fruin's walkway level of service: the worse of the level read from that flow
+and the level read from that density (a standing jam is F, not A).
 
 Tables (Parquet): ``truth_zones`` has one row per zone and bin for course segments and
 named areas, and per *occupied* grid tile and bin (a missing grid row means 0);
@@ -25,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy import sparse
 
-from sim.crowd.movement import FRUIN_LIMITS
+from sim.crowd.movement import fruin_los_code
 from sim.crowd.walkgraph import MIN_EDGE_LENGTH_M, WalkGraph
 from sim.io import atomic_path
 from sim.zones import Zones
@@ -199,8 +200,7 @@ class TruthRecorder:
                 "density": cat(2),
                 "flow_pmm": flow.astype(np.float32),
                 "los": pd.Categorical.from_codes(  # the level's index is its code
-                    np.searchsorted(FRUIN_LIMITS, flow, side="right").astype(np.int8),
-                    categories=list("ABCDEF"),
+                    fruin_los_code(flow, cat(2)), categories=list("ABCDEF")
                 ),
             }
         )

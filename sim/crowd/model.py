@@ -9,11 +9,16 @@ movement is one vectorised NumPy update per tick over flat arrays (``self.people
 A person is in exactly one state every tick: ``pending`` (not yet come), ``waiting`` (at
 a node, wanting to go on), ``walking`` (on an edge), ``staying`` (watching the race on a
 course sidewalk, or indoors at home or an activity place) or ``gone`` (left the area).
-Walkers sit at an offset along an edge; their speed follows Weidmann's relation from the
-density of the street segment they are on (both directions share it); nobody enters a
-segment at jam density, so queues form at nodes (first come, first served); a walker held
-there longer than ``people.reroute_patience_s`` takes the best other street with room (a
-local detour by the same distance tables). A walker who reaches a node with time left in
+Walkers sit at an offset along an edge and walk at ``v0 share(min(rho, rho_c))``, Weidmann's
+relation at the density of the moving part of their segment (both directions share it;
+people queued at its end or standing to watch are not moving). Walkers who reach the end
+of an edge queue there. Nodes follow the cell-transmission rule (Daganzo 1994/95,
+:mod:`sim.crowd.movement`): per tick a segment sends across its downstream node at most
+its demand and receives at most its supply (never above jam density), first come first
+served, with fractional capacity carried over between ticks; opposite queues at a node
+trade places within both segments' demand. A walker held longer than
+``people.reroute_patience_s`` takes the best other street with room (a local detour by
+the same distance tables). A walker who reaches a node with time left in
 the tick walks on (up to ``MAX_HOPS`` edges a tick).
 Routes come from shortest-path trees (:mod:`sim.crowd.routing`) rebuilt whenever closures
 change; people on an edge that closes step off it to its nearer end and are routed from
@@ -45,7 +50,7 @@ from sim.course import Course
 from sim.crowd.agents import BackgroundPopulation, SpectatorGroup
 from sim.crowd.closures import closures_from, connector_pieces, open_edges
 from sim.crowd.demand import build_stretches, last_team_passes_s, plan_spectators
-from sim.crowd.movement import admit, swaps, weidmann_speed
+from sim.crowd.movement import FundamentalDiagram, admit, refill, swaps, weidmann_speed
 from sim.crowd.routing import RoutingTables
 from sim.crowd.walkgraph import build_walk_graph
 from sim.errors import ScenarioError
@@ -147,6 +152,9 @@ class CrowdModel(mesa.Model):
         self.bin_ticks = round(scenario.zones.bin_s / self.dt)
         self.tick = 0
         self.jam = people_cfg.jam_density
+        self.fd = FundamentalDiagram(
+            people_cfg.free_speed_mps, jam_density=self.jam, q_max=people_cfg.q_max
+        )
 
         g = build_walk_graph(streets, course, scenario)
         self.graph = g
@@ -185,6 +193,10 @@ class CrowdModel(mesa.Model):
         self._open = np.ones(g.n_edges, dtype=bool)
         self._extra_width = np.zeros(g.n_edges)
         self._closures_on: tuple[bool, ...] | None = None
+        # node rule accumulators (walkers' worth of capacity): what each directed edge may
+        # still send across its head, what each segment may still receive
+        self._send = np.ones(g.n_edges)
+        self._recv = np.ones(g.n_segs)
 
         # viewing room: one directed edge per segment holds the viewers of that segment
         st = self.stretches
@@ -426,6 +438,10 @@ class CrowdModel(mesa.Model):
         width = g.seg_width(extra)
         self.seg_area = self._seg_len * width
         self.seg_cap = np.floor(self.jam * self.seg_area).astype(np.int64)
+        self.seg_width = width
+        # capacity per tick: sending across an edge's head, receiving below rho_c
+        self._recv_cap = self.fd.q_max * width * self.dt
+        self._send_cap = self._recv_cap[self._edge_seg]
         # viewing room of each stretch on sidewalks open to pedestrians (a stretch in a
         # closed road tunnel offers none): spectators choose by this room
         st = self.stretches
@@ -465,6 +481,7 @@ class CrowdModel(mesa.Model):
         self._entered = []
         self._arrivals(t)
         self._departures(t)
+        self._refill()
         self._at_nodes(t)
         self._walk(t)
         entered = np.concatenate(self._entered) if self._entered else np.zeros(0, np.int64)
@@ -637,31 +654,68 @@ class CrowdModel(mesa.Model):
         queue = rows[p.want[rows] >= 0]
         if len(queue) == 0:
             return none
-        room = self.seg_cap - self.occ
         nxt = p.want[queue]
         want = self._edge_seg[nxt]
-        full = room[want] <= 0  # a full segment admits nobody, but counterflow swaps
-        swap = np.zeros(len(queue), dtype=bool)
-        if full.any():
-            own = np.where(p.edge[queue] >= 0, self._edge_seg[p.edge[queue]], -1)
-            swap[full] = swaps(own[full], want[full], p.since[queue[full]])
-        free = np.flatnonzero(~full | swap)
-        swap = swap[free]
-        ok = swap.copy()  # swaps take no room; the rest queue for it
-        ok[~swap] = admit(want[free[~swap]], p.since[queue[free[~swap]]], room)
-        moved = self._enter(queue[free[ok]], nxt[free[ok]], want[free[ok]])
-        # who has waited out their patience and is still held: a detour, if there is one
-        held = np.ones(len(queue), dtype=bool)
-        held[free[ok]] = False
-        held &= p.since[queue] <= t - self.scenario.people.reroute_patience_s
+        since = p.since[queue]
+        own_edge = p.edge[queue]
+        on = own_edge >= 0
+        # demand: the first walkers of each edge's queue, as many as it may still send
+        sent = np.ones(len(queue), dtype=bool)  # walkers at a node (not on an edge) may go
+        if on.any():
+            sent[on] = admit(own_edge[on], since[on], np.floor(self._send))
+        cand = np.flatnonzero(sent)
+        own = np.where(on, self._edge_seg[np.maximum(own_edge, 0)], -1)
+        # counterflow: opposite queues within demand trade places (no room needed)
+        swap = swaps(own[cand], want[cand], since[cand])
+        rest = cand[~swap]
+        ok = admit(want[rest], since[rest], self._room())  # supply, first come first served
+        go = np.concatenate([cand[swap], rest[ok]])
+        self._spend(self._recv, want[rest[ok]])
+        moved = self._enter(queue[go], nxt[go], want[go])
+        # who has waited out their patience and is still held by the street ahead (not
+        # by their own edge's demand): a detour, if there is one
+        held = sent.copy()
+        held[go] = False
+        held &= since <= t - self.scenario.people.reroute_patience_s
         if held.any():
             rows, nxt = self._detours(queue[held])
             if len(rows):
                 want = self._edge_seg[nxt]
-                ok = admit(want, p.since[rows], self.seg_cap - self.occ)
+                ok = admit(want, p.since[rows], self._room())
                 self.detours += int(ok.sum())
+                self._spend(self._recv, want[ok])
                 moved = np.concatenate([moved, self._enter(rows[ok], nxt[ok], want[ok])])
         return moved
+
+    def _room(self) -> np.ndarray:
+        """Walkers each segment may receive now: its supply left, within its room."""
+        room = np.floor(self._recv).astype(np.int64)
+        np.minimum(room, self.seg_cap - self.occ, out=room)
+        return room
+
+    def _spend(self, credit: np.ndarray, index: np.ndarray) -> None:
+        """One walker's worth of capacity less in ``credit[index]`` for every entry."""
+        if len(index) * 4 < len(credit):
+            np.subtract.at(credit, index, 1.0)
+        elif len(index):
+            credit -= np.bincount(index, minlength=len(credit))
+
+    def _refill(self) -> None:
+        """Add this tick's capacity to the node rule's accumulators.
+
+        Every edge may send ``q_max w dt`` across its head: the queue at the end of a
+        segment discharges at capacity (``q(min(rho, rho_c))`` with the queue at
+        ``rho >= rho_c``), while in free flow walkers reach the end at the flow of their
+        own density by walking. A segment receives ``q(max(rho, rho_c)) w dt``: capacity
+        below the critical density, less and less towards jam density.
+        """
+        refill(self._send, self._send_cap)
+        supply = self._recv_cap.copy()
+        rho = self.occ / self.seg_area
+        dense = np.flatnonzero(rho > self.fd.rho_c)
+        if len(dense):
+            supply[dense] = self.fd.supply(rho[dense]) * self.seg_width[dense] * self.dt
+        refill(self._recv, supply)
 
     def _enter(self, rows: np.ndarray, nxt: np.ndarray, seg: np.ndarray) -> np.ndarray:
         """Walkers `rows` leave their edge (if on one) and enter edges `nxt` (segments
@@ -671,6 +725,7 @@ class CrowdModel(mesa.Model):
         had = old >= 0
         _bump(self.occ, g.seg[old[had]], -1)
         _bump(self.occ, seg, 1)
+        self._spend(self._send, old[had])
         p.edge[rows] = nxt
         p.s[rows] = 0.0
         p.state[rows] = WALKING
@@ -692,7 +747,7 @@ class CrowdModel(mesa.Model):
         Returns the rows that have a detour and the edge each takes.
         """
         p, g, r = self.people, self.graph, self.routes
-        room = self.seg_cap - self.occ
+        room = self._room()
         on = p.edge[rows]
         cur = np.where(on >= 0, g.ev[np.maximum(on, 0)], p.node[rows]).astype(np.intp)
         own = np.where(on >= 0, self._edge_seg[np.maximum(on, 0)], -1)
@@ -848,6 +903,10 @@ class CrowdModel(mesa.Model):
     def _walk(self, t: float) -> None:
         """Move every walker along its edge for one tick (Weidmann speed).
 
+        The speed is ``v0 share(min(rho, rho_c))`` with ``rho`` the density of the moving
+        part of the segment; walkers who reach the end stop there and queue (the node
+        rule in :meth:`_at_nodes` lets them through).
+
         A walker who reaches the end of its edge with time to spare decides at the node
         and, if admitted, walks on with the time left, up to ``MAX_HOPS`` edges per tick,
         so short edges do not slow walkers down.
@@ -864,24 +923,33 @@ class CrowdModel(mesa.Model):
         else:
             rows = self._active[p.state[self._active] == WALKING]
         left = np.full(len(rows), self.dt)
-        min_share = self.scenario.people.min_speed_share
+        if len(rows) == 0:
+            return
+        # density of the moving part of each segment: the walkers on it, over its area
+        # less the room of those standing (queued at its end or watching) at jam density
+        seg_all = self._edge_seg[p.edge[rows]]
+        few = len(rows) * 4 < len(self.occ)
+        if few:
+            segs, inverse, moving = np.unique(seg_all, return_inverse=True, return_counts=True)
+            standing = self.occ[segs] - moving
+            area = self.seg_area[segs]
+        else:
+            moving = np.bincount(seg_all, minlength=len(self.occ))
+            standing = self.occ - moving
+            area = self.seg_area
+        free_area = np.maximum(area - standing / self.jam, 1e-3 * area)
+        rho = np.minimum(moving / free_area, self.fd.rho_c)
+        factor = weidmann_speed(rho, 1.0, jam_density=self.jam)
         for hop in range(MAX_HOPS):
             if len(rows) == 0:
                 return
             e = p.edge[rows].astype(np.intp)  # one cast instead of one per gather
-            seg = self._edge_seg[e]
-            if len(rows) > len(self.occ):  # one speed factor per segment is cheaper
-                factor = weidmann_speed(
-                    self.occ / self.seg_area, 1.0, jam_density=self.jam, min_share=min_share
-                )
-                v = p.free_speed[rows] * factor[seg]
-            else:
-                v = weidmann_speed(
-                    self.occ[seg] / self.seg_area[seg],
-                    p.free_speed[rows],
-                    jam_density=self.jam,
-                    min_share=min_share,
-                )
+            if hop == 0:
+                v = p.free_speed[rows] * factor[inverse if few else seg_all]
+            else:  # walked on within the tick: the new segment's density, at most rho_c
+                seg = self._edge_seg[e]
+                rho_now = np.minimum(self.occ[seg] / self.seg_area[seg], self.fd.rho_c)
+                v = weidmann_speed(rho_now, p.free_speed[rows], jam_density=self.jam)
             length = g.length[e]
             s = v * left
             s += p.s[rows]
