@@ -155,6 +155,7 @@ class CrowdModel(mesa.Model):
         self.fd = FundamentalDiagram(
             people_cfg.free_speed_mps, jam_density=self.jam, q_max=people_cfg.q_max
         )
+        self._patience = people_cfg.reroute_patience_s
 
         g = build_walk_graph(streets, course, scenario)
         self.graph = g
@@ -435,13 +436,7 @@ class CrowdModel(mesa.Model):
         self._closures_on = active
         self._open = open_
         self._extra_width = extra
-        width = g.seg_width(extra)
-        self.seg_area = self._seg_len * width
-        self.seg_cap = np.floor(self.jam * self.seg_area).astype(np.int64)
-        self.seg_width = width
-        # capacity per tick: sending across an edge's head, receiving below rho_c
-        self._recv_cap = self.fd.q_max * width * self.dt
-        self._send_cap = self._recv_cap[self._edge_seg]
+        self._set_widths(g.seg_width(extra))
         # viewing room of each stretch on sidewalks open to pedestrians (a stretch in a
         # closed road tunnel offers none): spectators choose by this room
         st = self.stretches
@@ -454,6 +449,15 @@ class CrowdModel(mesa.Model):
             self.people.want[:] = -1  # routes changed: decide again
         if self.tick > 0 or t > 0:
             self._step_off_closed()
+
+    def _set_widths(self, width: np.ndarray) -> None:
+        """Usable width of every segment: its area, room and node capacities per tick."""
+        self.seg_width = width
+        self.seg_area = self._seg_len * width
+        self.seg_cap = np.floor(self.jam * self.seg_area).astype(np.int64)
+        # capacity per tick: sending across an edge's head, receiving below rho_c
+        self._recv_cap = self.fd.q_max * width * self.dt
+        self._send_cap = self._recv_cap[self._edge_seg]
 
     def _step_off_closed(self) -> None:
         """People on an edge that just closed step off to its nearer end."""
@@ -481,9 +485,7 @@ class CrowdModel(mesa.Model):
         self._entered = []
         self._arrivals(t)
         self._departures(t)
-        self._refill()
-        self._at_nodes(t)
-        self._walk(t)
+        self._move(t)
         entered = np.concatenate(self._entered) if self._entered else np.zeros(0, np.int64)
         self.truth.add_tick(self.occ, entered)
         self.tick += 1
@@ -491,6 +493,12 @@ class CrowdModel(mesa.Model):
             self._close_bin()
         for observer in self._observers:
             observer(self)
+
+    def _move(self, t: float) -> None:
+        """The movement of one tick: node capacities, node decisions, walking."""
+        self._refill()
+        self._at_nodes(t)
+        self._walk(t)
 
     def run(self) -> CrowdModel:
         """Run every tick of the event and return the model."""
@@ -676,7 +684,7 @@ class CrowdModel(mesa.Model):
         # by their own edge's demand): a detour, if there is one
         held = sent.copy()
         held[go] = False
-        held &= since <= t - self.scenario.people.reroute_patience_s
+        held &= since <= t - self._patience
         if held.any():
             rows, nxt = self._detours(queue[held])
             if len(rows):
@@ -959,9 +967,9 @@ class CrowdModel(mesa.Model):
             p.state[done] = WAITING
             p.want[done] = -1
             p.since[done] = t
+            self._spare[done] = (s[end] - length[end]) / np.maximum(v[end], 1e-9)
             if hop == MAX_HOPS - 1 or len(done) == 0:
                 return
-            self._spare[done] = (s[end] - length[end]) / np.maximum(v[end], 1e-9)
             rows = self._at_nodes(t, done)
             left = self._spare[rows]
 
