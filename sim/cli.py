@@ -242,6 +242,31 @@ def compare(
         typer.echo(f"wrote {path}")
 
 
+@app.command()
+def verify(
+    suite: Annotated[str, typer.Argument(help="The suite to run: 'crowd'.")],
+    case: Annotated[
+        list[str] | None, typer.Option("--case", help="Run only this case (repeatable).")
+    ] = None,
+) -> None:
+    """Check a model against the literature: a table of expected vs measured, then one
+    JSON object on the last line; exit status 1 if a check fails."""
+    if suite != "crowd":
+        raise _fail(CrowdsimError(f"verify: unknown suite {suite!r}; allowed: 'crowd'"))
+    from sim.crowd.verify import format_table, run_cases
+
+    try:
+        checks, seconds = run_cases(case)
+    except ValueError as exc:
+        raise _fail(exc) from exc
+    typer.echo(format_table(checks))
+    passed = all(c.ok for c in checks)
+    summary = {"suite": suite, "passed": passed, "seconds": seconds}
+    typer.echo(json.dumps(summary | {"checks": [c.as_dict() for c in checks]}))
+    if not passed:
+        raise typer.Exit(code=1)
+
+
 def _parse_spawn_key(text: str) -> tuple[int, ...]:
     try:
         key = tuple(int(part) for part in text.split(",") if part.strip())

@@ -485,11 +485,15 @@ class People(_Section):
     jam_density: float = Field(
         5.4, gt=0, description="persons/m2 at which walking stops (Weidmann 1993, DESIGN §3)"
     )
-    min_speed_share: float = Field(
-        0.05,
-        ge=0,
-        lt=1,
-        description="floor of speed/free speed near jam, so jammed edges drain (assumption)",
+    q_max: float | None = Field(
+        None,
+        gt=0,
+        le=5,
+        description="capacity of a walkway, persons per metre of width per second: the most "
+        "a segment sends across a node or receives (cell-transmission node rule, Daganzo "
+        "1994/95). Unset: Weidmann's maximum of q = rho v(rho), about 1.22 at 1.75 /m2 "
+        "(Weidmann 1993). Short bottlenecks measure 1.6-1.9 (Seyfried et al. 2009; Kretz "
+        "et al. 2006): set it in that range to test a more generous capacity",
     )
     reroute_patience_s: float = Field(
         60.0,

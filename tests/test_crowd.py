@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 from sim.course import Course, build_course
 from sim.crowd import CrowdModel
 from sim.crowd.model import GONE, PENDING, STAYING, WAITING, WALKING
-from sim.crowd.movement import admit, fruin_los, swaps, weidmann_speed
+from sim.crowd.movement import (
+    FundamentalDiagram,
+    admit,
+    fruin_los,
+    fruin_los_code,
+    refill,
+    swaps,
+    weidmann_speed,
+)
 from sim.crowd.routing import RoutingTables
 from sim.crowd.walkgraph import build_walk_graph
 from sim.errors import ScenarioError
@@ -109,10 +117,51 @@ def tiny_world(data: dict[str, Any]) -> tuple[Scenario, Streets, Course]:
 
 def test_weidmann_known_values() -> None:
     v0 = np.full(4, 1.34)
-    v = weidmann_speed(np.array([0.0, 1.0, 5.4, 9.0]), v0, jam_density=5.4, min_share=0.05)
+    v = weidmann_speed(np.array([0.0, 1.0, 5.4, 9.0]), v0, jam_density=5.4)
     expected_1 = 1.34 * (1 - np.exp(-1.913 * (1.0 - 1 / 5.4)))
-    np.testing.assert_allclose(v, [1.34, expected_1, 0.067, 0.067])
-    assert weidmann_speed(np.array([5.4]), np.array([1.34]))[0] == 0.0
+    np.testing.assert_allclose(v, [1.34, expected_1, 0.0, 0.0])
+
+
+def test_fundamental_diagram_capacity_and_node_rule() -> None:
+    """Weidmann's q = rho v(rho) peaks at about 1.22 /(m s) near 1.75 /m2; demand and
+    supply are its two halves; a capacity parameter scales the flow, not rho_c."""
+    fd = FundamentalDiagram(1.34, jam_density=5.4)
+    assert 1.20 < fd.q_max < 1.24
+    assert 1.65 < fd.rho_c < 1.85
+    np.testing.assert_allclose(fd.demand(np.array([0.5, 3.0])), [fd.flow(0.5), fd.q_max])
+    np.testing.assert_allclose(fd.supply(np.array([0.5, 3.0])), [fd.q_max, fd.flow(3.0)])
+    np.testing.assert_allclose(
+        fd.flow(np.array([2.0, 3.0, 4.0, 5.0])), [1.21, 0.99, 0.62, 0.19], atol=0.015
+    )
+    wide = FundamentalDiagram(1.34, jam_density=5.4, q_max=1.8)
+    assert wide.rho_c == fd.rho_c
+    np.testing.assert_allclose(wide.flow(3.0), fd.flow(3.0) * 1.8 / fd.q_max)
+
+
+def test_refill_carries_fractions_over_but_banks_no_burst() -> None:
+    credit = np.zeros(2)
+    per_tick = np.array([0.4, 3.0])
+    for _ in range(10):
+        refill(credit, per_tick)
+    np.testing.assert_allclose(credit, [1.4, 4.0])  # idle: one walker beyond a tick
+    credit[:] = 0.0
+    passed = 0
+    for _ in range(10):  # a queue that always waits: 0.4 per tick on average
+        refill(credit, per_tick)
+        n = np.floor(credit[0])
+        credit[0] -= n
+        passed += int(n)
+    assert passed == 4
+
+
+def test_fruin_level_is_the_worse_of_flow_and_density() -> None:
+    # a standing jam: 5.4 /m2 and 21 persons/m/min (flow alone says A) is F
+    assert fruin_los_code(np.array([21.0]), np.array([5.4]))[0] == 5
+    # area per person 3.3 / 2.3 / 1.4 / 0.9 / 0.46 m2 begin levels A-E, at no flow
+    area = np.array([4.0, 3.3, 3.29, 2.3, 1.4, 0.9, 0.46, 0.45])
+    codes = fruin_los_code(np.zeros(len(area)), 1.0 / area)
+    assert "".join("ABCDEF"[c] for c in codes) == "AABBCDEF"
+    assert fruin_los_code(np.array([90.0]), np.array([0.0]))[0] == 5  # heavy flow
 
 
 def test_fruin_levels_of_service_at_their_limits() -> None:

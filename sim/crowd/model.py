@@ -1,5 +1,11 @@
 """CrowdModel: the Mesa model of the crowd, with all walkers moved as arrays.
 
+The model is the tick and the decisions. What it reads is built elsewhere: the world
+(walking graph, stretches, routes, zones) once in :mod:`sim.crowd.world`; the people's
+state arrays and codes in :mod:`sim.crowd.people`; who leaves when in
+:mod:`sim.crowd.calendar`; the movement kernels (pure array functions) in
+:mod:`sim.crowd.movement`; the truth it records in :mod:`sim.crowd.truth`.
+
 Mesa is the skeleton: the model owns the seeded ``rng``, its agents (one
 :class:`SpectatorGroup` per group, one :class:`BackgroundPopulation`) sit in Mesa's
 AgentSet, and a DataCollector records model-level series once per time bin. Agents decide
@@ -9,11 +15,16 @@ movement is one vectorised NumPy update per tick over flat arrays (``self.people
 A person is in exactly one state every tick: ``pending`` (not yet come), ``waiting`` (at
 a node, wanting to go on), ``walking`` (on an edge), ``staying`` (watching the race on a
 course sidewalk, or indoors at home or an activity place) or ``gone`` (left the area).
-Walkers sit at an offset along an edge; their speed follows Weidmann's relation from the
-density of the street segment they are on (both directions share it); nobody enters a
-segment at jam density, so queues form at nodes (first come, first served); a walker held
-there longer than ``people.reroute_patience_s`` takes the best other street with room (a
-local detour by the same distance tables). A walker who reaches a node with time left in
+Walkers sit at an offset along an edge and walk at ``v0 share(min(rho, rho_c))``, Weidmann's
+relation at the density of the moving part of their segment (both directions share it;
+people queued at its end or standing to watch are not moving). Walkers who reach the end
+of an edge queue there. Nodes follow the cell-transmission rule (Daganzo 1994/95,
+:mod:`sim.crowd.movement`): per tick a segment sends across its downstream node at most
+its demand and receives at most its supply (never above jam density), first come first
+served, with fractional capacity carried over between ticks; opposite queues at a node
+trade places within both segments' demand. A walker held longer than
+``people.reroute_patience_s`` takes the best other street with room (a local detour by
+the same distance tables). A walker who reaches a node with time left in
 the tick walks on (up to ``MAX_HOPS`` edges a tick).
 Routes come from shortest-path trees (:mod:`sim.crowd.routing`) rebuilt whenever closures
 change; people on an edge that closes step off it to its nearer end and are routed from
@@ -34,7 +45,6 @@ from a full stretch, went home without a spot, no route.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import mesa
@@ -43,73 +53,32 @@ from mesa.agent import AgentSet
 
 from sim.course import Course
 from sim.crowd.agents import BackgroundPopulation, SpectatorGroup
-from sim.crowd.closures import closures_from, connector_pieces, open_edges
-from sim.crowd.demand import (
-    build_stretches,
-    choice_log_weight,
-    last_team_passes_s,
-    plan_spectators,
+from sim.crowd.calendar import DepartureCalendar
+from sim.crowd.closures import open_edges
+from sim.crowd.demand import choice_log_weight, plan_spectators
+from sim.crowd.movement import FundamentalDiagram, admit, refill, swaps, weidmann_speed
+from sim.crowd.people import (
+    BACKGROUND,
+    GONE,
+    PENDING,
+    SPECTATOR,
+    STATES,
+    STAYING,
+    WAITING,
+    WALKING,
+    People,
+    PositionSnapshot,
 )
-from sim.crowd.movement import admit, swaps, weidmann_speed
 from sim.crowd.queues import held_at_nodes
-from sim.crowd.routing import RoutingTables
-from sim.crowd.walkgraph import build_walk_graph
-from sim.errors import ScenarioError
+from sim.crowd.truth import TruthRecorder
+from sim.crowd.world import CrowdWorld, build_world
 from sim.scenario import Scenario
-from sim.streets import Streets, to_metres
-from sim.truth import TruthRecorder
-from sim.zones import Zones, build_places, build_zones
+from sim.streets import Streets
 
-__all__ = ["STATES", "CrowdModel", "People", "PositionSnapshot"]
+__all__ = ["STATES", "CrowdModel", "People", "PositionSnapshot"]  # the last three: people.py
 
-PENDING, WAITING, WALKING, STAYING, GONE = range(5)
-#: Names of the states, indexed by their code.
-STATES = ("pending", "waiting", "walking", "staying", "gone")
-SPECTATOR, BACKGROUND = 0, 1
 #: Most edges a walker may enter in one tick (short edges are walked through).
 MAX_HOPS = 4
-#: Ticks of departures filed per tick at a time (later ones wait in one flat list).
-CALENDAR_TICKS = 120
-
-
-@dataclass(eq=False)
-class People:
-    """Everybody in the model, one row each (spectators first, then background).
-
-    ``edge`` is the internal edge a person is on (-1 when at a node: ``node`` then says
-    which); ``s`` the offset along it (m); ``dest`` the routing destination (a row of the
-    routing tables); ``since`` when the person started waiting (queue priority);
-    ``leave_s`` when a staying person moves on.
-    """
-
-    kind: np.ndarray
-    state: np.ndarray
-    edge: np.ndarray
-    s: np.ndarray
-    node: np.ndarray
-    dest: np.ndarray
-    free_speed: np.ndarray
-    since: np.ndarray
-    leave_s: np.ndarray
-    origin: np.ndarray
-    place: np.ndarray  # background: activity place they are at or going to (-1 home)
-    want: np.ndarray  # next edge a waiting walker queues for (-1: not decided yet)
-
-    @property
-    def n(self) -> int:
-        """Number of people."""
-        return len(self.kind)
-
-
-@dataclass(frozen=True)
-class PositionSnapshot:
-    """Where everybody is at one tick (for the network stage): NaN where absent."""
-
-    t_s: float
-    x: np.ndarray
-    y: np.ndarray
-    present: np.ndarray
-    spectator: np.ndarray
 
 
 class CrowdModel(mesa.Model):
@@ -126,6 +95,12 @@ class CrowdModel(mesa.Model):
     seed
         Seed of the model's generator (an int or a ``numpy.random.SeedSequence``, e.g.
         ``ctx.seeds["crowd"]``); every random draw of the crowd comes from ``self.rng``.
+    world
+        The world built by :func:`~sim.crowd.world.build_world` for these inputs (built
+        here by default; pass one to share it between runs: it is never modified).
+    truth
+        Makes the truth recorder from the world (by default a
+        :class:`~sim.crowd.truth.TruthRecorder` of the scenario's zones and bins).
 
     Raises
     ------
@@ -140,6 +115,8 @@ class CrowdModel(mesa.Model):
         course: Course,
         *,
         seed: int | np.random.SeedSequence,
+        world: CrowdWorld | None = None,
+        truth: Callable[[CrowdWorld], TruthRecorder] | None = None,
     ) -> None:
         super().__init__(rng=seed)
         self._seed = seed
@@ -153,52 +130,40 @@ class CrowdModel(mesa.Model):
         self.bin_ticks = round(scenario.zones.bin_s / self.dt)
         self.tick = 0
         self.jam = people_cfg.jam_density
+        self.fd = FundamentalDiagram(
+            people_cfg.free_speed_mps, jam_density=self.jam, q_max=people_cfg.q_max
+        )
+        self._patience = people_cfg.reroute_patience_s
 
-        g = build_walk_graph(streets, course, scenario)
-        self.graph = g
-        self.stretches = build_stretches(
-            g, course, people_cfg, source=str(scenario.source or "<scenario>")
-        )
-        self._last_pass = last_team_passes_s(
-            event, self.stretches.course_m, course.length_m, course=course
-        )
-        self._origin_node = self._snap_origins()
-        n_places = people_cfg.background.activity_places if people_cfg.background.count else 0
-        street_nodes = np.arange(streets.n_nodes)
-        self._place_node = (
-            self.rng.choice(street_nodes, size=min(n_places, len(street_nodes)), replace=False)
-            if n_places
-            else np.zeros(0, dtype=np.int64)
-        )
-        n_stretch, n_origin = self.stretches.n, len(self._origin_node)
-        self._o0, self._p0 = n_stretch, n_stretch + n_origin
-        self._origin_exits = self._exits()
-        dests = [
-            *self.stretches.nodes,
-            *self._origin_exits,
-            *([n] for n in self._place_node),
-        ]
-        self.routes = RoutingTables(g, dests)
-        # piece of the course at each connector (-1 elsewhere): closures may name pieces
-        self._connector_piece = connector_pieces(g, streets, course)
-        self._closures = closures_from(scenario, streets, g)
-        self._seg_len = g.seg_length()
-        self._edge_seg = g.seg.astype(np.intp)  # intp: other index types are cast per gather
-        # out-edges of each node as CSR arrays (for detours): out[start[n]:start[n + 1]]
-        self._out = np.argsort(g.eu, kind="stable").astype(np.intp)
-        self._out_start = np.concatenate([[0], np.cumsum(np.bincount(g.eu, minlength=g.n_nodes))])
+        # the world, built once (its only random draw, the activity places, comes first)
+        w = build_world(scenario, streets, course, rng=self.rng) if world is None else world
+        self.world = w
+        g = self.graph = w.graph
+        self.stretches = w.stretches
+        self._last_pass = w.last_pass_s
+        self._origin_node = w.origin_node
+        self._place_node = w.place_node
+        self._o0, self._p0 = w.o0, w.p0
+        self._origin_exits = w.origin_exits
+        self.routes = w.routes
+        self._connector_piece = w.connector_piece
+        self._closures = w.closures
+        self._seg_len = w.seg_len
+        self._edge_seg = w.edge_seg
+        self._out, self._out_start = w.out, w.out_start
+        self._view_cap = w.view_cap
+        self._stretch_side = w.stretch_side
+        self.places, self.zones = w.places, w.zones
         self.detours = 0
         self._open = np.ones(g.n_edges, dtype=bool)
         self._extra_width = np.zeros(g.n_edges)
         self._closures_on: tuple[bool, ...] | None = None
-
-        # viewing room: one directed edge per segment holds the viewers of that segment
-        st = self.stretches
-        self._view_cap = np.zeros(g.n_segs, dtype=np.int64)
-        np.add.at(self._view_cap, g.seg[st.edges], st.edge_capacity)
+        # node rule accumulators (walkers' worth of capacity): what each directed edge may
+        # still send across its head, what each segment may still receive
+        self._send = np.ones(g.n_edges)
+        self._recv = np.ones(g.n_segs)
         self._viewers = np.zeros(g.n_segs, dtype=np.int64)
-        self._committed = np.zeros(n_stretch, dtype=np.int64)
-        self._stretch_side = self._side_tables()
+        self._committed = np.zeros(self.stretches.n, dtype=np.int64)
 
         # people
         windows = None
@@ -247,7 +212,7 @@ class CrowdModel(mesa.Model):
         self._next_group = 0
         self.background = BackgroundPopulation(self, slice(n_spec, n))
         if n_bg:
-            home = self.rng.choice(street_nodes, size=n_bg)
+            home = self.rng.choice(np.arange(streets.n_nodes), size=n_bg)
             rows = np.arange(n_spec, n)
             self.people.state[rows] = STAYING
             self.people.node[rows] = home
@@ -255,10 +220,7 @@ class CrowdModel(mesa.Model):
 
         # event lists, so the tick never scans everybody: who is due to move on at each
         # tick, and who is waiting or walking
-        self._due: dict[int, list[np.ndarray]] = {}  # ticks before _horizon, one list each
-        self._horizon = 0
-        self._far_tick: list[np.ndarray] = []  # later ticks, filed per tick only when near
-        self._far_rows: list[np.ndarray] = []
+        self.calendar = DepartureCalendar(self.dt)
         self._active = np.zeros(0, dtype=np.int64)
         self._tick_states: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._is_active = np.zeros(n, dtype=bool)
@@ -277,19 +239,20 @@ class CrowdModel(mesa.Model):
         self._observers: list[Callable[[CrowdModel], None]] = []
         self._spectator_mask: np.ndarray | None = None  # kinds never change; built once
 
-        self.places = build_places(g.x, g.y, g.eu, g.ev, g.length)
         # place of everybody staying (they do not move, so it is computed once)
         self._still_place = self.places.node_place + self.people.node.astype(np.int64)
-        cx, cy = streets.x[course.nodes], streets.y[course.nodes]
-        self.zones: Zones = build_zones(self.places, course, (cx, cy), scenario)
-        self.truth = TruthRecorder(
-            self.zones,
-            g,
-            street_node_id=streets.node_id,
-            street_u=streets.edge_u,
-            street_v=streets.edge_v,
-            start=event.start_datetime,
-            bin_s=scenario.zones.bin_s,
+        self.truth = (
+            TruthRecorder(
+                self.zones,
+                g,
+                street_node_id=streets.node_id,
+                street_u=streets.edge_u,
+                street_v=streets.edge_v,
+                start=event.start_datetime,
+                bin_s=scenario.zones.bin_s,
+            )
+            if truth is None
+            else truth(w)
         )
         self._tally = np.zeros((len(STATES), 2), dtype=np.int64)  # state x kind, per bin
         self.datacollector = mesa.DataCollector(
@@ -300,54 +263,6 @@ class CrowdModel(mesa.Model):
         self._check_reachability()
 
     # ------------------------------------------------------------------ setup helpers
-
-    def _snap_origins(self) -> np.ndarray:
-        spec = self.scenario.people.spectators
-        if not spec.origins:
-            return np.zeros(0, dtype=np.int64)
-        lon = np.array([o.lon for o in spec.origins])
-        lat = np.array([o.lat for o in spec.origins])
-        x, y = to_metres(lon, lat)
-        node, dist = self.streets.nearest_node(x, y)
-        limit = self.scenario.people.origin_max_snap_m
-        for i, (o, d) in enumerate(zip(spec.origins, dist, strict=True)):
-            if d > limit:
-                raise ScenarioError(
-                    f"{self.scenario.where(f'people.spectators.origins[{i}]')} ({o.name!r} at "
-                    f"{o.lat}, {o.lon}) lies {d:.0f} m from the nearest street of "
-                    f"{self.streets.source.describe()}; allowed up to "
-                    f"people.origin_max_snap_m = {limit:g} m. Move it inside the street data."
-                )
-        return node
-
-    def _exits(self) -> list[np.ndarray]:
-        """Street nodes within each origin's ``radius_m`` (at most 12, nearest first)."""
-        spec = self.scenario.people.spectators
-        out = []
-        for o, nearest in zip(spec.origins, self._origin_node, strict=True):
-            x, y = to_metres(o.lon, o.lat)
-            d = np.hypot(self.streets.x - float(x), self.streets.y - float(y))
-            near = np.flatnonzero(d <= o.radius_m)
-            near = near[np.argsort(d[near], kind="stable")][:12]
-            out.append(np.unique(np.concatenate([[nearest], near]).astype(np.int64)))
-        return out
-
-    def _side_tables(self) -> tuple[np.ndarray, np.ndarray]:
-        """Viewing edges of each stretch on each side, one directed edge per segment, as
-        CSR arrays: the edges of stretch k, side s are ``edges[start[2k+s]:start[2k+s+1]]``
-        (both sides' edges if a side has none)."""
-        st, g = self.stretches, self.graph
-        chunks = []
-        for k in range(st.n):
-            edges = st.edges[st.edge_start[k] : st.edge_start[k + 1]]
-            _, first = np.unique(g.seg[edges], return_index=True)
-            edges = edges[np.sort(first)]
-            sides = [edges[g.course_side[edges] == side] for side in (0, 1)]
-            chunks.extend(s if len(s) else edges for s in sides)
-        sizes = np.array([len(c) for c in chunks], dtype=np.int64)
-        start = np.concatenate([[0], np.cumsum(sizes)])
-        edges = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
-        return start, np.concatenate([edges, [0]]).astype(np.int64)
 
     def _check_reachability(self) -> None:
         """Count origins from which no stretch can be reached (reported, not fatal)."""
@@ -360,48 +275,9 @@ class CrowdModel(mesa.Model):
     # ------------------------------------------------------------------ event lists
 
     def _schedule(self, rows: np.ndarray) -> None:
-        """File `rows` under the tick at which their ``leave_s`` falls (stale entries are
-        dropped when the tick comes)."""
-        leave = self.people.leave_s[rows]
-        fin = np.isfinite(leave)
-        rows, leave = rows[fin], leave[fin]
-        if len(rows) == 0:
-            return
-        tick = np.maximum(np.ceil(leave / self.dt - 1e-9).astype(np.int64), self.tick + 1)
-        near = tick < self._horizon
-        if not near.all():
-            # splitting per tick costs a Python step per distinct tick (stays last hours
-            # spread over thousands of them), so later ticks wait in one flat list
-            far = ~near
-            self._far_tick.append(tick[far])
-            self._far_rows.append(rows[far])
-            tick, rows = tick[near], rows[near]
-        self._file(tick, rows)
-
-    def _file(self, tick: np.ndarray, rows: np.ndarray) -> None:
-        """File `rows` under `tick` in the per-tick lists."""
-        if len(rows) == 0:
-            return
-        order = np.argsort(tick, kind="stable")
-        tick, rows = tick[order], rows[order]
-        cut = np.flatnonzero(np.diff(tick)) + 1
-        for tk, chunk in zip(tick[np.r_[0, cut]].tolist(), np.split(rows, cut), strict=True):
-            self._due.setdefault(tk, []).append(chunk)
-
-    def _advance_calendar(self) -> None:
-        """File the next ``CALENDAR_TICKS`` ticks of the flat list per tick.
-
-        Called when the tick reaches ``_horizon``; every departure due before the new
-        horizon moves to the per-tick lists, the rest stays in one flat array.
-        """
-        self._horizon = self.tick + CALENDAR_TICKS
-        if not self._far_tick:
-            return
-        tick = np.concatenate(self._far_tick)
-        rows = np.concatenate(self._far_rows)
-        near = tick < self._horizon
-        self._far_tick, self._far_rows = [tick[~near]], [rows[~near]]
-        self._file(tick[near], rows[near])
+        """File `rows` in the departure calendar under the tick their ``leave_s`` falls
+        in (stale entries are dropped when the tick comes)."""
+        self.calendar.schedule(rows, self.people.leave_s[rows], self.tick)
 
     def _activate(self, rows: np.ndarray) -> None:
         """Add `rows` (now waiting or walking) to the list the tick works on."""
@@ -429,9 +305,7 @@ class CrowdModel(mesa.Model):
         self._closures_on = active
         self._open = open_
         self._extra_width = extra
-        width = g.seg_width(extra)
-        self.seg_area = self._seg_len * width
-        self.seg_cap = np.floor(self.jam * self.seg_area).astype(np.int64)
+        self._set_widths(g.seg_width(extra))
         # viewing room of each stretch on sidewalks open to pedestrians (a stretch in a
         # closed road tunnel offers none): spectators choose by this room
         st = self.stretches
@@ -444,6 +318,15 @@ class CrowdModel(mesa.Model):
             self.people.want[:] = -1  # routes changed: decide again
         if self.tick > 0 or t > 0:
             self._step_off_closed()
+
+    def _set_widths(self, width: np.ndarray) -> None:
+        """Usable width of every segment: its area, room and node capacities per tick."""
+        self.seg_width = width
+        self.seg_area = self._seg_len * width
+        self.seg_cap = np.floor(self.jam * self.seg_area).astype(np.int64)
+        # capacity per tick: sending across an edge's head, receiving below rho_c
+        self._recv_cap = self.fd.q_max * width * self.dt
+        self._send_cap = self._recv_cap[self._edge_seg]
 
     def _step_off_closed(self) -> None:
         """People on an edge that just closed step off to its nearer end."""
@@ -471,8 +354,7 @@ class CrowdModel(mesa.Model):
         self._entered = []
         self._arrivals(t)
         self._departures(t)
-        self._at_nodes(t)
-        self._walk(t)
+        self._move(t)
         entered = np.concatenate(self._entered) if self._entered else np.zeros(0, np.int64)
         self.truth.add_tick(self.occ, entered)
         self.tick += 1
@@ -480,6 +362,12 @@ class CrowdModel(mesa.Model):
             self._close_bin()
         for observer in self._observers:
             observer(self)
+
+    def _move(self, t: float) -> None:
+        """The movement of one tick: node capacities, node decisions, walking."""
+        self._refill()
+        self._at_nodes(t)
+        self._walk(t)
 
     def run(self) -> CrowdModel:
         """Run every tick of the event and return the model."""
@@ -580,12 +468,10 @@ class CrowdModel(mesa.Model):
 
     def _departures(self, t: float) -> None:
         p = self.people
-        if self.tick >= self._horizon:
-            self._advance_calendar()
-        due = self._due.pop(self.tick, None)
-        if not due:
+        due = self.calendar.pop(self.tick)
+        if due is None:
             return
-        rows = np.unique(np.concatenate(due))
+        rows = np.unique(due)
         rows = rows[(p.state[rows] == STAYING) & (p.leave_s[rows] <= t)]
         if len(rows) == 0:
             return
@@ -653,31 +539,68 @@ class CrowdModel(mesa.Model):
         queue = rows[p.want[rows] >= 0]
         if len(queue) == 0:
             return none
-        room = self.seg_cap - self.occ
         nxt = p.want[queue]
         want = self._edge_seg[nxt]
-        full = room[want] <= 0  # a full segment admits nobody, but counterflow swaps
-        swap = np.zeros(len(queue), dtype=bool)
-        if full.any():
-            own = np.where(p.edge[queue] >= 0, self._edge_seg[p.edge[queue]], -1)
-            swap[full] = swaps(own[full], want[full], p.since[queue[full]])
-        free = np.flatnonzero(~full | swap)
-        swap = swap[free]
-        ok = swap.copy()  # swaps take no room; the rest queue for it
-        ok[~swap] = admit(want[free[~swap]], p.since[queue[free[~swap]]], room)
-        moved = self._enter(queue[free[ok]], nxt[free[ok]], want[free[ok]])
-        # who has waited out their patience and is still held: a detour, if there is one
-        held = np.ones(len(queue), dtype=bool)
-        held[free[ok]] = False
-        held &= p.since[queue] <= t - self.scenario.people.reroute_patience_s
+        since = p.since[queue]
+        own_edge = p.edge[queue]
+        on = own_edge >= 0
+        # demand: the first walkers of each edge's queue, as many as it may still send
+        sent = np.ones(len(queue), dtype=bool)  # walkers at a node (not on an edge) may go
+        if on.any():
+            sent[on] = admit(own_edge[on], since[on], np.floor(self._send))
+        cand = np.flatnonzero(sent)
+        own = np.where(on, self._edge_seg[np.maximum(own_edge, 0)], -1)
+        # counterflow: opposite queues within demand trade places (no room needed)
+        swap = swaps(own[cand], want[cand], since[cand])
+        rest = cand[~swap]
+        ok = admit(want[rest], since[rest], self._room())  # supply, first come first served
+        go = np.concatenate([cand[swap], rest[ok]])
+        self._spend(self._recv, want[rest[ok]])
+        moved = self._enter(queue[go], nxt[go], want[go])
+        # who has waited out their patience and is still held by the street ahead (not
+        # by their own edge's demand): a detour, if there is one
+        held = sent.copy()
+        held[go] = False
+        held &= since <= t - self._patience
         if held.any():
             rows, nxt = self._detours(queue[held])
             if len(rows):
                 want = self._edge_seg[nxt]
-                ok = admit(want, p.since[rows], self.seg_cap - self.occ)
+                ok = admit(want, p.since[rows], self._room())
                 self.detours += int(ok.sum())
+                self._spend(self._recv, want[ok])
                 moved = np.concatenate([moved, self._enter(rows[ok], nxt[ok], want[ok])])
         return moved
+
+    def _room(self) -> np.ndarray:
+        """Walkers each segment may receive now: its supply left, within its room."""
+        room = np.floor(self._recv).astype(np.int64)
+        np.minimum(room, self.seg_cap - self.occ, out=room)
+        return room
+
+    def _spend(self, credit: np.ndarray, index: np.ndarray) -> None:
+        """One walker's worth of capacity less in ``credit[index]`` for every entry."""
+        if len(index) * 4 < len(credit):
+            np.subtract.at(credit, index, 1.0)
+        elif len(index):
+            credit -= np.bincount(index, minlength=len(credit))
+
+    def _refill(self) -> None:
+        """Add this tick's capacity to the node rule's accumulators.
+
+        Every edge may send ``q_max w dt`` across its head: the queue at the end of a
+        segment discharges at capacity (``q(min(rho, rho_c))`` with the queue at
+        ``rho >= rho_c``), while in free flow walkers reach the end at the flow of their
+        own density by walking. A segment receives ``q(max(rho, rho_c)) w dt``: capacity
+        below the critical density, less and less towards jam density.
+        """
+        refill(self._send, self._send_cap)
+        supply = self._recv_cap.copy()
+        rho = self.occ / self.seg_area
+        dense = np.flatnonzero(rho > self.fd.rho_c)
+        if len(dense):
+            supply[dense] = self.fd.supply(rho[dense]) * self.seg_width[dense] * self.dt
+        refill(self._recv, supply)
 
     def _enter(self, rows: np.ndarray, nxt: np.ndarray, seg: np.ndarray) -> np.ndarray:
         """Walkers `rows` leave their edge (if on one) and enter edges `nxt` (segments
@@ -687,6 +610,7 @@ class CrowdModel(mesa.Model):
         had = old >= 0
         _bump(self.occ, g.seg[old[had]], -1)
         _bump(self.occ, seg, 1)
+        self._spend(self._send, old[had])
         p.edge[rows] = nxt
         p.s[rows] = 0.0
         p.state[rows] = WALKING
@@ -708,7 +632,7 @@ class CrowdModel(mesa.Model):
         Returns the rows that have a detour and the edge each takes.
         """
         p, g, r = self.people, self.graph, self.routes
-        room = self.seg_cap - self.occ
+        room = self._room()
         on = p.edge[rows]
         cur = np.where(on >= 0, g.ev[np.maximum(on, 0)], p.node[rows]).astype(np.intp)
         own = np.where(on >= 0, self._edge_seg[np.maximum(on, 0)], -1)
@@ -872,6 +796,10 @@ class CrowdModel(mesa.Model):
     def _walk(self, t: float) -> None:
         """Move every walker along its edge for one tick (Weidmann speed).
 
+        The speed is ``v0 share(min(rho, rho_c))`` with ``rho`` the density of the moving
+        part of the segment; walkers who reach the end stop there and queue (the node
+        rule in :meth:`_at_nodes` lets them through).
+
         A walker who reaches the end of its edge with time to spare decides at the node
         and, if admitted, walks on with the time left, up to ``MAX_HOPS`` edges per tick,
         so short edges do not slow walkers down.
@@ -888,24 +816,33 @@ class CrowdModel(mesa.Model):
         else:
             rows = self._active[p.state[self._active] == WALKING]
         left = np.full(len(rows), self.dt)
-        min_share = self.scenario.people.min_speed_share
+        if len(rows) == 0:
+            return
+        # density of the moving part of each segment: the walkers on it, over its area
+        # less the room of those standing (queued at its end or watching) at jam density
+        seg_all = self._edge_seg[p.edge[rows]]
+        few = len(rows) * 4 < len(self.occ)
+        if few:
+            segs, inverse, moving = np.unique(seg_all, return_inverse=True, return_counts=True)
+            standing = self.occ[segs] - moving
+            area = self.seg_area[segs]
+        else:
+            moving = np.bincount(seg_all, minlength=len(self.occ))
+            standing = self.occ - moving
+            area = self.seg_area
+        free_area = np.maximum(area - standing / self.jam, 1e-3 * area)
+        rho = np.minimum(moving / free_area, self.fd.rho_c)
+        factor = weidmann_speed(rho, 1.0, jam_density=self.jam)
         for hop in range(MAX_HOPS):
             if len(rows) == 0:
                 return
             e = p.edge[rows].astype(np.intp)  # one cast instead of one per gather
-            seg = self._edge_seg[e]
-            if len(rows) > len(self.occ):  # one speed factor per segment is cheaper
-                factor = weidmann_speed(
-                    self.occ / self.seg_area, 1.0, jam_density=self.jam, min_share=min_share
-                )
-                v = p.free_speed[rows] * factor[seg]
-            else:
-                v = weidmann_speed(
-                    self.occ[seg] / self.seg_area[seg],
-                    p.free_speed[rows],
-                    jam_density=self.jam,
-                    min_share=min_share,
-                )
+            if hop == 0:
+                v = p.free_speed[rows] * factor[inverse if few else seg_all]
+            else:  # walked on within the tick: the new segment's density, at most rho_c
+                seg = self._edge_seg[e]
+                rho_now = np.minimum(self.occ[seg] / self.seg_area[seg], self.fd.rho_c)
+                v = weidmann_speed(rho_now, p.free_speed[rows], jam_density=self.jam)
             length = g.length[e]
             s = v * left
             s += p.s[rows]
@@ -915,9 +852,9 @@ class CrowdModel(mesa.Model):
             p.state[done] = WAITING
             p.want[done] = -1
             p.since[done] = t
+            self._spare[done] = (s[end] - length[end]) / np.maximum(v[end], 1e-9)
             if hop == MAX_HOPS - 1 or len(done) == 0:
                 return
-            self._spare[done] = (s[end] - length[end]) / np.maximum(v[end], 1e-9)
             rows = self._at_nodes(t, done)
             left = self._spare[rows]
 

@@ -29,14 +29,15 @@ __all__ = ["EDGE_COLUMNS", "plot_densities", "worst_per_edge", "worst_places"]
 EDGE_COLUMNS = ["time", "edge", "persons", "density", "flow_pmm", "los"]
 LEVELS = "ABCDEF"
 #: Densities (persons/m2) where Fruin's walkway levels B, C, D, E and F begin (area per
-#: pedestrian 3.25, 2.32, 1.39, 0.93 and 0.46 m2; Fruin 1971, as in the HCM). Shown for
-#: reference only: the truth's level of service comes from the flow.
+#: pedestrian 3.25, 2.32, 1.39, 0.93 and 0.46 m2; Fruin 1971, as in the HCM). The truth's
+#: level of service is the worse of the flow and the density readings.
 DENSITY_LIMITS = (0.31, 0.43, 0.72, 1.08, 2.17)
 
 
 def worst_per_edge(edges: pd.DataFrame) -> pd.DataFrame:
-    """The worst bin of each street segment: its highest flow (which sets the level; the
-    first bin reaching it), and apart from it its highest density and when.
+    """The worst bin of each street segment: its worst level of service, at the highest
+    flow among the bins at that level (the first bin reaching it), and apart from it its
+    highest density and when.
 
     Returns one row per edge: edge, time, flow_pmm, los, persons, peak_density,
     peak_density_time. Grouped by integer codes (``groupby().idxmax()``), linear in rows.
@@ -46,7 +47,11 @@ def worst_per_edge(edges: pd.DataFrame) -> pd.DataFrame:
     if edges.empty:
         return pd.DataFrame(columns=columns)
     codes, _ = pd.factorize(edges["edge"].to_numpy(np.int64))
-    at_flow = pd.Series(edges["flow_pmm"].to_numpy(np.float64)).groupby(codes).idxmax()
+    # the level (from flow and density, in the truth) first, then the flow within it
+    score = edges["los"].cat.codes.to_numpy(np.float64) * 1e6 + edges["flow_pmm"].to_numpy(
+        np.float64
+    )
+    at_flow = pd.Series(score).groupby(codes).idxmax()
     at_dens = pd.Series(edges["density"].to_numpy(np.float64)).groupby(codes).idxmax()
     worst = edges.iloc[at_flow.to_numpy()]
     dense = edges.iloc[at_dens.to_numpy()]  # the same edges, in the same order
