@@ -50,6 +50,8 @@ START_GAP_M = 0.45
 FREE_SPEED = (1.34, 0.26)
 #: Name of crowdsim's runs without a JuPedSim twin (more people than JuPedSim gets here).
 ALONE = "crowdsim alone"
+#: Name of crowdsim's runs with JuPedSim's measured bottleneck flow as their capacity.
+CALIBRATED = "crowdsim q=JPS"
 
 
 @dataclass(frozen=True)
@@ -336,7 +338,12 @@ def jupedsim_corridor(
 
 
 def crowdsim_bottleneck(
-    case: Bottleneck, people: People, *, dt: float = 1.0, seed: int = 0
+    case: Bottleneck,
+    people: People,
+    *,
+    dt: float = 1.0,
+    q_max: float | None = None,
+    seed: int = 0,
 ) -> Outcome:
     """The bottleneck as three streets: the room, the bottleneck and the way out.
 
@@ -351,7 +358,7 @@ def crowdsim_bottleneck(
         [-depth, 0.0, case.length_m], [0.0, 0.0, 0.0], [0, 1], [1, 2],
         width=[case.room_width_m, case.width_m],
     )  # fmt: skip
-    model = WalkwayModel(graph, dt=dt, seed=seed)
+    model = WalkwayModel(graph, dt=dt, q_max=q_max, seed=seed)
     model.add_walkers(
         None,
         np.full(case.people, 2),
@@ -376,7 +383,14 @@ def crowdsim_bottleneck(
     )
 
 
-def crowdsim_corridor(case: Corridor, people: People, *, dt: float = 1.0, seed: int = 0) -> Outcome:
+def crowdsim_corridor(
+    case: Corridor,
+    people: People,
+    *,
+    dt: float = 1.0,
+    q_max: float | None = None,
+    seed: int = 0,
+) -> Outcome:
     """The fed corridor as a line of 10 m streets; walkers start at node 0 when due."""
     from sim.crowd.walkways import WalkwayModel, walkway_graph
 
@@ -385,7 +399,7 @@ def crowdsim_corridor(case: Corridor, people: People, *, dt: float = 1.0, seed: 
     graph = walkway_graph(
         x, np.zeros_like(x), np.arange(pieces), np.arange(1, pieces + 1), width=case.width_m
     )
-    model = WalkwayModel(graph, dt=dt, seed=seed)
+    model = WalkwayModel(graph, dt=dt, q_max=q_max, seed=seed)
     n = len(people.start_s)
     model.add_walkers(
         np.zeros(n, np.int64),
@@ -423,12 +437,17 @@ def run(
     seed: int = 0,
     simulators: Sequence[str] = ("jupedsim", "crowdsim"),
     crowdsim_people: int | None = None,
+    q_max: float | None = None,
+    calibrate: bool = True,
 ) -> list[Outcome]:
     """Every case in each simulator, on the same people (same seed -> same people).
 
     With `crowdsim_people`, crowdsim also runs each bottleneck alone with that many people
     (e.g. the issue's 2,000, too slow for JuPedSim here), to show its cost per agent at a
-    size where the fixed cost of a tick no longer dominates.
+    size where the fixed cost of a tick no longer dominates. `q_max` is crowdsim's
+    capacity (persons/(m s); ``None``: Weidmann's, about 1.22). With `calibrate`, crowdsim
+    runs each bottleneck once more with JuPedSim's measured J_s as its capacity: given the
+    same capacity, does the mesoscopic model clear the room as fast?
     """
     unknown = set(simulators) - {"jupedsim", "crowdsim"}
     if unknown:
@@ -440,13 +459,21 @@ def run(
             raise ValueError(f"bottleneck width {b!r} m must be > 0")
         case = Bottleneck(width_m=float(b), people=people)
         crowd = bottleneck_people(case, rng=rng)
+        jps_flow = math.nan
         if "jupedsim" in simulators:
             out.append(jupedsim_bottleneck(case, crowd))
+            jps_flow = out[-1].flow
         if "crowdsim" in simulators:
-            out.append(crowdsim_bottleneck(case, crowd, seed=seed))
+            out.append(crowdsim_bottleneck(case, crowd, q_max=q_max, seed=seed))
+            if calibrate and math.isfinite(jps_flow):
+                twin = crowdsim_bottleneck(case, crowd, q_max=jps_flow, seed=seed)
+                twin.simulator = CALIBRATED
+                out.append(twin)
         if crowdsim_people and "crowdsim" in simulators:
             big = Bottleneck(width_m=float(b), people=crowdsim_people)
-            alone = crowdsim_bottleneck(big, bottleneck_people(big, rng=rng), seed=seed)
+            alone = crowdsim_bottleneck(
+                big, bottleneck_people(big, rng=rng), q_max=q_max, seed=seed
+            )
             alone.simulator = ALONE
             out.append(alone)
     if corridor is not None:
@@ -454,7 +481,7 @@ def run(
         if "jupedsim" in simulators:
             out.append(jupedsim_corridor(corridor, crowd, rng=rng))
         if "crowdsim" in simulators:
-            out.append(crowdsim_corridor(corridor, crowd, seed=seed))
+            out.append(crowdsim_corridor(corridor, crowd, q_max=q_max, seed=seed))
     return out
 
 
@@ -487,6 +514,8 @@ def summary(outcomes: Sequence[Outcome]) -> dict[str, float | None]:
         key = o.case.split(" x ")[0].replace(" ", "_").replace(".", "p")
         if o.simulator == ALONE:
             sim = f"crowdsim_alone_n{o.people}"
+        elif o.simulator == CALIBRATED:
+            sim = "crowdsim_calibrated"
         by.setdefault(key, {})[sim] = o
         out[f"{sim}_{key}_specific_flow"] = round(o.flow, 3)
         out[f"{sim}_{key}_clear_s"] = round(o.clear_s, 1)
@@ -505,6 +534,9 @@ def summary(outcomes: Sequence[Outcome]) -> dict[str, float | None]:
         out[f"ratio_{key}_per_agent_second_jupedsim_to_crowdsim"] = round(
             j.per_agent_second_s / c.per_agent_second_s, 1
         )
+        if "crowdsim_calibrated" in pair:
+            twin = pair["crowdsim_calibrated"]
+            out[f"ratio_{key}_clear_calibrated_to_jupedsim"] = round(twin.clear_s / j.clear_s, 3)
     pairs = [p for p in by.values() if "jupedsim" in p and "crowdsim" in p]
     if pairs:
         cost = {
@@ -538,6 +570,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=2000,
         help="also run crowdsim alone on each bottleneck with this many (0: no)",
     )
+    parser.add_argument(
+        "--q-max", type=float, default=None, help="crowdsim's capacity, /(m s) (Weidmann's)"
+    )
+    parser.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="skip crowdsim's rerun with JuPedSim's bottleneck flow as its capacity",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.people < 10:
@@ -550,6 +590,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         seed=args.seed,
         simulators=[args.only] if args.only else ["jupedsim", "crowdsim"],
         crowdsim_people=args.crowdsim_people or None,
+        q_max=args.q_max,
+        calibrate=not args.no_calibrate,
     )
     print(format_table(outcomes))
     print(json.dumps(summary(outcomes)))

@@ -83,7 +83,8 @@ def test_crowdsim_side_on_a_tiny_case(cj, capsys):
 def test_both_simulators_on_a_tiny_bottleneck(cj):
     pytest.importorskip("jupedsim")
     out = cj.run(people=40, widths=[2.0], corridor=cj.Corridor(length_m=10.0, feed_s=30.0))
-    assert [o.simulator for o in out] == ["JuPedSim CFSM", "crowdsim"] * 2
+    names = [o.simulator for o in out]
+    assert names == ["JuPedSim CFSM", "crowdsim", cj.CALIBRATED, "JuPedSim CFSM", "crowdsim"]
     for o in out:
         assert o.wall_s > 0 and o.agent_steps > 0
         assert math.isfinite(o.clear_s), f"{o.simulator} {o.case}: somebody never passed"
@@ -92,6 +93,9 @@ def test_both_simulators_on_a_tiny_bottleneck(cj):
     jps, crowd = out[0], out[1]
     assert jps.agent_steps / jps.agent_seconds == pytest.approx(100.0)
     assert crowd.agent_steps / crowd.agent_seconds == pytest.approx(1.0)
+    # given JuPedSim's flow as its capacity, crowdsim passes people at about that flow
+    assert out[2].flow == pytest.approx(out[0].flow, rel=0.25)
     figures = cj.summary(out)
     assert figures["ratio_per_agent_second_jupedsim_to_crowdsim"] > 0
+    assert "ratio_bottleneck_2_m_clear_calibrated_to_jupedsim" in figures
     json.dumps(figures)
