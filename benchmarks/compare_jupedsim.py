@@ -37,6 +37,7 @@ import argparse
 import itertools
 import json
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -73,8 +74,20 @@ class Bottleneck:
         return max(8.0, 2.0 * self.width_m + 4.0)
 
     @property
+    def spacing_m(self) -> float:
+        """Distance between neighbours on the start grid (m)."""
+        return 1.0 / math.sqrt(self.density)
+
+    @property
+    def grid_columns(self) -> np.ndarray:
+        """y of the start grid's columns: half a spacing, then 0.3 m, from the walls."""
+        a = self.spacing_m
+        return np.arange(a / 2, self.room_width_m - 0.3, a)
+
+    @property
     def room_depth_m(self) -> float:
-        return math.ceil(self.people / (self.density * self.room_width_m)) + 1.0
+        rows = math.ceil(self.people / len(self.grid_columns))
+        return rows * self.spacing_m + 0.5
 
 
 @dataclass(frozen=True)
@@ -140,12 +153,12 @@ def bottleneck_people(case: Bottleneck, *, rng: np.random.Generator) -> People:
     them all (its agents must not overlap); the people nearest the bottleneck's axis fill
     the grid first, as in a room that has filled from its door.
     """
-    a = 1.0 / math.sqrt(case.density)
+    a = case.spacing_m
     if a - 0.2 < START_GAP_M:
         raise ValueError(
             f"density {case.density!r} /m2 is too high to place people {START_GAP_M} m apart"
         )
-    cols = np.arange(a / 2, case.room_width_m - 0.3, a)
+    cols = case.grid_columns
     rows = np.arange(a / 2, case.room_depth_m - 0.3, a)
     gx, gy = np.meshgrid(-rows, cols, indexing="ij")
     xy = np.column_stack([gx.ravel(), gy.ravel()])
@@ -429,6 +442,14 @@ def crowdsim_corridor(
 # ----------------------------------------------------------------------------- the run
 
 
+class _Outcomes(list):
+    """A list of outcomes that says each one on stderr as it comes (JuPedSim takes minutes)."""
+
+    def append(self, outcome: Outcome) -> None:
+        super().append(outcome)
+        print(format_table([outcome]).splitlines()[-1], file=sys.stderr, flush=True)
+
+
 def run(
     *,
     people: int = 300,
@@ -453,7 +474,7 @@ def run(
     if unknown:
         raise ValueError(f"unknown simulator(s) {sorted(unknown)}; use jupedsim, crowdsim")
     rng = np.random.default_rng(seed)
-    out: list[Outcome] = []
+    out = _Outcomes()
     for b in widths:
         if not b > 0:
             raise ValueError(f"bottleneck width {b!r} m must be > 0")
@@ -482,7 +503,7 @@ def run(
             out.append(jupedsim_corridor(corridor, crowd, rng=rng))
         if "crowdsim" in simulators:
             out.append(crowdsim_corridor(corridor, crowd, q_max=q_max, seed=seed))
-    return out
+    return list(out)
 
 
 def format_table(outcomes: Sequence[Outcome]) -> str:

@@ -44,6 +44,17 @@ def test_start_positions_fit_the_room_and_keep_apart(cj):
     np.testing.assert_array_equal(again.free_speed, people.free_speed)
 
 
+@pytest.mark.parametrize("people", [10, 300, 2000])
+@pytest.mark.parametrize("width", [1.0, 2.0, 4.0])
+def test_the_room_holds_everybody_at_its_density(cj, people, width):
+    case = cj.Bottleneck(width_m=width, people=people)
+    xy = cj.bottleneck_people(case, rng=np.random.default_rng(1)).xy
+    assert len(xy) == people
+    # about the case's density over the room (the last row may be part-filled)
+    filled = case.room_width_m * (case.room_depth_m - 0.5)
+    assert people / filled == pytest.approx(case.density, rel=0.25 if people > 100 else 1.0)
+
+
 def test_specific_flow_of_evenly_spaced_passages(cj):
     # one passage every 0.5 s through 2 m: 2 /s, 1 /(m s)
     assert cj.specific_flow(np.arange(100) * 0.5, 2.0) == pytest.approx(1.0)
