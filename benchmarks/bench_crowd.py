@@ -27,7 +27,7 @@ import numpy as np
 
 from sim.course import build_course
 from sim.crowd import CrowdModel
-from sim.crowd.movement import admit, weidmann_speed
+from sim.crowd.movement import FundamentalDiagram, admit, refill, weidmann_speed
 from sim.crowd.walkgraph import WalkGraph
 from sim.scenario import load_scenario, parse_scenario
 from sim.streets import load_streets, to_lonlat
@@ -94,10 +94,12 @@ class Walker(mesa.Agent):
         g = m.graph
         seg = int(g.seg[self.edge])
         if not self.waiting:
-            rho = m.occ[seg] / m.area[seg]
+            # Weidmann speed at the density of the moving part, at most rho_c
+            moving = m.moving[seg]
+            free_area = max(m.area[seg] - (m.occ[seg] - moving) / m.jam, 1e-3 * m.area[seg])
+            rho = min(moving / free_area, m.rho_c)
             v = (
-                self.v0
-                * max(m.min_share, min(1.0, 1.0 - np.exp(-1.913 * (1.0 / rho - 1.0 / m.jam))))
+                self.v0 * min(1.0, 1.0 - np.exp(-1.913 * (1.0 / rho - 1.0 / m.jam)))
                 if rho > 0
                 else self.v0
             )
@@ -105,6 +107,7 @@ class Walker(mesa.Agent):
             if self.s >= g.length[self.edge]:
                 self.s = float(g.length[self.edge])
                 self.waiting = True
+                m.moving[seg] -= 1
             return
         node = int(g.ev[self.edge])
         nxt = int(m.next_edge[self.dest, node])
@@ -112,9 +115,13 @@ class Walker(mesa.Agent):
             self.dest = int(m.random.randrange(m.next_edge.shape[0]))
             return
         nseg = int(g.seg[nxt])
-        if m.occ[nseg] < m.cap[nseg]:
+        # node rule: the own edge's demand, the next segment's supply within its room
+        if m.send[self.edge] >= 1 and m.recv[nseg] >= 1 and m.occ[nseg] < m.cap[nseg]:
+            m.send[self.edge] -= 1
+            m.recv[nseg] -= 1
             m.occ[seg] -= 1
             m.occ[nseg] += 1
+            m.moving[nseg] += 1
             self.edge, self.s, self.waiting = nxt, 0.0, False
 
 
@@ -126,14 +133,28 @@ class PerAgentModel(mesa.Model):
     ) -> None:
         super().__init__(rng=seed)
         self.graph, self.next_edge = graph, next_edge
-        self.dt, self.jam, self.min_share = 5.0, 5.4, 0.05
-        self.area = np.maximum(graph.seg_length() * graph.seg_width(), 1e-9)
+        self.dt, self.jam = 5.0, 5.4
+        self.fd = FundamentalDiagram(1.34, jam_density=self.jam)
+        self.rho_c = self.fd.rho_c
+        self.width = graph.seg_width()
+        self.area = np.maximum(graph.seg_length() * self.width, 1e-9)
         self.cap = np.floor(self.jam * self.area).astype(np.int64)
         self.occ = np.bincount(graph.seg[start["edge"]], minlength=graph.n_segs).astype(np.int64)
+        self.moving = self.occ.copy()
+        self.recv_cap = self.fd.q_max * self.width * self.dt
+        self.send = np.ones(graph.n_edges)
+        self.recv = np.ones(graph.n_segs)
         for e, s, d, v in zip(start["edge"], start["s"], start["dest"], start["v0"], strict=True):
             Walker(self, int(e), float(s), int(d), float(v))
 
     def step(self) -> None:
+        # this tick's capacities (the model's own bookkeeping, as CrowdModel._refill)
+        refill(self.send, self.recv_cap[self.graph.seg])
+        supply = self.recv_cap.copy()
+        rho = self.occ / self.area
+        dense = rho > self.rho_c
+        supply[dense] = self.fd.supply(rho[dense]) * self.width[dense] * self.dt
+        refill(self.recv, supply)
         self.agents.shuffle_do("step")
 
 
@@ -142,21 +163,28 @@ def vectorised_walkers(
 ) -> float:
     """The same rules over arrays; returns seconds for `ticks` ticks.
 
-    Per tick: walkers at a node look up their next edge and enter it if its segment has
-    room (first come first served, ``admit``), or pick a new destination where there is no
-    route; then every walker on an edge moves at its Weidmann speed and stops at the end.
-    Static lookups (segment of every edge as ``intp``, the routing table as one flat
-    array) are built before the clock starts; each walker's segment and edge length are
-    kept with it and change only when it enters an edge. The speed update runs over all
-    walkers (waiting ones are masked out) rather than gathering and scattering the
-    walking subset, which is ~90% of them.
+    Per tick: the node capacities are refilled (each edge's demand, each segment's supply,
+    ``refill``); walkers at a node look up their next edge and pass if their own edge may
+    still send (first come first served, ``admit``) and the next segment may still
+    receive within its room (``admit``), or pick a new destination where there is no
+    route; then every walker on an edge moves at its Weidmann speed at the density of the
+    moving part of its segment (at most rho_c) and stops at the end. Static lookups
+    (segment of every edge as ``intp``, the routing table as one flat array) are built
+    before the clock starts; each walker's segment and edge length are kept with it and
+    change only when it enters an edge.
     """
     edge, s, dest, v0 = (start[k].copy() for k in ("edge", "s", "dest", "v0"))
+    dt, jam = 5.0, 5.4
+    fd = FundamentalDiagram(1.34, jam_density=jam)
     waiting = np.zeros(len(edge), dtype=bool)
-    area = np.maximum(graph.seg_length() * graph.seg_width(), 1e-9)
-    cap = np.floor(5.4 * area).astype(np.int64)
+    width = graph.seg_width()
+    area = np.maximum(graph.seg_length() * width, 1e-9)
+    cap = np.floor(jam * area).astype(np.int64)
     edge_seg = graph.seg.astype(np.intp)  # intp: fancy indexing casts other index types
     occ = np.bincount(edge_seg[edge], minlength=graph.n_segs).astype(np.int64)
+    recv_cap = fd.q_max * width * dt
+    send_cap = recv_cap[edge_seg]
+    send, recv = np.ones(graph.n_edges), np.ones(graph.n_segs)
     since = np.zeros(len(edge))
     n_nodes = next_edge.shape[1]
     flat_next = np.ascontiguousarray(next_edge).ravel().astype(np.intp)
@@ -166,6 +194,12 @@ def vectorised_walkers(
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     for tick in range(ticks):
+        refill(send, send_cap)
+        supply = recv_cap.copy()
+        rho = occ / area
+        dense = np.flatnonzero(rho > fd.rho_c)
+        supply[dense] = fd.supply(rho[dense]) * width[dense] * dt
+        refill(recv, supply)
         w = np.flatnonzero(waiting)
         if len(w):
             nxt = flat_next[dest[w] * n_nodes + end_node[edge[w]]]
@@ -173,17 +207,25 @@ def vectorised_walkers(
             if lost.any():  # no route from here: a new destination (as Walker does)
                 dest[w[lost]] = rng.integers(0, next_edge.shape[0], int(lost.sum()))
                 w, nxt = w[~lost], nxt[~lost]
+            go = admit(edge[w], since[w], np.floor(send))  # demand
+            w, nxt = w[go], nxt[go]
             want = edge_seg[nxt]
-            go = admit(want, since[w], cap - occ)
+            room = np.minimum(np.floor(recv).astype(np.int64), cap - occ)
+            go = admit(want, since[w], room)  # supply
             w, nxt, want = w[go], nxt[go], want[go]
+            np.subtract.at(send, edge[w], 1.0)
+            np.subtract.at(recv, want, 1.0)
             np.subtract.at(occ, seg[w], 1)
             np.add.at(occ, want, 1)
             edge[w], s[w], waiting[w] = nxt, 0.0, False
             seg[w], end_len[w] = want, graph.length[nxt]
-        v = weidmann_speed(occ[seg] / area[seg], v0, jam_density=5.4, min_share=0.05)
-        v *= 5.0
-        v += s
         walking = ~waiting
+        moving = np.bincount(seg[walking], minlength=len(occ))
+        free_area = np.maximum(area - (occ - moving) / jam, 1e-3 * area)
+        factor = weidmann_speed(np.minimum(moving / free_area, fd.rho_c), 1.0, jam_density=jam)
+        v = v0 * factor[seg]
+        v *= dt
+        v += s
         np.copyto(s, np.minimum(v, end_len), where=walking)
         end = v >= end_len
         end &= walking

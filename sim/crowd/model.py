@@ -1,5 +1,11 @@
 """CrowdModel: the Mesa model of the crowd, with all walkers moved as arrays.
 
+The model is the tick and the decisions. What it reads is built elsewhere: the world
+(walking graph, stretches, routes, zones) once in :mod:`sim.crowd.world`; the people's
+state arrays and codes in :mod:`sim.crowd.people`; who leaves when in
+:mod:`sim.crowd.calendar`; the movement kernels (pure array functions) in
+:mod:`sim.crowd.movement`; the truth it records in :mod:`sim.crowd.truth`.
+
 Mesa is the skeleton: the model owns the seeded ``rng``, its agents (one
 :class:`SpectatorGroup` per group, one :class:`BackgroundPopulation`) sit in Mesa's
 AgentSet, and a DataCollector records model-level series once per time bin. Agents decide
@@ -39,7 +45,6 @@ from a full stretch, went home without a spot, no route.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import mesa
@@ -48,67 +53,31 @@ from mesa.agent import AgentSet
 
 from sim.course import Course
 from sim.crowd.agents import BackgroundPopulation, SpectatorGroup
-from sim.crowd.closures import closures_from, connector_pieces, open_edges
-from sim.crowd.demand import build_stretches, last_team_passes_s, plan_spectators
+from sim.crowd.calendar import DepartureCalendar
+from sim.crowd.closures import open_edges
+from sim.crowd.demand import plan_spectators
 from sim.crowd.movement import FundamentalDiagram, admit, refill, swaps, weidmann_speed
-from sim.crowd.routing import RoutingTables
-from sim.crowd.walkgraph import build_walk_graph
-from sim.errors import ScenarioError
+from sim.crowd.people import (
+    BACKGROUND,
+    GONE,
+    PENDING,
+    SPECTATOR,
+    STATES,
+    STAYING,
+    WAITING,
+    WALKING,
+    People,
+    PositionSnapshot,
+)
+from sim.crowd.truth import TruthRecorder
+from sim.crowd.world import CrowdWorld, build_world
 from sim.scenario import Scenario
-from sim.streets import Streets, to_metres
-from sim.truth import TruthRecorder
-from sim.zones import Zones, build_places, build_zones
+from sim.streets import Streets
 
-__all__ = ["STATES", "CrowdModel", "People", "PositionSnapshot"]
+__all__ = ["STATES", "CrowdModel", "People", "PositionSnapshot"]  # the last three: people.py
 
-PENDING, WAITING, WALKING, STAYING, GONE = range(5)
-#: Names of the states, indexed by their code.
-STATES = ("pending", "waiting", "walking", "staying", "gone")
-SPECTATOR, BACKGROUND = 0, 1
 #: Most edges a walker may enter in one tick (short edges are walked through).
 MAX_HOPS = 4
-#: Ticks of departures filed per tick at a time (later ones wait in one flat list).
-CALENDAR_TICKS = 120
-
-
-@dataclass(eq=False)
-class People:
-    """Everybody in the model, one row each (spectators first, then background).
-
-    ``edge`` is the internal edge a person is on (-1 when at a node: ``node`` then says
-    which); ``s`` the offset along it (m); ``dest`` the routing destination (a row of the
-    routing tables); ``since`` when the person started waiting (queue priority);
-    ``leave_s`` when a staying person moves on.
-    """
-
-    kind: np.ndarray
-    state: np.ndarray
-    edge: np.ndarray
-    s: np.ndarray
-    node: np.ndarray
-    dest: np.ndarray
-    free_speed: np.ndarray
-    since: np.ndarray
-    leave_s: np.ndarray
-    origin: np.ndarray
-    place: np.ndarray  # background: activity place they are at or going to (-1 home)
-    want: np.ndarray  # next edge a waiting walker queues for (-1: not decided yet)
-
-    @property
-    def n(self) -> int:
-        """Number of people."""
-        return len(self.kind)
-
-
-@dataclass(frozen=True)
-class PositionSnapshot:
-    """Where everybody is at one tick (for the network stage): NaN where absent."""
-
-    t_s: float
-    x: np.ndarray
-    y: np.ndarray
-    present: np.ndarray
-    spectator: np.ndarray
 
 
 class CrowdModel(mesa.Model):
@@ -125,6 +94,12 @@ class CrowdModel(mesa.Model):
     seed
         Seed of the model's generator (an int or a ``numpy.random.SeedSequence``, e.g.
         ``ctx.seeds["crowd"]``); every random draw of the crowd comes from ``self.rng``.
+    world
+        The world built by :func:`~sim.crowd.world.build_world` for these inputs (built
+        here by default; pass one to share it between runs: it is never modified).
+    truth
+        Makes the truth recorder from the world (by default a
+        :class:`~sim.crowd.truth.TruthRecorder` of the scenario's zones and bins).
 
     Raises
     ------
@@ -139,6 +114,8 @@ class CrowdModel(mesa.Model):
         course: Course,
         *,
         seed: int | np.random.SeedSequence,
+        world: CrowdWorld | None = None,
+        truth: Callable[[CrowdWorld], TruthRecorder] | None = None,
     ) -> None:
         super().__init__(rng=seed)
         self._seed = seed
@@ -157,39 +134,25 @@ class CrowdModel(mesa.Model):
         )
         self._patience = people_cfg.reroute_patience_s
 
-        g = build_walk_graph(streets, course, scenario)
-        self.graph = g
-        self.stretches = build_stretches(
-            g, course, people_cfg, source=str(scenario.source or "<scenario>")
-        )
-        self._last_pass = last_team_passes_s(
-            event, self.stretches.course_m, course.length_m, course=course
-        )
-        self._origin_node = self._snap_origins()
-        n_places = people_cfg.background.activity_places if people_cfg.background.count else 0
-        street_nodes = np.arange(streets.n_nodes)
-        self._place_node = (
-            self.rng.choice(street_nodes, size=min(n_places, len(street_nodes)), replace=False)
-            if n_places
-            else np.zeros(0, dtype=np.int64)
-        )
-        n_stretch, n_origin = self.stretches.n, len(self._origin_node)
-        self._o0, self._p0 = n_stretch, n_stretch + n_origin
-        self._origin_exits = self._exits()
-        dests = [
-            *self.stretches.nodes,
-            *self._origin_exits,
-            *([n] for n in self._place_node),
-        ]
-        self.routes = RoutingTables(g, dests)
-        # piece of the course at each connector (-1 elsewhere): closures may name pieces
-        self._connector_piece = connector_pieces(g, streets, course)
-        self._closures = closures_from(scenario, streets, g)
-        self._seg_len = g.seg_length()
-        self._edge_seg = g.seg.astype(np.intp)  # intp: other index types are cast per gather
-        # out-edges of each node as CSR arrays (for detours): out[start[n]:start[n + 1]]
-        self._out = np.argsort(g.eu, kind="stable").astype(np.intp)
-        self._out_start = np.concatenate([[0], np.cumsum(np.bincount(g.eu, minlength=g.n_nodes))])
+        # the world, built once (its only random draw, the activity places, comes first)
+        w = build_world(scenario, streets, course, rng=self.rng) if world is None else world
+        self.world = w
+        g = self.graph = w.graph
+        self.stretches = w.stretches
+        self._last_pass = w.last_pass_s
+        self._origin_node = w.origin_node
+        self._place_node = w.place_node
+        self._o0, self._p0 = w.o0, w.p0
+        self._origin_exits = w.origin_exits
+        self.routes = w.routes
+        self._connector_piece = w.connector_piece
+        self._closures = w.closures
+        self._seg_len = w.seg_len
+        self._edge_seg = w.edge_seg
+        self._out, self._out_start = w.out, w.out_start
+        self._view_cap = w.view_cap
+        self._stretch_side = w.stretch_side
+        self.places, self.zones = w.places, w.zones
         self.detours = 0
         self._open = np.ones(g.n_edges, dtype=bool)
         self._extra_width = np.zeros(g.n_edges)
@@ -198,14 +161,8 @@ class CrowdModel(mesa.Model):
         # still send across its head, what each segment may still receive
         self._send = np.ones(g.n_edges)
         self._recv = np.ones(g.n_segs)
-
-        # viewing room: one directed edge per segment holds the viewers of that segment
-        st = self.stretches
-        self._view_cap = np.zeros(g.n_segs, dtype=np.int64)
-        np.add.at(self._view_cap, g.seg[st.edges], st.edge_capacity)
         self._viewers = np.zeros(g.n_segs, dtype=np.int64)
-        self._committed = np.zeros(n_stretch, dtype=np.int64)
-        self._stretch_side = self._side_tables()
+        self._committed = np.zeros(self.stretches.n, dtype=np.int64)
 
         # people
         windows = None
@@ -254,7 +211,7 @@ class CrowdModel(mesa.Model):
         self._next_group = 0
         self.background = BackgroundPopulation(self, slice(n_spec, n))
         if n_bg:
-            home = self.rng.choice(street_nodes, size=n_bg)
+            home = self.rng.choice(np.arange(streets.n_nodes), size=n_bg)
             rows = np.arange(n_spec, n)
             self.people.state[rows] = STAYING
             self.people.node[rows] = home
@@ -262,10 +219,7 @@ class CrowdModel(mesa.Model):
 
         # event lists, so the tick never scans everybody: who is due to move on at each
         # tick, and who is waiting or walking
-        self._due: dict[int, list[np.ndarray]] = {}  # ticks before _horizon, one list each
-        self._horizon = 0
-        self._far_tick: list[np.ndarray] = []  # later ticks, filed per tick only when near
-        self._far_rows: list[np.ndarray] = []
+        self.calendar = DepartureCalendar(self.dt)
         self._active = np.zeros(0, dtype=np.int64)
         self._tick_states: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._is_active = np.zeros(n, dtype=bool)
@@ -284,19 +238,20 @@ class CrowdModel(mesa.Model):
         self._observers: list[Callable[[CrowdModel], None]] = []
         self._spectator_mask: np.ndarray | None = None  # kinds never change; built once
 
-        self.places = build_places(g.x, g.y, g.eu, g.ev, g.length)
         # place of everybody staying (they do not move, so it is computed once)
         self._still_place = self.places.node_place + self.people.node.astype(np.int64)
-        cx, cy = streets.x[course.nodes], streets.y[course.nodes]
-        self.zones: Zones = build_zones(self.places, course, (cx, cy), scenario)
-        self.truth = TruthRecorder(
-            self.zones,
-            g,
-            street_node_id=streets.node_id,
-            street_u=streets.edge_u,
-            street_v=streets.edge_v,
-            start=event.start_datetime,
-            bin_s=scenario.zones.bin_s,
+        self.truth = (
+            TruthRecorder(
+                self.zones,
+                g,
+                street_node_id=streets.node_id,
+                street_u=streets.edge_u,
+                street_v=streets.edge_v,
+                start=event.start_datetime,
+                bin_s=scenario.zones.bin_s,
+            )
+            if truth is None
+            else truth(w)
         )
         self._tally = np.zeros((len(STATES), 2), dtype=np.int64)  # state x kind, per bin
         self.datacollector = mesa.DataCollector(
@@ -307,54 +262,6 @@ class CrowdModel(mesa.Model):
         self._check_reachability()
 
     # ------------------------------------------------------------------ setup helpers
-
-    def _snap_origins(self) -> np.ndarray:
-        spec = self.scenario.people.spectators
-        if not spec.origins:
-            return np.zeros(0, dtype=np.int64)
-        lon = np.array([o.lon for o in spec.origins])
-        lat = np.array([o.lat for o in spec.origins])
-        x, y = to_metres(lon, lat)
-        node, dist = self.streets.nearest_node(x, y)
-        limit = self.scenario.people.origin_max_snap_m
-        for i, (o, d) in enumerate(zip(spec.origins, dist, strict=True)):
-            if d > limit:
-                raise ScenarioError(
-                    f"{self.scenario.where(f'people.spectators.origins[{i}]')} ({o.name!r} at "
-                    f"{o.lat}, {o.lon}) lies {d:.0f} m from the nearest street of "
-                    f"{self.streets.source.describe()}; allowed up to "
-                    f"people.origin_max_snap_m = {limit:g} m. Move it inside the street data."
-                )
-        return node
-
-    def _exits(self) -> list[np.ndarray]:
-        """Street nodes within each origin's ``radius_m`` (at most 12, nearest first)."""
-        spec = self.scenario.people.spectators
-        out = []
-        for o, nearest in zip(spec.origins, self._origin_node, strict=True):
-            x, y = to_metres(o.lon, o.lat)
-            d = np.hypot(self.streets.x - float(x), self.streets.y - float(y))
-            near = np.flatnonzero(d <= o.radius_m)
-            near = near[np.argsort(d[near], kind="stable")][:12]
-            out.append(np.unique(np.concatenate([[nearest], near]).astype(np.int64)))
-        return out
-
-    def _side_tables(self) -> tuple[np.ndarray, np.ndarray]:
-        """Viewing edges of each stretch on each side, one directed edge per segment, as
-        CSR arrays: the edges of stretch k, side s are ``edges[start[2k+s]:start[2k+s+1]]``
-        (both sides' edges if a side has none)."""
-        st, g = self.stretches, self.graph
-        chunks = []
-        for k in range(st.n):
-            edges = st.edges[st.edge_start[k] : st.edge_start[k + 1]]
-            _, first = np.unique(g.seg[edges], return_index=True)
-            edges = edges[np.sort(first)]
-            sides = [edges[g.course_side[edges] == side] for side in (0, 1)]
-            chunks.extend(s if len(s) else edges for s in sides)
-        sizes = np.array([len(c) for c in chunks], dtype=np.int64)
-        start = np.concatenate([[0], np.cumsum(sizes)])
-        edges = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
-        return start, np.concatenate([edges, [0]]).astype(np.int64)
 
     def _check_reachability(self) -> None:
         """Count origins from which no stretch can be reached (reported, not fatal)."""
@@ -367,48 +274,9 @@ class CrowdModel(mesa.Model):
     # ------------------------------------------------------------------ event lists
 
     def _schedule(self, rows: np.ndarray) -> None:
-        """File `rows` under the tick at which their ``leave_s`` falls (stale entries are
-        dropped when the tick comes)."""
-        leave = self.people.leave_s[rows]
-        fin = np.isfinite(leave)
-        rows, leave = rows[fin], leave[fin]
-        if len(rows) == 0:
-            return
-        tick = np.maximum(np.ceil(leave / self.dt - 1e-9).astype(np.int64), self.tick + 1)
-        near = tick < self._horizon
-        if not near.all():
-            # splitting per tick costs a Python step per distinct tick (stays last hours
-            # spread over thousands of them), so later ticks wait in one flat list
-            far = ~near
-            self._far_tick.append(tick[far])
-            self._far_rows.append(rows[far])
-            tick, rows = tick[near], rows[near]
-        self._file(tick, rows)
-
-    def _file(self, tick: np.ndarray, rows: np.ndarray) -> None:
-        """File `rows` under `tick` in the per-tick lists."""
-        if len(rows) == 0:
-            return
-        order = np.argsort(tick, kind="stable")
-        tick, rows = tick[order], rows[order]
-        cut = np.flatnonzero(np.diff(tick)) + 1
-        for tk, chunk in zip(tick[np.r_[0, cut]].tolist(), np.split(rows, cut), strict=True):
-            self._due.setdefault(tk, []).append(chunk)
-
-    def _advance_calendar(self) -> None:
-        """File the next ``CALENDAR_TICKS`` ticks of the flat list per tick.
-
-        Called when the tick reaches ``_horizon``; every departure due before the new
-        horizon moves to the per-tick lists, the rest stays in one flat array.
-        """
-        self._horizon = self.tick + CALENDAR_TICKS
-        if not self._far_tick:
-            return
-        tick = np.concatenate(self._far_tick)
-        rows = np.concatenate(self._far_rows)
-        near = tick < self._horizon
-        self._far_tick, self._far_rows = [tick[~near]], [rows[~near]]
-        self._file(tick[near], rows[near])
+        """File `rows` in the departure calendar under the tick their ``leave_s`` falls
+        in (stale entries are dropped when the tick comes)."""
+        self.calendar.schedule(rows, self.people.leave_s[rows], self.tick)
 
     def _activate(self, rows: np.ndarray) -> None:
         """Add `rows` (now waiting or walking) to the list the tick works on."""
@@ -589,12 +457,10 @@ class CrowdModel(mesa.Model):
 
     def _departures(self, t: float) -> None:
         p = self.people
-        if self.tick >= self._horizon:
-            self._advance_calendar()
-        due = self._due.pop(self.tick, None)
-        if not due:
+        due = self.calendar.pop(self.tick)
+        if due is None:
             return
-        rows = np.unique(np.concatenate(due))
+        rows = np.unique(due)
         rows = rows[(p.state[rows] == STAYING) & (p.leave_s[rows] <= t)]
         if len(rows) == 0:
             return
