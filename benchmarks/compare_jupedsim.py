@@ -364,7 +364,7 @@ def crowdsim_bottleneck(
     JuPedSim room, with its JuPedSim free speed; its passage is logged at the node at the
     bottleneck's end, which is its destination.
     """
-    from sim.crowd.walkways import WalkwayModel, walkway_graph
+    from sim.crowd import WalkwayModel, walkway_graph
 
     depth = case.room_depth_m
     graph = walkway_graph(
@@ -405,7 +405,7 @@ def crowdsim_corridor(
     seed: int = 0,
 ) -> Outcome:
     """The fed corridor as a line of 10 m streets; walkers start at node 0 when due."""
-    from sim.crowd.walkways import WalkwayModel, walkway_graph
+    from sim.crowd import WalkwayModel, walkway_graph
 
     pieces = max(1, round(case.length_m / 10.0))
     x = np.linspace(0.0, case.length_m, pieces + 1)
