@@ -198,7 +198,7 @@ class Course:
         return out
 
 
-def build_course(
+def build_course(  # noqa: C901 - one pass over the waypoints; gaps, loops and snaps are its cases
     streets: Streets, route: RouteConfig, *, scenario: Scenario | None = None
 ) -> Course:
     """Chain shortest walking paths between consecutive waypoints of `route`.
@@ -243,8 +243,9 @@ def build_course(
         src, dst = int(snap_node[i - 1]), int(snap_node[i])
         before = route.waypoints[i - 1]
         if before.gap:
-            assert before.km is not None and route.waypoints[i].km is not None  # validated
-            gap_after[len(nodes) - 1] = (route.waypoints[i].km - before.km) * 1000.0
+            after_km, before_km = route.waypoints[i].km, before.km
+            assert before_km is not None and after_km is not None  # validated
+            gap_after[len(nodes) - 1] = (after_km - before_km) * 1000.0
             piece_start.append(len(nodes))
             nodes.append(dst)
             continue

@@ -26,7 +26,7 @@ state proceeds as if it had succeeded (no retry model yet).
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -157,7 +157,7 @@ class Signalling:
         rng: np.random.Generator,
         start: pd.Timestamp,
         dt_s: float,
-        burst: object = None,
+        burst: Callable[[float], float] | None = None,
         config: SignallingConfig | None = None,
     ) -> None:
         self.cfg = config or SignallingConfig()
@@ -444,8 +444,11 @@ class Signalling:
         return frame.astype(RECORD_COLUMNS)
 
     def cell_load(self) -> pd.DataFrame:
-        """Per cell per minute: peak connected users, rejections, MME messages (in all and
-        by procedure) and mean MME queueing delay of the cell's procedures."""
+        """Counters per cell per minute.
+
+        Peak connected users, rejections, MME messages (in all and by procedure) and mean
+        MME queueing delay of the cell's procedures.
+        """
         per_min = max(1, round(60.0 / self.dt))
         n_min = (self.ticks + per_min - 1) // per_min
         connected = np.zeros((n_min, self.n_cells), dtype=np.int64)

@@ -81,8 +81,11 @@ GIF_MAX_FRAMES = 48
 
 
 def chosen_times(scenario: Scenario, tables: RunTables) -> dict[pd.Timestamp, str]:
-    """Moments for the crowd maps: the caravan, the first start, the peak along the course
-    and the last team's finish (the truth's bins nearest to them), else the quartiles."""
+    """Moments for the crowd maps, each with its label.
+
+    The caravan, the first start, the peak along the course and the last team's finish
+    (the truth's bins nearest to them), else the quartiles of the run.
+    """
     tz = scenario.event.timezone
     times = tables.times()
     if len(times) == 0:

@@ -1,5 +1,7 @@
-"""Charts over time and against the truth: counts per area and segment with intervals,
-estimate vs truth, error over time, and the signalling load of the cells.
+"""Charts over time and against the truth.
+
+Counts per area and segment with intervals, estimate vs truth, error over time, and the
+signalling load of the cells.
 
 Every chart reads the tables of :class:`~.tables.RunTables` (local time, bin ends), is
 vectorised over zones and bins (pivots and NumPy reductions, no loop over rows), and
@@ -13,6 +15,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -60,8 +63,11 @@ def _segment_km(zone: str) -> float:
 
 
 def _panels(tables: RunTables) -> list[tuple[str, str, list[str]]]:
-    """(title, system, zones summed) per panel: start and finish areas first, the other
-    areas, all course segments together, then the two busiest segments."""
+    """(title, system, zones summed) per panel.
+
+    Start and finish areas first, the other areas, all course segments together, then the
+    two busiest segments.
+    """
     assert tables.truth is not None
     areas = list(dict.fromkeys(tables.truth.loc[tables.truth["system"] == "area", "zone"]))
 
@@ -80,9 +86,13 @@ def _panels(tables: RunTables) -> list[tuple[str, str, list[str]]]:
     return panels
 
 
-def plot_time_series(tables: RunTables, dest: Path, *, dpi: int) -> Path | None:
-    """Truth and each method's estimate with its interval, per named area and course
-    segment (a panel of several segments sums them, intervals summed too)."""
+def plot_time_series(  # noqa: C901 - one panel per area and segment group, each optional
+    tables: RunTables, dest: Path, *, dpi: int
+) -> Path | None:
+    """Truth and each method's estimate with its interval, per named area and segment.
+
+    A panel of several course segments sums them, intervals summed too.
+    """
     if tables.truth is None or tables.truth.empty:
         return None
     panels = _panels(tables)
@@ -127,7 +137,7 @@ def plot_time_series(tables: RunTables, dest: Path, *, dpi: int) -> Path | None:
         shown = [ax for ax in axes[:, col] if ax.get_visible()]
         if shown:
             shown[-1].set_xlabel(f"local time ({tables.timezone})", fontsize=8)
-    handles = [Line2D([], [], color=TRUTH_COLOUR, lw=2, label="truth")]
+    handles: list[Artist] = [Line2D([], [], color=TRUTH_COLOUR, lw=2, label="truth")]
     handles += [
         Line2D([], [], color=method_colour(m), lw=1.1, label=f"{m} estimate") for m in methods
     ]
@@ -196,8 +206,11 @@ def plot_scatter(
 def plot_error_over_time(
     tables: RunTables, joined: pd.DataFrame, dest: Path, *, dpi: int
 ) -> Path | None:
-    """Per bin: mean absolute error on the course segments, relative error of the total
-    along the course, and the Kantorovich-Wasserstein distance on the grid."""
+    """Error per bin, three ways.
+
+    Mean absolute error on the course segments, relative error of the total along the
+    course, and the Kantorovich-Wasserstein distance on the grid.
+    """
     seg = joined[joined["zone_system"] == "segment"] if not joined.empty else joined
     mb = tables.metrics_bins
     if seg.empty and (mb is None or mb.empty):
@@ -253,8 +266,11 @@ def plot_error_over_time(
 def plot_cell_load(
     tables: RunTables, dest: Path, *, dpi: int, capacity: int | None, busiest: int = 30
 ) -> Path | None:
-    """Connected users per cell (spread over the cells, with the capacity), MME messages of
-    the busiest cells, and rejected requests, per minute."""
+    """Signalling load per minute.
+
+    Connected users per cell (spread over the cells, with the capacity), MME messages of
+    the busiest cells, and rejected requests.
+    """
     cl = tables.cell_load
     if cl is None or cl.empty:
         return None

@@ -1,5 +1,7 @@
-"""Map figures: the course, the crowd at chosen times, truth vs estimates at the peak, the
-worst levels of service, and the animated afternoon.
+"""Map figures.
+
+The course, the crowd at chosen times, truth vs estimates at the peak, the worst levels of
+service, and the animated afternoon.
 
 Every map shows the same window (the course and a margin), the streets in grey beneath,
 the course in red above, and counts per grid tile on one logarithmic colour scale, so
@@ -16,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
@@ -125,7 +128,8 @@ class MapBase:
                 & (seg[:, :, 1].min(axis=1) <= ext[3])
             )
             segments = seg[inside]
-        return cls(extent=tuple(float(v) for v in ext), segments=segments, course_xy=xy)
+        xmin, xmax, ymin, ymax = (float(v) for v in ext)
+        return cls(extent=(xmin, xmax, ymin, ymax), segments=segments, course_xy=xy)
 
     def draw(self, ax: Axes, *, course: bool = True, streets_alpha: float = 1.0) -> Line2D | None:
         """Streets (grey, beneath), the course (dark blue, returned), the window, axes."""
@@ -279,6 +283,7 @@ def plot_crowd_map(
     for ax in axes.ravel()[len(times) :]:
         ax.set_visible(False)
     axes[0, 0].legend(loc="lower left", fontsize=7)
+    assert im is not None  # at least one panel
     fig.colorbar(im, ax=axes, shrink=0.7, label=_tile_label(grid) + " (truth)")
     fig.suptitle("The crowd on the streets (ground truth)")
     return save(fig, dest, dpi=dpi)
@@ -311,6 +316,7 @@ def plot_peak_heatmaps(
         ax.set_title(f"{title} ({np.nansum(image):,.0f} people)", fontsize=9, color=TRUTH_COLOUR)
     for ax in axes.ravel()[len(panels) :]:
         ax.set_visible(False)
+    assert im is not None  # the truth panel at least
     fig.colorbar(
         im, ax=axes, shrink=0.7, label=_tile_label(grid) + f" (blank below {BLANK_BELOW:g})"
     )
@@ -329,9 +335,10 @@ def plot_los_map(
     dpi: int,
     zoom_m: float = 700.0,
 ) -> Path | None:
-    """Each street segment coloured by the worst Fruin level of service it reached, over
-    the whole window and zoomed on the worst place; worst places numbered (1, 2, ...) and
-    densest places lettered (d1, d2, ...) as in the report's tables.
+    """Each street segment coloured by the worst Fruin level of service it reached.
+
+    Over the whole window and zoomed on the worst place; worst places numbered (1, 2, ...)
+    and densest places lettered (d1, d2, ...) as in the report's tables.
 
     `worst` has one row per street segment (edge, los); `places` and `dense` the ranked
     rows (edge, rank).
@@ -468,23 +475,25 @@ def write_afternoon_gif(
         ax.set_title(f"{name} (dark blue line: the course)", fontsize=10)
     fig.colorbar(ims[0], ax=axes, shrink=0.8, label=_tile_label(grid))
     head = fig.suptitle(f"00:00 {tables.timezone}: truth vs {method} (people per tile)")
-    fig.canvas.draw()  # lay out once, then freeze the layout
+    canvas = fig.canvas
+    assert isinstance(canvas, FigureCanvasAgg)  # the Agg backend (sim.report.plotting)
+    canvas.draw()  # lay out once, then freeze the layout
     fig.set_layout_engine("none")
     moving = [*ims, *(line for line in lines if line is not None), head]
     for artist in moving:
         artist.set_animated(True)
-    fig.canvas.draw()
-    background = fig.canvas.copy_from_bbox(fig.bbox)
+    canvas.draw()
+    background = canvas.copy_from_bbox(fig.bbox)
     pictures = []
     for t in frames:
         for im, images in zip(ims, (t_images, e_images), strict=True):
             image = images.get(pd.Timestamp(t), empty)
             im.set_data(np.ma.masked_less(np.nan_to_num(image, nan=0.0), BLANK_BELOW))
         head.set_text(f"{t:%H:%M} {tables.timezone}: truth vs {method} (people per tile)")
-        fig.canvas.restore_region(background)
+        canvas.restore_region(background)
         for artist in moving:
             fig.draw_artist(artist)
-        rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+        rgb = np.asarray(canvas.buffer_rgba())[..., :3]
         pictures.append(Image.fromarray(rgb).quantize(colors=255, method=Image.Quantize.FASTOCTREE))
     plt.close(fig)
     durations = [int(frame_s * 1000)] * len(pictures)
