@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -91,6 +92,14 @@ class Course:
         """Length of the course on the simulated streets: the pieces, gaps left out."""
         m = self.piece_m
         return float((m[:, 1] - m[:, 0]).sum())
+
+    def piece_xy(self, streets: Streets) -> list[np.ndarray]:
+        """Coordinates of each piece on `streets`, one ``(n, 2)`` array per piece.
+
+        Pieces are drawn and written apart, so nothing crosses a gap of the course.
+        """
+        xy = np.column_stack([streets.x[self.nodes], streets.y[self.nodes]])
+        return [xy[a:b] for a, b in zip(self.piece_start, self.piece_stop, strict=True)]
 
     def steps(self) -> tuple[np.ndarray, np.ndarray]:
         """Node pairs ``(a, b)`` of every walked step of the course (gaps left out)."""
@@ -171,7 +180,7 @@ class Course:
         _, nearest = tree.query(np.column_stack([np.ravel(x), np.ravel(y)]))
         return self.cum_m[nearest] / 1000.0
 
-    def summary(self) -> dict[str, object]:
+    def summary(self) -> dict[str, Any]:
         """Course length and the kilometre mark of each named waypoint."""
         out: dict[str, object] = {
             "name": self.route.name,

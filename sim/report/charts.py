@@ -20,9 +20,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from validation.metrics import DEFAULT_FLOOR
+from sim.plotting import TRUTH_COLOUR, local_time_axis, method_colour, save
 
-from .plotting import TRUTH_COLOUR, local_time_axis, method_colour, save
 from .tables import RunTables
 
 __all__ = [
@@ -32,9 +31,6 @@ __all__ = [
     "plot_scatter",
     "plot_time_series",
 ]
-
-#: Zone-bins with at least this many people enter the relative errors: validation's floor.
-FLOOR = DEFAULT_FLOOR
 
 
 def joined_small(tables: RunTables) -> pd.DataFrame:
@@ -152,9 +148,19 @@ def plot_time_series(  # noqa: C901 - one panel per area and segment group, each
 
 
 def plot_scatter(
-    joined: pd.DataFrame, dest: Path, *, dpi: int, max_points: int = 20_000
+    joined: pd.DataFrame,
+    dest: Path,
+    *,
+    dpi: int,
+    floor: float | None = None,
+    max_points: int = 20_000,
 ) -> Path | None:
-    """Estimate vs truth per method, one point per zone and bin (areas and segments)."""
+    """Estimate vs truth per method, one point per zone and bin (areas and segments).
+
+    `floor` is the validation's MAPE floor (zone-bins with at least this many people
+    enter relative errors), read from the run's facts; without it (a run not scored)
+    the panels give the correlation only.
+    """
     if joined.empty:
         return None
     methods = list(dict.fromkeys(joined["method"]))
@@ -191,9 +197,12 @@ def plot_scatter(
         ax.set_ylim(0, top)
         ax.set_aspect("equal")
         r = np.corrcoef(m["truth"], m["estimate"])[0, 1] if len(m) > 2 else float("nan")
-        big = m[m["truth"] >= FLOOR]
-        mape = float((np.abs(big["estimate"] - big["truth"]) / big["truth"]).mean())
-        ax.set_title(f"{method}: r = {r:.2f}, MAPE {mape:.0%} (truth ≥ {FLOOR:g})", fontsize=9)
+        title = f"{method}: r = {r:.2f}"
+        if floor is not None:
+            big = m[m["truth"] >= floor]
+            mape = float((np.abs(big["estimate"] - big["truth"]) / big["truth"]).mean())
+            title += f", MAPE {mape:.0%} (truth ≥ {floor:g})"
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("truth (people; symmetric log, linear below 10)", fontsize=8)
         ax.set_ylabel("estimate (people)", fontsize=8)
         ax.tick_params(labelsize=7)

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from sim.crowd.movement import FRUIN_LIMITS
+from sim.plotting import LOS_COLOURS, local_time_axis, save
 
-from .plotting import LOS_COLOURS, local_time_axis, save
 from .tables import RunTables
 
 if TYPE_CHECKING:
