@@ -351,7 +351,7 @@ def write_afternoon_gif(
     fig.colorbar(ims[0], ax=axes, shrink=0.8, label=_tile_label(grid))
     head = fig.suptitle(f"00:00 {tables.timezone}: truth vs {method} (people per tile)")
     canvas = fig.canvas
-    assert isinstance(canvas, FigureCanvasAgg)  # the Agg backend (sim.report.plotting)
+    assert isinstance(canvas, FigureCanvasAgg)  # the Agg backend (sim.plotting)
     canvas.draw()  # lay out once, then freeze the layout
     fig.set_layout_engine("none")
     moving = [*ims, *(line for line in lines if line is not None), head]
