@@ -8,6 +8,7 @@ the figures were also looked at by eye on the demo and on a large team-time-tria
 from __future__ import annotations
 
 import base64
+import copy
 import re
 import shutil
 from pathlib import Path
@@ -85,6 +86,7 @@ def test_report_records_its_parts_and_redraws_from_the_run_folder(
     folder = shutil.copytree(smoke_run, tmp_path / "run")
     manifest_before = (folder / "manifest.json").read_bytes()
     run = load_run_context(folder)
+    facts_before = copy.deepcopy(dict(run.facts))
     before = (folder / "report.html").stat().st_mtime_ns
     written = write_report(run, streets=run.streets, course=run.course)
     assert {p.name for p in written.files} == {*DRAWN, "report.html"}
@@ -95,6 +97,7 @@ def test_report_records_its_parts_and_redraws_from_the_run_folder(
     assert all(s >= 0 for s in written.seconds.values())
     # the report hands back what it wrote; the run's record is the caller's business
     assert (folder / "manifest.json").read_bytes() == manifest_before
+    assert dict(run.facts) == facts_before
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
