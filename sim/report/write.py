@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -93,7 +94,7 @@ def write_report(run: RunView, *, streets: Streets | None, course: Course | None
             paths[figure.file] = out / figure.file if (out / figure.file).is_file() else None
         else:
             name = Path(figure.file).stem
-            paths[figure.file] = d.timed(name, lambda: draw(d, out / figure.file))  # noqa: B023 - called at once
+            paths[figure.file] = d.timed(name, partial(draw, d, out / figure.file))
     source = (
         streets.source.describe()
         if streets is not None
