@@ -1,4 +1,5 @@
-# Two commands for a newcomer (see README): `make demo` and `make test`.
+# Two commands for a newcomer (see README): `make demo` and `make test` (`make lint` is
+# the first half of `make test`: ruff, the format check and mypy).
 # Each sets up a virtual environment in .venv (once) and then does its job.
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,8 +16,13 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/crowdsim demo --out runs/demo
 
-test: $(BIN)/.installed
+# What the README's Development section lists, in that order: lint, then the suite.
+lint: $(BIN)/.installed
 	$(BIN)/ruff check sim validation tests benchmarks
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/.installed

@@ -1,7 +1,7 @@
 """Benchmark of validation and the report (issue #6); run by hand, never as a timed test.
 
-Times what a run's last two stages do (``sim.run._validation_stage`` and
-``sim.run._report_stage``, the same functions) on a finished run folder of the full
+Times what a run's last two stages call (``validation.metrics.write_metrics`` and
+``sim.report.write_report``, the same functions) on a finished run folder of the full
 team-time-trial scenario (``scenarios/tdf2019_ttt.toml``): the metrics against the truth,
 then every figure, the animation and ``report.html``. Without ``--run`` it first makes
 that folder with ``crowdsim run`` in a separate process (not timed). Rebuilding the run's
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from sim.report import load_run_context
-from sim.run import _report_stage, _validation_stage
+from sim.report import load_run_context, write_report
+from validation.metrics import write_metrics
 
 HERE = Path(__file__).resolve().parent
 SCENARIO = HERE.parent / "scenarios" / "tdf2019_ttt.toml"
@@ -71,16 +71,16 @@ def main() -> None:
 
     cpu0 = _cpu_s()
     t0 = time.perf_counter()
-    validation_note = _validation_stage(ctx)
+    _, summary = write_metrics(run, kwd_max_bins=12)  # as the run's validation stage does
     t1 = time.perf_counter()
     cpu1 = _cpu_s()
-    report_note = _report_stage(ctx)
+    written = write_report(ctx, streets=ctx.streets, course=ctx.course)
     t2 = time.perf_counter()
     cpu2 = _cpu_s()
 
-    parts = ctx.part_timings.get("report", {})
-    print(f"validation: {validation_note}", file=sys.stderr)
-    print(f"report: {report_note}; parts (s): {json.dumps(parts)}", file=sys.stderr)
+    parts = written.seconds
+    print(f"validation: metrics of {len(summary['metrics'])} methods", file=sys.stderr)
+    print(f"report: {len(written.files)} files; parts (s): {json.dumps(parts)}", file=sys.stderr)
     figures = {
         "run": str(run),
         "scenario": ctx.scenario.name,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -91,6 +92,14 @@ class Course:
         """Length of the course on the simulated streets: the pieces, gaps left out."""
         m = self.piece_m
         return float((m[:, 1] - m[:, 0]).sum())
+
+    def piece_xy(self, streets: Streets) -> list[np.ndarray]:
+        """Coordinates of each piece on `streets`, one ``(n, 2)`` array per piece.
+
+        Pieces are drawn and written apart, so nothing crosses a gap of the course.
+        """
+        xy = np.column_stack([streets.x[self.nodes], streets.y[self.nodes]])
+        return [xy[a:b] for a, b in zip(self.piece_start, self.piece_stop, strict=True)]
 
     def steps(self) -> tuple[np.ndarray, np.ndarray]:
         """Node pairs ``(a, b)`` of every walked step of the course (gaps left out)."""
@@ -171,7 +180,7 @@ class Course:
         _, nearest = tree.query(np.column_stack([np.ravel(x), np.ravel(y)]))
         return self.cum_m[nearest] / 1000.0
 
-    def summary(self) -> dict[str, object]:
+    def summary(self) -> dict[str, Any]:
         """Course length and the kilometre mark of each named waypoint."""
         out: dict[str, object] = {
             "name": self.route.name,
@@ -198,7 +207,7 @@ class Course:
         return out
 
 
-def build_course(
+def build_course(  # noqa: C901 - one pass over the waypoints; gaps, loops and snaps are its cases
     streets: Streets, route: RouteConfig, *, scenario: Scenario | None = None
 ) -> Course:
     """Chain shortest walking paths between consecutive waypoints of `route`.
@@ -243,8 +252,9 @@ def build_course(
         src, dst = int(snap_node[i - 1]), int(snap_node[i])
         before = route.waypoints[i - 1]
         if before.gap:
-            assert before.km is not None and route.waypoints[i].km is not None  # validated
-            gap_after[len(nodes) - 1] = (route.waypoints[i].km - before.km) * 1000.0
+            after_km, before_km = route.waypoints[i].km, before.km
+            assert before_km is not None and after_km is not None  # validated
+            gap_after[len(nodes) - 1] = (after_km - before_km) * 1000.0
             piece_start.append(len(nodes))
             nodes.append(dst)
             continue

@@ -261,7 +261,10 @@ def _report_stage(ctx: RunContext) -> str:
 
     if not ctx.scenario.output.report:
         return "skipped: output.report = false"
-    ctx.outputs.extend(p.name for p in write_report(ctx))
+    written = write_report(ctx, streets=ctx.streets, course=ctx.course)
+    ctx.outputs.extend(p.name for p in written.files)
+    ctx.facts["report"] = written.facts
+    ctx.part_timings["report"] = written.seconds
     return "report.html"
 
 

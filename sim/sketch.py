@@ -57,7 +57,7 @@ _SNAP_M = 0.5  # course anchors (waypoints, self-crossings) closer than this are
 _MAX_GRID_NODES = 400_000
 
 
-def build_sketch(
+def build_sketch(  # noqa: C901 - the recipe of the offline city, step by step, read top to bottom
     waypoints: Sequence[tuple[str, float, float]] = DEFAULT_WAYPOINTS,
     *,
     spacing_m: float = 200.0,
@@ -117,11 +117,14 @@ def build_sketch(
     gxy = lo + np.column_stack([jj.ravel(), ii.ravel()]) * spacing_m
     gxy += rng.uniform(-0.15, 0.15, gxy.shape) * spacing_m
     idx = np.arange(nrow * ncol).reshape(nrow, ncol)
-    ga, gb, kinds, labels = [], [], [], []
+    a_parts: list[np.ndarray] = []
+    b_parts: list[np.ndarray] = []
+    kinds: list[str] = []
+    labels: list[str] = []
 
     def add(a: np.ndarray, b: np.ndarray, kind: str, label: str) -> None:
-        ga.append(a.ravel())
-        gb.append(b.ravel())
+        a_parts.append(a.ravel())
+        b_parts.append(b.ravel())
         kinds.extend([kind] * a.size)
         labels.extend([label] * a.size)
 
@@ -137,7 +140,7 @@ def build_sketch(
     for k, (i, j, f) in enumerate(zip(ci.tolist(), cj.tolist(), flip.tolist(), strict=True)):
         a, b = (idx[i, j + 1], idx[i + 1, j]) if f else (idx[i, j], idx[i + 1, j + 1])
         add(np.array([a]), np.array([b]), "footway", f"Sketch footway F{k}")
-    ga, gb = np.concatenate(ga), np.concatenate(gb)
+    ga, gb = np.concatenate(a_parts), np.concatenate(b_parts)
 
     # Keep the course clear: no grid node within 10% of spacing, no grid street across it.
     near = _seg_distance(gxy, seg_a, seg_b) < 0.1 * spacing_m
@@ -247,7 +250,7 @@ def _check_waypoints(
     return names, np.array(rows)
 
 
-def _course(
+def _course(  # noqa: C901 - the sketch's course, one branch per kind of waypoint
     wxy: np.ndarray, names: list[str], latlon: np.ndarray
 ) -> tuple[np.ndarray, list[tuple[int, int, str]], dict[int, tuple[float, float]]]:
     """Densify the course; return node xy, edges (u, v, name) and {waypoint node: (lat, lon)}."""

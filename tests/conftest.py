@@ -36,6 +36,20 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["CROWDSIM_CACHE"] = str(tmp_path_factory.mktemp("crowdsim-cache"))
 
 
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, _private_cache: None) -> Path:
+    """The smoke scenario run once per test session (about 10 s); its folder is read-only.
+
+    Tests that change files work on a copy (``shutil.copytree(smoke_run, tmp_path / ...)``).
+    """
+    from sim.run import run_scenario
+    from sim.scenario import load_scenario
+
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    run_scenario(load_scenario(SCENARIOS / "smoke.toml"), out, progress=False)
+    return out
+
+
 MINIMAL: dict[str, Any] = {
     "name": "tiny",
     "event": {"name": "test", "date": "2019-07-07", "start": "13:00", "end": "14:00"},

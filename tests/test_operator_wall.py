@@ -1,4 +1,9 @@
-"""The operator wall (DESIGN §1): nothing under sim/estimate/ may import the simulated world."""
+"""The operator wall (DESIGN §1): nothing under sim/estimate/ may import the simulated world.
+
+Checked three ways: each file's own imports against an allow-list; the whole static import
+graph reached from sim.estimate (lazy imports inside functions included, see
+tests/imports.py); and a fresh interpreter importing sim.estimate.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.imports import graph, reachable, within
 
 ESTIMATE = Path(__file__).resolve().parents[1] / "sim" / "estimate"
 #: What an estimator may import from crowdsim: operator-side data and helpers only.
@@ -18,6 +25,16 @@ ALLOWED_SIM = {
     "sim.network.records",
     "sim.zones",
 }
+#: Reached through the ones above, not imported by an estimator itself: the packages'
+#: ``__init__``s, and sim.network.plan's coordinate conversion (``sim.streets.to_metres``),
+#: which brings the street loader and the scenario's settings (public map data and
+#: configuration: nothing of the simulated crowd, phones or radio).
+ALLOWED_TRANSITIVE = {"sim", "sim.network", "sim.streets", "sim.sketch", "sim.scenario"}
+#: The simulated world and the stages after the wall, named in the failure message.
+WORLD = (
+    "sim.crowd", "sim.truth", "sim.network.radio", "sim.network.devices",
+    "sim.network.signalling", "sim.network.simulate", "sim.run", "sim.report", "validation",
+)  # fmt: skip
 #: Third-party packages an estimator may use.
 ALLOWED_THIRD_PARTY = {"numpy", "scipy", "pandas", "shapely", "geopandas"}
 
@@ -110,6 +127,32 @@ def test_the_wall_check_lets_operator_data_through(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert all(allowed(m) for _, m in imported_modules(path))
+
+
+def test_nothing_the_estimators_reach_through_any_import_is_of_the_world() -> None:
+    """Transitively over the whole static graph, lazy imports included."""
+    chains = reachable([m for m in graph() if within(m, ("sim.estimate",))], graph())
+    world = sorted(chain for module, chain in chains.items() if within(module, WORLD))
+    assert not world, "the operator wall leaks:\n" + "\n".join(world)
+    other = sorted(
+        chain
+        for module, chain in chains.items()
+        if not within(module, ("sim.estimate", *ALLOWED_SIM))
+        and module not in ALLOWED_TRANSITIVE  # exact: "sim" allows the package, not sim.*
+    )
+    assert not other, "reached from sim.estimate, not on the allow-list:\n" + "\n".join(other)
+
+
+def test_the_transitive_check_follows_a_chain_to_the_world() -> None:
+    edges = {
+        "sim.estimate.x": frozenset({"sim.zones"}),
+        "sim.zones": frozenset({"sim.helper"}),
+        "sim.helper": frozenset({"sim.truth"}),
+        "sim.truth": frozenset(),
+    }
+    chains = reachable(["sim.estimate.x"], edges)
+    assert chains["sim.truth"] == "sim.estimate.x -> sim.zones -> sim.helper -> sim.truth"
+    assert within("sim.truth", WORLD)
 
 
 def test_importing_the_estimators_loads_nothing_of_the_simulated_world() -> None:

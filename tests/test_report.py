@@ -1,36 +1,32 @@
 """The run report: every figure drawn, valid, embedded under its heading; the helpers behind it.
 
-One smoke run (about 10 s) is shared by the tests of this module; the figures were also
-looked at by eye on the demo and on a large team-time-trial run (see the README).
+The session's smoke run (``smoke_run`` in conftest) is shared by the tests of this module;
+the figures were also looked at by eye on the demo and on a large team-time-trial run
+(see the README).
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from PIL import Image
 
 from sim.report import FIGURES, chosen_times, load_run_context, write_report
 from sim.report.charts import joined_small
 from sim.report.crowding import worst_per_edge, worst_places
 from sim.report.tables import GridRaster, RunTables
-from sim.run import run_scenario
 from sim.scenario import load_scenario
 from tests.conftest import SCENARIOS
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("report") / "smoke"
-    run_scenario(load_scenario(SCENARIOS / "smoke.toml"), out, progress=False)
-    return out
+#: The figures the report draws itself (the coverage figures are the network stage's).
+DRAWN = {f.file for f in FIGURES if f.draw is not None}
 
 
 def _sections(page: str) -> dict[str, str]:
@@ -45,7 +41,7 @@ def _sections(page: str) -> dict[str, str]:
 def test_every_figure_is_a_valid_image_embedded_under_its_heading(smoke_run: Path) -> None:
     page = (smoke_run / "report.html").read_text(encoding="utf-8")
     sections = _sections(page)
-    for name, heading in FIGURES.items():
+    for name, heading in ((f.file, f.heading) for f in FIGURES):
         path = smoke_run / name
         assert path.is_file(), f"{name} was not drawn"
         data = path.read_bytes()
@@ -62,7 +58,7 @@ def test_every_figure_is_a_valid_image_embedded_under_its_heading(smoke_run: Pat
         encoded = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
         assert encoded in sections[heading], f"{name} is not embedded under {heading!r}"
     # the network's coverage figures sit with the signalling load
-    assert page.count("data:image/png;base64,") == len(FIGURES) - 1 + 2
+    assert page.count("data:image/png;base64,") == len(FIGURES) - 1
     assert "<img src='data:image/gif;base64," in sections["The afternoon, animated"]
 
 
@@ -84,17 +80,36 @@ def test_report_starts_with_the_street_source_and_lists_the_worst_places(
     assert "<table id='metrics'>" in page  # the scores beside the error figure
 
 
-def test_report_records_its_parts_and_redraws_from_the_run_folder(smoke_run: Path) -> None:
-    ctx = load_run_context(smoke_run)
-    before = (smoke_run / "report.html").stat().st_mtime_ns
-    written = write_report(ctx)
-    assert {p.name for p in written} == {*FIGURES, "report.html"}
-    assert (smoke_run / "report.html").stat().st_mtime_ns >= before
-    facts = ctx.facts["report"]
-    assert set(facts["figures"]) == set(FIGURES)
-    assert facts["gif_method"] in {"voronoi", "bayes", "em"}
-    assert all(s >= 0 for s in ctx.part_timings["report"].values())
-    assert not [p for p in smoke_run.iterdir() if p.name.startswith(".")]
+def test_report_records_its_parts_and_redraws_from_the_run_folder(
+    smoke_run: Path, tmp_path: Path
+) -> None:
+    folder = shutil.copytree(smoke_run, tmp_path / "run")
+    manifest_before = (folder / "manifest.json").read_bytes()
+    run = load_run_context(folder)
+    facts_before = copy.deepcopy(dict(run.facts))
+    before = (folder / "report.html").stat().st_mtime_ns
+    written = write_report(run, streets=run.streets, course=run.course)
+    assert {p.name for p in written.files} == {*DRAWN, "report.html"}
+    assert (folder / "report.html").stat().st_mtime_ns >= before
+    assert set(written.facts["figures"]) == DRAWN
+    assert written.facts["gif_method"] in {"voronoi", "bayes", "em"}
+    assert {"read", "map_base", "html", "afternoon"} <= set(written.seconds)
+    assert all(s >= 0 for s in written.seconds.values())
+    # the report hands back what it wrote; the run's record is the caller's business
+    assert (folder / "manifest.json").read_bytes() == manifest_before
+    assert dict(run.facts) == facts_before
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_one_list_of_figures_drives_the_page() -> None:
+    files = [f.file for f in FIGURES]
+    assert len(files) == len(set(files))
+    anchors = list(dict.fromkeys(f.anchor for f in FIGURES))
+    for anchor in anchors:  # a section's figures come together and share one heading
+        entries = [i for i, f in enumerate(FIGURES) if f.anchor == anchor]
+        assert entries == list(range(entries[0], entries[-1] + 1)), anchor
+        assert len({FIGURES[i].heading for i in entries}) == 1, anchor
+    assert DRAWN < set(files)  # the coverage figures are the network stage's
 
 
 def test_estimates_meet_the_truth_of_the_same_bin_in_local_time(smoke_run: Path) -> None:
@@ -166,8 +181,8 @@ def test_report_without_estimates_draws_the_truth_and_says_what_is_missing(
     for path in smoke_run.iterdir():
         if path.name not in skip and not path.name.endswith((".png", ".gif")):
             shutil.copy2(path, tmp_path / path.name)
-    ctx = load_run_context(tmp_path)
-    written = {p.name for p in write_report(ctx)}
+    run = load_run_context(tmp_path)
+    written = {p.name for p in write_report(run, streets=run.streets, course=run.course).files}
     assert {"crowd_map.png", "crowd_course.png", "densities.png", "los_map.png"} <= written
     assert not written & {"heatmaps_peak.png", "scatter.png", "afternoon.gif"}
     page = (tmp_path / "report.html").read_text(encoding="utf-8")

@@ -65,16 +65,15 @@ def test_same_seed_same_outputs_different_seed_different(tmp_path: Path) -> None
     ).read_text()
 
 
-def test_every_stage_of_the_smoke_run_honours_the_operator_wall(tmp_path: Path) -> None:
-    run_scenario(load_scenario(SCENARIOS / "smoke.toml"), tmp_path, progress=False)
-    records = pd.read_parquet(tmp_path / "records.parquet")
+def test_every_stage_of_the_smoke_run_honours_the_operator_wall(smoke_run: Path) -> None:
+    records = pd.read_parquet(smoke_run / "records.parquet")
     assert list(records.columns) == ["time", "device", "cell_id", "procedure", "outcome"]
-    estimates = pd.read_parquet(tmp_path / "estimates.parquet")
+    estimates = pd.read_parquet(smoke_run / "estimates.parquet")
     assert (estimates["estimate"] >= 0).all() and estimates["estimate"].notna().all()
     assert (estimates["lower"] <= estimates["estimate"]).all()
     assert (estimates["estimate"] <= estimates["upper"]).all()
     assert set(estimates["method"]) == {"presence", "voronoi", "bayes", "em"}
-    truth = pd.read_parquet(tmp_path / "truth_zones.parquet")
+    truth = pd.read_parquet(smoke_run / "truth_zones.parquet")
     assert (truth["people"] >= 0).all() and (truth["spectators"] <= truth["people"]).all()
 
 

@@ -115,6 +115,12 @@ def test_two_pieces_on_a_line_known_lengths_and_km() -> None:
         (5, 6),
     ]
     assert sorted(streets.node_id[course.ends()].tolist()) == [1, 3, 4, 6]
+    # the coordinates of each piece, for maps and the GeoPackage: none crosses the gap
+    pieces = course.piece_xy(streets)
+    assert [len(p) for p in pieces] == [3, 3]
+    np.testing.assert_array_equal(
+        pieces[1][0], [streets.x[course.nodes[3]], streets.y[course.nodes[3]]]
+    )
 
 
 def test_segments_are_cut_per_piece_and_none_spans_the_gap() -> None:

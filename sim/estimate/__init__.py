@@ -102,8 +102,10 @@ def make_estimators(
 
 
 def period_bins(plan: NetworkPlan, *, bin_s: float = 60.0) -> pd.DatetimeIndex:
-    """Bin starts (UTC) covering the plan's period: every `bin_s` seconds, the last bin
-    ending at or before the period's end."""
+    """Bin starts (UTC) covering the plan's period.
+
+    One every `bin_s` seconds, the last bin ending at or before the period's end.
+    """
     start, end = (pd.Timestamp(p).tz_convert("UTC") for p in plan.period)
     width = pd.Timedelta(seconds=bin_s)
     n = int((end - start) // width)

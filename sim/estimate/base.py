@@ -155,7 +155,8 @@ class Estimator:
         for klass in cls.__mro__:
             if "__init__" not in klass.__dict__ or klass is object:
                 continue
-            for p in inspect.signature(klass.__init__).parameters.values():
+            init = klass.__dict__["__init__"]  # the class's own, not an inherited one
+            for p in inspect.signature(init).parameters.values():
                 if p.name != "self" and p.kind == p.KEYWORD_ONLY and p.name not in names:
                     names.append(p.name)
         return sorted(names)
@@ -177,6 +178,7 @@ class Estimator:
         return self
 
     def __repr__(self) -> str:
+        """The class and its parameters, as scikit-learn prints an estimator."""
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({params})"
 

@@ -26,9 +26,10 @@ __all__ = ["BayesEstimator", "tile_prior"]
 
 
 def tile_prior(prior: str | pd.DataFrame, raster: TileRaster) -> np.ndarray:
-    """Prior weight of each tile: ``"uniform"``, or a table of points with ``x``, ``y``
-    and ``weight`` (EPSG:31370; e.g. street-piece midpoints weighted by length) summed
-    per tile.
+    """Prior weight of each tile.
+
+    ``"uniform"``, or a table of points with ``x``, ``y`` and ``weight`` (EPSG:31370;
+    e.g. street-piece midpoints weighted by length) summed per tile.
 
     Raises
     ------

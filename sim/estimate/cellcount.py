@@ -13,8 +13,10 @@ __all__ = ["PresenceEstimator"]
 
 
 class PresenceEstimator(Estimator):
-    """People per cell: devices present in each cell (see :mod:`sim.estimate.presence`),
-    scaled to people, with the shared intervals and privacy marks.
+    """People per cell.
+
+    Devices present in each cell (see :mod:`sim.estimate.presence`), scaled to people,
+    with the shared intervals and privacy marks.
 
     Its zone system is ``"cell"`` and its zones are the cell ids: this is the input every
     spatial method starts from, published so validation can see what mapping adds.

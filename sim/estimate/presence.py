@@ -228,8 +228,10 @@ def check_counters(
 def check_bins(
     bins: pd.DatetimeIndex, plan: NetworkPlan, *, error: type[Exception] = ValueError
 ) -> tuple[pd.DatetimeIndex, pd.Timedelta]:
-    """Check bin starts (aware, increasing, inside the plan's period); return them in UTC
-    and the bin width (the smallest step; 1 minute for a single bin)."""
+    """Check bin starts (aware, increasing, inside the plan's period).
+
+    Returns them in UTC and the bin width (the smallest step; 1 minute for a single bin).
+    """
     if not isinstance(bins, pd.DatetimeIndex):
         raise error(
             f"bins: expected a pandas DatetimeIndex of bin starts, got {type(bins).__name__}"

@@ -56,8 +56,10 @@ class SpatialEstimator(Estimator):
         )
 
     def _cached(self, what: str, zs: ZoneSet, build: Callable[[], csr_matrix]) -> csr_matrix:
-        """A zone matrix, built once per zone system (keyed by ids and zone bounds), so
-        that the real-time minute update does not redo the geometry."""
+        """A zone matrix, built once per zone system (keyed by ids and zone bounds).
+
+        So the real-time minute update does not redo the geometry.
+        """
         key = (what, zs.system, hash(tuple(zs.zone)), shapely.bounds(zs.geometry).tobytes())
         cache = self.__dict__.setdefault("_zone_cache", {})
         if key not in cache:

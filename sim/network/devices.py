@@ -49,6 +49,7 @@ class Devices:
         return np.flatnonzero(self.operator == self.operators.index(operator))
 
     def __len__(self) -> int:
+        """Number of phones."""
         return len(self.owner)
 
 

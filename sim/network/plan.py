@@ -106,7 +106,7 @@ class NetworkPlan:
         )
 
 
-def read_cells_csv(
+def read_cells_csv(  # noqa: C901 - one check per column of the file, each with its own message
     path: str | os.PathLike[str],
     *,
     operator: str | None = None,

@@ -84,6 +84,13 @@ def validate_records(records: pd.DataFrame, *, where: str = "records") -> pd.Dat
             value = records[column][unknown].iloc[0]
             raise RecordsError(
                 f"{where}: row {int(unknown.to_numpy().nonzero()[0][0])}, column {column}: "
-                f"{value!r} is not one of {', '.join(RECORD_COLUMNS[column].categories)}"
+                f"{value!r} is not one of {', '.join(_categories(column))}"
             )
     return out
+
+
+def _categories(column: str) -> list[str]:
+    """The values allowed in a categorical column of the records."""
+    dtype = RECORD_COLUMNS[column]
+    assert isinstance(dtype, pd.CategoricalDtype), column
+    return [str(c) for c in dtype.categories]

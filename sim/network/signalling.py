@@ -26,7 +26,7 @@ state proceeds as if it had succeeded (no retry model yet).
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,6 +119,29 @@ class ControlPlane:
         self.env.run()
 
 
+#: Procedures of one tick, grouped: (devices, procedure code, cells).
+_Batch = tuple[np.ndarray, int, np.ndarray]
+
+
+@dataclass(eq=False)
+class _Tick:
+    """What the phases of one :meth:`Signalling.step` share (arrays over present phones)."""
+
+    t_s: float
+    idx: np.ndarray  # the phones present, by index
+    pix: np.ndarray  # the radio pixel each stands on
+    best: np.ndarray  # its strongest cell (-1: no coverage)
+    best_pow: np.ndarray
+    covered: np.ndarray
+    arrived: np.ndarray  # came into the area this tick, and covered
+    serving: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    serving_pow: np.ndarray = field(default_factory=lambda: np.empty(0))
+    idle: np.ndarray = field(default_factory=lambda: np.empty(0, bool))
+    connected: np.ndarray = field(default_factory=lambda: np.empty(0, bool))
+    ok: list[_Batch] = field(default_factory=list)
+    rejected: list[_Batch] = field(default_factory=list)
+
+
 class Signalling:
     """The estimating operator's phones and the records its network writes about them.
 
@@ -157,7 +180,7 @@ class Signalling:
         rng: np.random.Generator,
         start: pd.Timestamp,
         dt_s: float,
-        burst: object = None,
+        burst: Callable[[float], float] | None = None,
         config: SignallingConfig | None = None,
     ) -> None:
         self.cfg = config or SignallingConfig()
@@ -207,6 +230,12 @@ class Signalling:
     def step(self, t_s: float, x: np.ndarray, y: np.ndarray, present: np.ndarray) -> None:
         """Advance every phone by one tick, given where every person is at `t_s`.
 
+        The phases run in this order, each a method: who is here and which cell is
+        strongest (:meth:`_sense`), phones arriving (:meth:`_arrive`), idle phones
+        reselecting and registering (:meth:`_idle`), connected phones handing over
+        (:meth:`_hand_over`) and being released (:meth:`_release`), new traffic
+        (:meth:`_traffic`), then the records and the cell load (:meth:`_account`).
+
         Parameters
         ----------
         t_s
@@ -216,9 +245,17 @@ class Signalling:
         present
             Which persons are in the study area (the others' phones are elsewhere).
         """
-        cfg, rng = self.cfg, self.rng
+        tick = self._sense(t_s, x, y, present)
+        self._arrive(tick)
+        self._idle(tick)
+        self._hand_over(tick)
+        self._release(tick)
+        self._traffic(tick)
+        self._account(tick)
+
+    def _sense(self, t_s: float, x: np.ndarray, y: np.ndarray, present: np.ndarray) -> _Tick:
+        """Who is in the area now, the strongest cell where each phone stands."""
         now_present = np.asarray(present, dtype=bool)[self.owner]
-        first_tick = self.ticks == 0
         arrived = now_present & ~self.present
         left = self.present & ~now_present
         self._reset(left)
@@ -229,53 +266,79 @@ class Signalling:
         changed = idx[moved_pixel]
         self._pix[changed] = pix[moved_pixel]
         self._best[changed], self._best_pow[changed] = self.radio.best(pix[moved_pixel])
-        best, best_pow = self._best[idx], self._best_pow[idx]
         self._in_use = np.bincount(
             self.cell[self.present & (self.state == CONNECTED)], minlength=self.n_cells
         )
+        best = self._best[idx]
         covered = best >= 0
         self.unreachable_device_ticks += int((~covered).sum())
-        out: list[tuple[np.ndarray, int, np.ndarray]] = []  # (devices, procedure, cells)
+        return _Tick(
+            t_s=t_s,
+            idx=idx,
+            pix=pix,
+            best=best,
+            best_pow=self._best_pow[idx],
+            covered=covered,
+            arrived=arrived[idx] & covered,
+        )
 
-        # arrivals: camp on the best cell; a phone coming from outside registers by TAU
-        arr = arrived[idx] & covered
-        dev = idx[arr]
+    def _arrive(self, tick: _Tick) -> None:
+        """Arrivals camp on the best cell; a phone coming from outside registers by TAU.
+
+        Then note each phone's serving cell and its power (where another cell is now
+        the strongest), and who is idle and who connected, for the phases after.
+        """
+        cfg, t_s, arr, best = self.cfg, tick.t_s, tick.arrived, tick.best
+        dev = tick.idx[arr]
         self.cell[dev] = best[arr]
         self.state[dev] = IDLE
-        if first_tick:  # already registered when the simulation starts: random phase
+        if self.ticks == 0:  # already registered when the simulation starts: random phase
             self.registered_ta[dev] = self.cell_ta[best[arr]]
-            self.next_periodic[dev] = t_s + rng.uniform(0, cfg.t3412_s, len(dev))
+            self.next_periodic[dev] = t_s + self.rng.uniform(0, cfg.t3412_s, len(dev))
         else:
             self.registered_ta[dev] = self.cell_ta[best[arr]]
             self.next_periodic[dev] = t_s + cfg.t3412_s
-            out.append((dev, P["tau"], best[arr]))
+            tick.ok.append((dev, P["tau"], best[arr]))
 
-        serving = self.cell[idx]
+        idx, covered = tick.idx, tick.covered
+        tick.serving = serving = self.cell[idx]
         # the serving cell's power matters only where another cell is now the strongest
         differs = np.flatnonzero((best != serving) & covered)
-        serving_pow = np.full(len(idx), np.inf)
-        serving_pow[differs] = np.where(
+        tick.serving_pow = np.full(len(idx), np.inf)
+        tick.serving_pow[differs] = np.where(
             serving[differs] >= 0,
-            self.radio.power_of(pix[differs], np.maximum(serving[differs], 0)),
+            self.radio.power_of(tick.pix[differs], np.maximum(serving[differs], 0)),
             -np.inf,
         )
-        idle = (self.state[idx] == IDLE) & covered & ~arr
-        conn = (self.state[idx] == CONNECTED) & covered
+        tick.idle = (self.state[idx] == IDLE) & covered & ~arr
+        tick.connected = (self.state[idx] == CONNECTED) & covered
 
-        # IDLE: silent reselection, TAU on a new tracking area, periodic TAU
-        resel = idle & (best != serving) & (best_pow > serving_pow + cfg.reselection_hysteresis_db)
+    def _idle(self, tick: _Tick) -> None:
+        """IDLE: silent reselection, TAU on a new tracking area, periodic TAU."""
+        cfg, t_s, idx, best = self.cfg, tick.t_s, tick.idx, tick.best
+        resel = (
+            tick.idle
+            & (best != tick.serving)
+            & (tick.best_pow > tick.serving_pow + cfg.reselection_hysteresis_db)
+        )
         self.cell[idx[resel]] = best[resel]
-        d = idx[idle]
+        d = idx[tick.idle]
         new_ta = self.cell_ta[self.cell[d]] != self.registered_ta[d]
         tau_dev = d[new_ta]
         self._register(tau_dev, t_s)
-        out.append((tau_dev, P["tau"], self.cell[tau_dev]))
+        tick.ok.append((tau_dev, P["tau"], self.cell[tau_dev]))
         periodic = d[~new_ta & (self.next_periodic[d] <= t_s)]
         self.next_periodic[periodic] = t_s + cfg.t3412_s
-        out.append((periodic, P["periodic_tau"], self.cell[periodic]))
+        tick.ok.append((periodic, P["periodic_tau"], self.cell[periodic]))
 
-        # CONNECTED: A3 handover with time-to-trigger; capacity checked on the target
-        a3 = conn & (best != serving) & (best_pow > serving_pow + cfg.a3_offset_db)
+    def _hand_over(self, tick: _Tick) -> None:
+        """CONNECTED: A3 handover with time-to-trigger; capacity checked on the target."""
+        idx, best = tick.idx, tick.best
+        a3 = (
+            tick.connected
+            & (best != tick.serving)
+            & (tick.best_pow > tick.serving_pow + self.cfg.a3_offset_db)
+        )
         same = a3 & (self.a3_target[idx] == best)
         self.a3_ticks[idx] = np.where(same, self.a3_ticks[idx] + 1, np.where(a3, 1, 0))
         self.a3_target[idx] = np.where(a3, best, -1)
@@ -285,27 +348,33 @@ class Signalling:
         np.subtract.at(self._in_use, self.cell[ho_dev[admitted]], 1)
         self.cell[ho_dev[admitted]] = ho_cell[admitted]
         self.a3_ticks[ho_dev] = 0
-        out.append((ho_dev[admitted], P["handover"], ho_cell[admitted]))
-        rejected = [(ho_dev[~admitted], P["handover"], ho_cell[~admitted])]
+        tick.ok.append((ho_dev[admitted], P["handover"], ho_cell[admitted]))
+        tick.rejected.append((ho_dev[~admitted], P["handover"], ho_cell[~admitted]))
 
-        # release after inactivity; register a tracking area changed while connected
-        release = idx[conn & (self.conn_until[idx] <= t_s)]
+    def _release(self, tick: _Tick) -> None:
+        """Release after inactivity; register a tracking area changed while connected."""
+        release = tick.idx[tick.connected & (self.conn_until[tick.idx] <= tick.t_s)]
         self.state[release] = IDLE
         np.subtract.at(self._in_use, self.cell[release], 1)
         moved = release[self.cell_ta[self.cell[release]] != self.registered_ta[release]]
-        self._register(moved, t_s)
-        out.append((moved, P["tau"], self.cell[moved]))
+        self._register(moved, tick.t_s)
+        tick.ok.append((moved, P["tau"], self.cell[moved]))
 
-        # traffic: arrivals in this tick, drawn per group of phones with equal rates and
-        # thinned to the phones that are present and covered (the same law, O(events))
+    def _traffic(self, tick: _Tick) -> None:
+        """New calls, data and SMS in this tick, on the phones present and covered.
+
+        Drawn per group of phones with equal rates and thinned to the reachable ones (the
+        same law, O(events)); traffic on an open connection extends it silently.
+        """
+        cfg, rng, t_s = self.cfg, self.rng, tick.t_s
         reachable = np.zeros(len(self.owner), dtype=bool)
-        reachable[idx[covered]] = True
+        reachable[tick.idx[tick.covered]] = True
         burst = float(self.burst(t_s))
         for kind, proc, hold in self._kinds:
             chosen = self._arrivals(kind, burst)
             chosen = chosen[reachable[chosen]]
             if hold is None:  # an SMS is a short NAS exchange: seen, no connection kept
-                out.append((chosen, P[proc], self.cell[chosen]))
+                tick.ok.append((chosen, P[proc], self.cell[chosen]))
                 continue
             busy = self.state[chosen] == CONNECTED
             extend = chosen[busy]  # traffic on an existing connection: silent
@@ -318,16 +387,19 @@ class Signalling:
             go = setup[ok]
             self.state[go] = CONNECTED
             self.conn_until[go] = t_s + rng.exponential(hold, len(go)) + cfg.inactivity_s
-            out.append((go, P[proc], cells[ok]))
-            rejected.append((setup[~ok], P[proc], cells[~ok]))
+            tick.ok.append((go, P[proc], cells[ok]))
+            tick.rejected.append((setup[~ok], P[proc], cells[~ok]))
 
-        self._emit(t_s, out, OK)
-        self._emit(t_s, rejected, REJECTED)
-        self._load.append((self.ticks, self._in_use.copy(),
-                           np.bincount(np.concatenate([c for _, _, c in rejected]),
-                                       minlength=self.n_cells)))  # fmt: skip
+    def _account(self, tick: _Tick) -> None:
+        """Emit the tick's procedures, record the cell load, let the MME catch up."""
+        self._emit(tick.t_s, tick.ok, OK)
+        self._emit(tick.t_s, tick.rejected, REJECTED)
+        rejected_cells = np.concatenate([c for _, _, c in tick.rejected])
+        self._load.append(
+            (self.ticks, self._in_use.copy(), np.bincount(rejected_cells, minlength=self.n_cells))
+        )
         self.ticks += 1
-        self.mme.run_until(t_s + self.dt)
+        self.mme.run_until(tick.t_s + self.dt)
 
     # ------------------------------------------------------------------ helpers
     def _arrivals(self, kind: str, burst: float) -> np.ndarray:
@@ -444,8 +516,11 @@ class Signalling:
         return frame.astype(RECORD_COLUMNS)
 
     def cell_load(self) -> pd.DataFrame:
-        """Per cell per minute: peak connected users, rejections, MME messages (in all and
-        by procedure) and mean MME queueing delay of the cell's procedures."""
+        """Counters per cell per minute.
+
+        Peak connected users, rejections, MME messages (in all and by procedure) and mean
+        MME queueing delay of the cell's procedures.
+        """
         per_min = max(1, round(60.0 / self.dt))
         n_min = (self.ticks + per_min - 1) // per_min
         connected = np.zeros((n_min, self.n_cells), dtype=np.int64)

@@ -217,12 +217,9 @@ def _cells_geopackage(plan: NetworkPlan, dest: Path) -> Path:
 
 def plot_coverage(run: NetworkRun, out_dir: Path, *, dpi: int = 110) -> list[Path]:
     """Best-server power and best-server areas, and coverage of the strongest cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sim.io import atomic_path
+    from sim.plotting import save  # sets the Agg backend before the first figure
 
     radio, cells = run.radio, run.plan.cells
     rows, cols = radio.shape
@@ -241,10 +238,7 @@ def plot_coverage(run: NetworkRun, out_dir: Path, *, dpi: int = 110) -> list[Pat
         ax.plot(cells["x"], cells["y"], "k.", markersize=1.5)
         ax.set_aspect("equal")
         ax.set_xlabel("x (m, EPSG:31370)")
-    paths = [out_dir / "coverage_best_server.png"]
-    with atomic_path(paths[0]) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    paths = [save(fig, out_dir / "coverage_best_server.png", dpi=dpi)]
 
     # per-cell coverage: the footprints of the cells that handled the most procedures,
     # each shown 1.5 km around its site
@@ -270,8 +264,5 @@ def plot_coverage(run: NetworkRun, out_dir: Path, *, dpi: int = 110) -> list[Pat
         ax.set_yticks([])
     fig.colorbar(im, ax=axes, shrink=0.6, label="received power where among the strongest (dBm)")
     fig.suptitle("True coverage of the 12 busiest cells (3 km squares around each site)")
-    paths.append(out_dir / "coverage_cells.png")
-    with atomic_path(paths[1]) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    paths.append(save(fig, out_dir / "coverage_cells.png", dpi=dpi))
     return paths

@@ -1,5 +1,7 @@
-"""Charts over time and against the truth: counts per area and segment with intervals,
-estimate vs truth, error over time, and the signalling load of the cells.
+"""Charts over time and against the truth.
+
+Counts per area and segment with intervals, estimate vs truth, error over time, and the
+signalling load of the cells.
 
 Every chart reads the tables of :class:`~.tables.RunTables` (local time, bin ends), is
 vectorised over zones and bins (pivots and NumPy reductions, no loop over rows), and
@@ -13,13 +15,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from validation.metrics import DEFAULT_FLOOR
+from sim.plotting import TRUTH_COLOUR, local_time_axis, method_colour, save
 
-from .plotting import TRUTH_COLOUR, local_time_axis, method_colour, save
 from .tables import RunTables
 
 __all__ = [
@@ -29,9 +31,6 @@ __all__ = [
     "plot_scatter",
     "plot_time_series",
 ]
-
-#: Zone-bins with at least this many people enter the relative errors: validation's floor.
-FLOOR = DEFAULT_FLOOR
 
 
 def joined_small(tables: RunTables) -> pd.DataFrame:
@@ -60,8 +59,11 @@ def _segment_km(zone: str) -> float:
 
 
 def _panels(tables: RunTables) -> list[tuple[str, str, list[str]]]:
-    """(title, system, zones summed) per panel: start and finish areas first, the other
-    areas, all course segments together, then the two busiest segments."""
+    """(title, system, zones summed) per panel.
+
+    Start and finish areas first, the other areas, all course segments together, then the
+    two busiest segments.
+    """
     assert tables.truth is not None
     areas = list(dict.fromkeys(tables.truth.loc[tables.truth["system"] == "area", "zone"]))
 
@@ -80,9 +82,13 @@ def _panels(tables: RunTables) -> list[tuple[str, str, list[str]]]:
     return panels
 
 
-def plot_time_series(tables: RunTables, dest: Path, *, dpi: int) -> Path | None:
-    """Truth and each method's estimate with its interval, per named area and course
-    segment (a panel of several segments sums them, intervals summed too)."""
+def plot_time_series(  # noqa: C901 - one panel per area and segment group, each optional
+    tables: RunTables, dest: Path, *, dpi: int
+) -> Path | None:
+    """Truth and each method's estimate with its interval, per named area and segment.
+
+    A panel of several course segments sums them, intervals summed too.
+    """
     if tables.truth is None or tables.truth.empty:
         return None
     panels = _panels(tables)
@@ -127,7 +133,7 @@ def plot_time_series(tables: RunTables, dest: Path, *, dpi: int) -> Path | None:
         shown = [ax for ax in axes[:, col] if ax.get_visible()]
         if shown:
             shown[-1].set_xlabel(f"local time ({tables.timezone})", fontsize=8)
-    handles = [Line2D([], [], color=TRUTH_COLOUR, lw=2, label="truth")]
+    handles: list[Artist] = [Line2D([], [], color=TRUTH_COLOUR, lw=2, label="truth")]
     handles += [
         Line2D([], [], color=method_colour(m), lw=1.1, label=f"{m} estimate") for m in methods
     ]
@@ -142,9 +148,19 @@ def plot_time_series(tables: RunTables, dest: Path, *, dpi: int) -> Path | None:
 
 
 def plot_scatter(
-    joined: pd.DataFrame, dest: Path, *, dpi: int, max_points: int = 20_000
+    joined: pd.DataFrame,
+    dest: Path,
+    *,
+    dpi: int,
+    floor: float | None = None,
+    max_points: int = 20_000,
 ) -> Path | None:
-    """Estimate vs truth per method, one point per zone and bin (areas and segments)."""
+    """Estimate vs truth per method, one point per zone and bin (areas and segments).
+
+    `floor` is the validation's MAPE floor (zone-bins with at least this many people
+    enter relative errors), read from the run's facts; without it (a run not scored)
+    the panels give the correlation only.
+    """
     if joined.empty:
         return None
     methods = list(dict.fromkeys(joined["method"]))
@@ -181,9 +197,12 @@ def plot_scatter(
         ax.set_ylim(0, top)
         ax.set_aspect("equal")
         r = np.corrcoef(m["truth"], m["estimate"])[0, 1] if len(m) > 2 else float("nan")
-        big = m[m["truth"] >= FLOOR]
-        mape = float((np.abs(big["estimate"] - big["truth"]) / big["truth"]).mean())
-        ax.set_title(f"{method}: r = {r:.2f}, MAPE {mape:.0%} (truth ≥ {FLOOR:g})", fontsize=9)
+        title = f"{method}: r = {r:.2f}"
+        if floor is not None:
+            big = m[m["truth"] >= floor]
+            mape = float((np.abs(big["estimate"] - big["truth"]) / big["truth"]).mean())
+            title += f", MAPE {mape:.0%} (truth ≥ {floor:g})"
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("truth (people; symmetric log, linear below 10)", fontsize=8)
         ax.set_ylabel("estimate (people)", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -196,8 +215,11 @@ def plot_scatter(
 def plot_error_over_time(
     tables: RunTables, joined: pd.DataFrame, dest: Path, *, dpi: int
 ) -> Path | None:
-    """Per bin: mean absolute error on the course segments, relative error of the total
-    along the course, and the Kantorovich-Wasserstein distance on the grid."""
+    """Error per bin, three ways.
+
+    Mean absolute error on the course segments, relative error of the total along the
+    course, and the Kantorovich-Wasserstein distance on the grid.
+    """
     seg = joined[joined["zone_system"] == "segment"] if not joined.empty else joined
     mb = tables.metrics_bins
     if seg.empty and (mb is None or mb.empty):
@@ -253,8 +275,11 @@ def plot_error_over_time(
 def plot_cell_load(
     tables: RunTables, dest: Path, *, dpi: int, capacity: int | None, busiest: int = 30
 ) -> Path | None:
-    """Connected users per cell (spread over the cells, with the capacity), MME messages of
-    the busiest cells, and rejected requests, per minute."""
+    """Signalling load per minute.
+
+    Connected users per cell (spread over the cells, with the capacity), MME messages of
+    the busiest cells, and rejected requests.
+    """
     cl = tables.cell_load
     if cl is None or cl.empty:
         return None

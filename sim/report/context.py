@@ -9,21 +9,41 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sim.errors import CrowdsimError
 
 if TYPE_CHECKING:
-    from sim.run import RunContext
+    from sim.course import Course
+    from sim.scenario import Scenario
+    from sim.streets import Streets
 
-__all__ = ["load_run_context"]
+__all__ = ["FinishedRun", "load_run_context"]
+
+
+@dataclass(frozen=True, eq=False)
+class FinishedRun:
+    """A finished run as the report reads it: folder, scenario, stages, facts, streets, course.
+
+    It is a :class:`~sim.report.write.RunView`: ``write_report(run, streets=run.streets,
+    course=run.course)`` redraws the run's report.
+    """
+
+    scenario: Scenario
+    out_dir: Path
+    stages: Mapping[str, Mapping[str, Any]]
+    facts: Mapping[str, Any]
+    streets: Streets
+    course: Course
 
 
 def load_run_context(
     run_dir: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None = None
-) -> RunContext:
-    """The :class:`~sim.run.RunContext` of a finished run, with its streets and course.
+) -> FinishedRun:
+    """A finished run folder, with its streets and course rebuilt, to redraw its report.
 
     Parameters
     ----------
@@ -38,7 +58,6 @@ def load_run_context(
         The folder lacks ``scenario.toml`` or ``manifest.json``.
     """
     from sim.course import build_course
-    from sim.run import RunContext, seed_sequences
     from sim.scenario import load_scenario
     from sim.streets import load_streets
 
@@ -57,14 +76,11 @@ def load_run_context(
         waypoints=[(w.name, w.lat, w.lon) for w in route.waypoints],
         cache_dir=cache_dir,
     )
-    ctx = RunContext(
+    return FinishedRun(
         scenario=scenario,
         out_dir=run,
-        seeds=seed_sequences(scenario.seed),
-        cache_dir=Path(cache_dir) if cache_dir is not None else None,
+        stages=dict(manifest.get("stages") or {}),
+        facts=dict(manifest.get("facts") or {}),
         streets=streets,
         course=build_course(streets, route, scenario=scenario),
     )
-    ctx.stages.update(manifest.get("stages") or {})
-    ctx.facts.update(manifest.get("facts") or {})
-    return ctx

@@ -1,5 +1,7 @@
-"""Densities and Fruin levels of service on the streets: the worst moment of each street
-segment, the worst places of the run, and how crowding develops over the afternoon.
+"""Densities and Fruin levels of service on the streets.
+
+The worst moment of each street segment, the worst places of the run, and how crowding
+develops over the afternoon.
 
 Reads ``truth_edges.parquet`` (one row per street segment and bin with somebody on it):
 the level of service there is Fruin's walkway level from the flow per metre of usable
@@ -16,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from sim.crowd.movement import FRUIN_LIMITS
+from sim.plotting import LOS_COLOURS, local_time_axis, save
 
-from .plotting import LOS_COLOURS, local_time_axis, save
 from .tables import RunTables
 
 if TYPE_CHECKING:
@@ -35,9 +37,10 @@ DENSITY_LIMITS = (0.31, 0.43, 0.72, 1.08, 2.17)
 
 
 def worst_per_edge(edges: pd.DataFrame) -> pd.DataFrame:
-    """The worst bin of each street segment: its worst level of service, at the highest
-    flow among the bins at that level (the first bin reaching it), and apart from it its
-    highest density and when.
+    """The worst bin of each street segment.
+
+    Its worst level of service, at the highest flow among the bins at that level (the
+    first bin reaching it), and apart from it its highest density and when.
 
     Returns one row per edge: edge, time, flow_pmm, los, persons, peak_density,
     peak_density_time. Grouped by integer codes (``groupby().idxmax()``), linear in rows.
@@ -76,8 +79,10 @@ def worst_places(
     n: int = 10,
     by: str = "flow",
 ) -> pd.DataFrame:
-    """The `n` street segments with the highest peak flow (``by="flow"``, which sets the
-    level of service) or the highest peak density (``by="density"``), described.
+    """The `n` worst street segments, described.
+
+    Worst by peak flow (``by="flow"``, which sets the level of service) or by peak density
+    (``by="density"``).
 
     Columns: rank, edge, street, width_m, course_km, course_dist_m, los, flow_pmm, time,
     persons, peak_density, peak_density_time.
@@ -119,8 +124,11 @@ def plot_densities(
     dpi: int,
     lengths: np.ndarray | None,
 ) -> Path | None:
-    """Over time: the highest flow per metre (against Fruin's levels), the highest
-    density, and the length of street at each level of service worse than A."""
+    """Crowding over time.
+
+    The highest flow per metre (against Fruin's levels), the highest density, and the
+    length of street at each level of service worse than A.
+    """
     if edges.empty:
         return None
     ti, times = pd.factorize(edges["time"], sort=True)

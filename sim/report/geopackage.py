@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from sim.io import atomic_path
 
 if TYPE_CHECKING:
@@ -21,14 +19,9 @@ def write_course_geopackage(streets: Streets, course: Course, out_dir: Path) -> 
     import geopandas as gpd
     from shapely.geometry import LineString, MultiLineString, Point
 
-    line = LineString(np.column_stack([streets.x[course.nodes], streets.y[course.nodes]]))
-    if course.n_pieces > 1:  # a course in pieces: nothing is drawn across its gaps
-        line = MultiLineString(
-            [
-                np.column_stack([streets.x[course.nodes[a:b]], streets.y[course.nodes[a:b]]])
-                for a, b in zip(course.piece_start, course.piece_stop, strict=True)
-            ]
-        )
+    pieces = course.piece_xy(streets)
+    # a course in pieces: nothing is drawn across its gaps
+    line = LineString(pieces[0]) if len(pieces) == 1 else MultiLineString(pieces)
     course_gdf = gpd.GeoDataFrame(
         {"name": [course.route.name], "length_m": [course.length_m]},
         geometry=[line],

@@ -1,5 +1,7 @@
-"""Map figures: the course, the crowd at chosen times, truth vs estimates at the peak, the
-worst levels of service, and the animated afternoon.
+"""Map figures.
+
+The course, the crowd at chosen times, truth vs estimates at the peak, the worst levels of
+service, and the animated afternoon.
 
 Every map shows the same window (the course and a margin), the streets in grey beneath,
 the course in red above, and counts per grid tile on one logarithmic colour scale, so
@@ -8,7 +10,6 @@ panels and frames compare at a glance.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,13 +17,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.collections import LineCollection
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
-from matplotlib.lines import Line2D
 
 from sim.io import atomic_path
+from sim.plotting import (
+    LOS_COLOURS,
+    TRUTH_COLOUR,
+    MapBase,
+    save,
+    street_lines,
+    street_segments,
+)
 
-from .plotting import LOS_COLOURS, TRUTH_COLOUR, save
 from .tables import GridRaster, RunTables
 
 if TYPE_CHECKING:
@@ -30,7 +37,6 @@ if TYPE_CHECKING:
     from sim.streets import Streets
 
 __all__ = [
-    "MapBase",
     "gif_times",
     "plot_course_map",
     "plot_crowd_map",
@@ -41,134 +47,7 @@ __all__ = [
 
 #: Colour map of people per tile; tiles under half a person are left blank.
 PEOPLE_CMAP = "YlOrRd"
-#: The course over counts: dark blue, apart from the colour map's yellows and reds.
-COURSE_COLOUR = "#1f3b73"
 BLANK_BELOW = 0.5
-
-
-def street_segments(streets: Streets, edges: np.ndarray | None = None) -> np.ndarray:
-    """One straight segment per edge (n x 2 x 2); all edges, one per direction pair."""
-    if edges is None:
-        keep = streets.edge_u < streets.edge_v
-        u, v = streets.edge_u[keep], streets.edge_v[keep]
-    else:
-        u, v = streets.edge_u[edges], streets.edge_v[edges]
-    return np.stack(
-        [
-            np.column_stack([streets.x[u], streets.y[u]]),
-            np.column_stack([streets.x[v], streets.y[v]]),
-        ],
-        axis=1,
-    )
-
-
-@dataclass(eq=False)
-class MapBase:
-    """The shared window of the maps: its extent, the streets in it, the course line."""
-
-    extent: tuple[float, float, float, float]  # xmin, xmax, ymin, ymax
-    segments: np.ndarray | None  # streets inside the window (n x 2 x 2), None = unknown
-    course_xy: np.ndarray | None  # (n x 2)
-
-    @classmethod
-    def build(
-        cls,
-        streets: Streets | None,
-        course: Course | None,
-        *,
-        out_dir: Path,
-        grid: GridRaster | None,
-    ) -> MapBase | None:
-        """The window around the course (from the run's objects, else ``course.gpkg``)."""
-        xy = None  # pieces of a course with gaps are separated by a row of NaN
-        if streets is not None and course is not None:
-            pieces = [
-                np.column_stack([streets.x[course.nodes[a:b]], streets.y[course.nodes[a:b]]])
-                for a, b in zip(course.piece_start, course.piece_stop, strict=True)
-            ]
-        elif (out_dir / "course.gpkg").is_file():
-            import geopandas as gpd
-
-            line = gpd.read_file(out_dir / "course.gpkg", layer="course").geometry.iloc[0]
-            parts = getattr(line, "geoms", [line])
-            pieces = [np.asarray(part.coords)[:, :2] for part in parts]
-        else:
-            pieces = []
-        if pieces:
-            gap = np.full((1, 2), np.nan)
-            xy = np.concatenate([row for piece in pieces for row in (piece, gap)][:-1])
-            pad = (
-                max(
-                    np.nanmax(xy[:, 0]) - np.nanmin(xy[:, 0]),
-                    np.nanmax(xy[:, 1]) - np.nanmin(xy[:, 1]),
-                )
-                * 0.08
-                + 300.0
-            )
-            ext = (
-                np.nanmin(xy[:, 0]) - pad,
-                np.nanmax(xy[:, 0]) + pad,
-                np.nanmin(xy[:, 1]) - pad,
-                np.nanmax(xy[:, 1]) + pad,
-            )
-        elif grid is not None:
-            ext = grid.extent
-        else:
-            return None
-        segments = None
-        if streets is not None:
-            seg = street_segments(streets)
-            inside = (
-                (seg[:, :, 0].max(axis=1) >= ext[0])
-                & (seg[:, :, 0].min(axis=1) <= ext[1])
-                & (seg[:, :, 1].max(axis=1) >= ext[2])
-                & (seg[:, :, 1].min(axis=1) <= ext[3])
-            )
-            segments = seg[inside]
-        return cls(extent=tuple(float(v) for v in ext), segments=segments, course_xy=xy)
-
-    def draw(self, ax: Axes, *, course: bool = True, streets_alpha: float = 1.0) -> Line2D | None:
-        """Streets (grey, beneath), the course (dark blue, returned), the window, axes."""
-        if self.segments is not None:
-            ax.add_collection(
-                LineCollection(
-                    self.segments,
-                    colors="0.78",
-                    linewidths=0.3,
-                    alpha=streets_alpha,
-                    zorder=1,
-                    rasterized=True,
-                )
-            )
-        line = None
-        if course and self.course_xy is not None:
-            (line,) = ax.plot(
-                self.course_xy[:, 0],
-                self.course_xy[:, 1],
-                color=COURSE_COLOUR,
-                lw=1.1,
-                alpha=0.9,
-                zorder=4,
-                label="course",
-            )
-        ax.set_xlim(self.extent[0], self.extent[1])
-        ax.set_ylim(self.extent[2], self.extent[3])
-        ax.set_aspect("equal")
-        ax.ticklabel_format(style="plain", useOffset=False)
-        ax.tick_params(labelsize=7)
-        ax.set_xlabel("x (m, EPSG:31370)", fontsize=8)
-        ax.set_ylabel("y (m, EPSG:31370)", fontsize=8)
-        return line
-
-    @property
-    def aspect(self) -> float:
-        """Height over width of the window."""
-        return (self.extent[3] - self.extent[2]) / (self.extent[1] - self.extent[0])
-
-    def figsize(self, cols: int, rows: int, *, width: float = 5.2) -> tuple[float, float]:
-        """A figure size whose panels follow the window's aspect ratio."""
-        inner = width - 1.0  # tick labels and axis label take about an inch
-        return (width * cols + 1.2, inner * self.aspect * rows + 0.9 * rows + 0.5)
 
 
 def _tile_image(ax: Axes, grid: GridRaster, image: np.ndarray, norm: LogNorm):
@@ -198,14 +77,14 @@ def plot_course_map(streets: Streets, course: Course, dest: Path, *, dpi: int = 
     """Map of the street graph with the course, its waypoints and kilometre marks."""
     fig, ax = plt.subplots(figsize=(9, 9))
     ax.add_collection(
-        LineCollection(street_segments(streets), colors="0.75", linewidths=0.4, rasterized=True)
+        street_lines(street_segments(streets), colors="0.75", linewidths=0.4, rasterized=True)
     )
     cx, cy = streets.x[course.nodes], streets.y[course.nodes]
     label = f"course {course.length_m / 1000:.1f} km"
     if course.n_pieces > 1:
         label += f" ({course.simulated_m / 1000:.1f} km in {course.n_pieces} pieces shown)"
-    for p, (a, b) in enumerate(zip(course.piece_start, course.piece_stop, strict=True)):
-        ax.plot(cx[a:b], cy[a:b], color="crimson", linewidth=2.2, label=None if p else label)
+    for p, xy in enumerate(course.piece_xy(streets)):
+        ax.plot(xy[:, 0], xy[:, 1], color="crimson", linewidth=2.2, label=None if p else label)
     bounds = course.piece_m
     for km in range(5, int(course.length_m // 1000) + 1, 5):
         if not ((bounds[:, 0] <= km * 1000.0) & (km * 1000.0 <= bounds[:, 1])).any():
@@ -279,6 +158,7 @@ def plot_crowd_map(
     for ax in axes.ravel()[len(times) :]:
         ax.set_visible(False)
     axes[0, 0].legend(loc="lower left", fontsize=7)
+    assert im is not None  # at least one panel
     fig.colorbar(im, ax=axes, shrink=0.7, label=_tile_label(grid) + " (truth)")
     fig.suptitle("The crowd on the streets (ground truth)")
     return save(fig, dest, dpi=dpi)
@@ -311,6 +191,7 @@ def plot_peak_heatmaps(
         ax.set_title(f"{title} ({np.nansum(image):,.0f} people)", fontsize=9, color=TRUTH_COLOUR)
     for ax in axes.ravel()[len(panels) :]:
         ax.set_visible(False)
+    assert im is not None  # the truth panel at least
     fig.colorbar(
         im, ax=axes, shrink=0.7, label=_tile_label(grid) + f" (blank below {BLANK_BELOW:g})"
     )
@@ -329,9 +210,10 @@ def plot_los_map(
     dpi: int,
     zoom_m: float = 700.0,
 ) -> Path | None:
-    """Each street segment coloured by the worst Fruin level of service it reached, over
-    the whole window and zoomed on the worst place; worst places numbered (1, 2, ...) and
-    densest places lettered (d1, d2, ...) as in the report's tables.
+    """Each street segment coloured by the worst Fruin level of service it reached.
+
+    Over the whole window and zoomed on the worst place; worst places numbered (1, 2, ...)
+    and densest places lettered (d1, d2, ...) as in the report's tables.
 
     `worst` has one row per street segment (edge, los); `places` and `dense` the ranked
     rows (edge, rank).
@@ -358,7 +240,7 @@ def plot_los_map(
             if len(edges) == 0:
                 continue
             ax.add_collection(
-                LineCollection(
+                street_lines(
                     street_segments(streets, edges),
                     colors=colour,
                     linewidths=0.5 if k == 0 else 1.2 + 0.6 * k,
@@ -468,23 +350,25 @@ def write_afternoon_gif(
         ax.set_title(f"{name} (dark blue line: the course)", fontsize=10)
     fig.colorbar(ims[0], ax=axes, shrink=0.8, label=_tile_label(grid))
     head = fig.suptitle(f"00:00 {tables.timezone}: truth vs {method} (people per tile)")
-    fig.canvas.draw()  # lay out once, then freeze the layout
+    canvas = fig.canvas
+    assert isinstance(canvas, FigureCanvasAgg)  # the Agg backend (sim.plotting)
+    canvas.draw()  # lay out once, then freeze the layout
     fig.set_layout_engine("none")
     moving = [*ims, *(line for line in lines if line is not None), head]
     for artist in moving:
         artist.set_animated(True)
-    fig.canvas.draw()
-    background = fig.canvas.copy_from_bbox(fig.bbox)
+    canvas.draw()
+    background = canvas.copy_from_bbox(fig.bbox)
     pictures = []
     for t in frames:
         for im, images in zip(ims, (t_images, e_images), strict=True):
             image = images.get(pd.Timestamp(t), empty)
             im.set_data(np.ma.masked_less(np.nan_to_num(image, nan=0.0), BLANK_BELOW))
         head.set_text(f"{t:%H:%M} {tables.timezone}: truth vs {method} (people per tile)")
-        fig.canvas.restore_region(background)
+        canvas.restore_region(background)
         for artist in moving:
             fig.draw_artist(artist)
-        rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+        rgb = np.asarray(canvas.buffer_rgba())[..., :3]
         pictures.append(Image.fromarray(rgb).quantize(colors=255, method=Image.Quantize.FASTOCTREE))
     plt.close(fig)
     durations = [int(frame_s * 1000)] * len(pictures)
