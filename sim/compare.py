@@ -30,14 +30,13 @@ Definitions (the ``measure`` column):
 - *rejections* and *signalling messages*: summed over the cells within ``near_course_m``
   of the course, and within ``near_point_m`` of its start, check points and finish; per
   cell also the peak of RRC-connected users (``cell_load.parquet``).
-- the crowd outcomes (turned away, unreachable, ...) from ``manifest.json``; the
+- the crowd outcomes (turned away, unreachable, ...) from the run's manifest; the
   estimators' metrics from ``metrics.parquet``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,14 +58,16 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 
+from sim import runfolder
 from sim.course import Course, build_course
 from sim.crowd.closures import closures_from, connector_pieces, open_edges
 from sim.crowd.routing import walk_matrix
 from sim.crowd.walkgraph import WalkGraph, build_walk_graph
-from sim.errors import CrowdsimError
+from sim.errors import CrowdsimError, RunFolderError
 from sim.io import atomic_path
-from sim.scenario import Scenario, load_scenario
-from sim.streets import Streets, streets_from_file, streets_from_place, streets_from_sketch
+from sim.runfolder import RunFolder
+from sim.scenario import Scenario
+from sim.streets import Streets
 from sim.streets import to_metres as _to_metres
 
 __all__ = [
@@ -83,13 +84,13 @@ __all__ = [
 COLUMNS = ["measure", "place", "run_a", "run_b", "difference", "unit"]
 #: Files compare reads from a run folder (metrics.parquet only when estimates were made).
 REQUIRED_FILES = (
-    "manifest.json",
-    "scenario.toml",
-    "course.gpkg",
-    "zones.gpkg",
-    "truth_edges.parquet",
-    "cell_load.parquet",
-    "cells.gpkg",
+    runfolder.MANIFEST,
+    runfolder.SCENARIO,
+    runfolder.COURSE,
+    runfolder.ZONES,
+    runfolder.TRUTH_EDGES,
+    runfolder.CELL_LOAD,
+    runfolder.CELLS,
 )
 #: Free walking speed for walking times (Weidmann 1993, DESIGN §3), m/s.
 FREE_SPEED_MPS = 1.34
@@ -112,20 +113,6 @@ METRICS = {
     "coverage": "share",
     "kwd_mean_m": "m",
 }
-
-
-@dataclass(frozen=True, eq=False)
-class RunFolder:
-    """A finished run folder: its path, manifest and resolved scenario."""
-
-    path: Path
-    manifest: dict[str, Any]
-    scenario: Scenario
-
-    @property
-    def label(self) -> str:
-        """Short name for tables and figures: the scenario's name and the folder."""
-        return f"{self.scenario.name} ({self.path.name})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,86 +153,29 @@ class Comparison:
 
 
 def open_run(path: str | os.PathLike[str]) -> RunFolder:
-    """Check that `path` is a finished run folder and read its manifest and scenario.
+    """Open a finished run folder for comparing (:func:`sim.runfolder.open_run`).
 
     Raises
     ------
-    CrowdsimError
-        Not a folder, not a run folder (no manifest), a run that did not finish, or a file
+    RunFolderError
+        Not a run folder; a run running, interrupted, failed or mixed; or a file
         compare needs is missing; the message names the folder and the file.
     """
-    folder = Path(path)
-    if not folder.is_dir():
-        raise CrowdsimError(f"{folder}: not a folder; give the run folder a `crowdsim run` wrote")
-    if not (folder / "manifest.json").is_file():
-        raise CrowdsimError(
-            f"{folder}: not a run folder (no manifest.json); give a folder `crowdsim run` wrote"
-        )
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CrowdsimError(f"{folder / 'manifest.json'}: not readable JSON: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise CrowdsimError(f"{folder / 'manifest.json'}: not a run manifest (a JSON object)")
-    if manifest.get("status") != "ok":
-        failed = [
-            f"{name}: {rec.get('note', '')}"
-            for name, rec in (manifest.get("stages") or {}).items()
-            if isinstance(rec, dict) and rec.get("status") == "failed"
-        ]
-        why = f" ({'; '.join(failed)})" if failed else ""
-        raise CrowdsimError(
-            f"{folder}: the run did not finish (manifest status {manifest.get('status')!r})"
-            f"{why}; compare needs two finished runs"
-        )
-    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
-    if _has_estimates(manifest) and not (folder / "metrics.parquet").is_file():
-        missing.append("metrics.parquet")
+    folder = runfolder.open_run(path, purpose="compare")
+    need = [*REQUIRED_FILES, *([runfolder.METRICS] if folder.has_estimates else [])]
+    missing = [name for name in need if not folder.file(name).is_file()]
     if missing:
-        raise CrowdsimError(
-            f"{folder}: missing {', '.join(missing)}; compare needs a complete run folder "
+        raise RunFolderError(
+            f"{folder.path}: missing {', '.join(missing)}; compare needs a complete run folder "
             "(run the scenario again)"
         )
-    scenario = load_scenario(folder / "scenario.toml")  # resolved: extends merged in
-    return RunFolder(path=folder, manifest=manifest, scenario=scenario)
-
-
-def _has_estimates(manifest: dict[str, Any]) -> bool:
-    return bool((manifest.get("facts") or {}).get("estimators", {}).get("rows"))
+    return folder
 
 
 def _street_key(run: RunFolder) -> tuple[Any, ...]:
-    src = run.manifest.get("street_source") or {}
+    src = run.street_source
     bbox = run.scenario.streets.bbox
     return (src.get("kind"), src.get("sha256"), bbox.model_dump() if bbox else None)
-
-
-def _reload_streets(run: RunFolder, *, cache_dir: str | os.PathLike[str] | None) -> Streets:
-    """The street graph the run used, from its manifest's street source (via the cache)."""
-    src = run.manifest.get("street_source") or {}
-    cfg = run.scenario.streets
-    kind = src.get("kind")
-    if kind == "file":
-        streets = streets_from_file(src.get("detail", ""), bbox=cfg.bbox, cache_dir=cache_dir)
-    elif kind == "place":
-        streets = streets_from_place(src.get("detail", ""), bbox=cfg.bbox, cache_dir=cache_dir)
-    elif kind == "sketch":
-        waypoints = [(w.name, w.lat, w.lon) for w in run.scenario.route.waypoints]
-        streets = streets_from_sketch(
-            waypoints, spacing_m=cfg.sketch_spacing_m, seed=cfg.sketch_seed, bbox=cfg.bbox
-        )
-    else:
-        raise CrowdsimError(
-            f"{run.path / 'manifest.json'}: street_source.kind is {kind!r}; expected "
-            "'file', 'place' or 'sketch'"
-        )
-    if streets.source.digest != src.get("sha256"):
-        raise CrowdsimError(
-            f"{run.path}: the streets changed since the run ({streets.source.describe()} has "
-            f"SHA-256 {streets.source.digest[:12]}…, the run used {str(src.get('sha256'))[:12]}…);"
-            " run the scenario again"
-        )
-    return streets
 
 
 # ----------------------------------------------------------------------------- walking
@@ -494,13 +424,13 @@ def compare_runs(
     """
     a, b = open_run(run_a), open_run(run_b)
     if _street_key(a) != _street_key(b):
-        sa = (a.manifest.get("street_source") or {}).get("description", "?")
-        sb = (b.manifest.get("street_source") or {}).get("description", "?")
+        sa = a.street_source.get("description", "?")
+        sb = b.street_source.get("description", "?")
         raise CrowdsimError(
             f"{a.path} and {b.path} ran on different streets ({sa} vs {sb}, or a different "
             "streets.bbox); compare needs two runs on the same street data"
         )
-    streets = _reload_streets(a, cache_dir=cache_dir)
+    streets = a.streets(cache_dir=cache_dir)
     wa, wb = _world(a, streets), _world(b, streets)
     rows: list[dict[str, Any]] = []
 
@@ -647,10 +577,10 @@ def _edge_label(streets: Streets, edge: int) -> str:
 
 
 def _outcomes(run: RunFolder) -> dict[str, float]:
-    crowd = (run.manifest.get("facts") or {}).get("crowd")
+    crowd = run.facts.get("crowd")
     if not isinstance(crowd, dict) or "outcomes" not in crowd:
-        raise CrowdsimError(
-            f"{run.path / 'manifest.json'}: no facts.crowd.outcomes; not a run folder of this "
+        raise RunFolderError(
+            f"{run.file(runfolder.MANIFEST)}: no facts.crowd.outcomes; not a run folder of this "
             "crowdsim version (run the scenario again)"
         )
     out = {k: float(crowd["outcomes"].get(k, 0)) for k in OUTCOMES}

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from sim.cli import app
 from sim.compare import COLUMNS, compare_runs, format_table, open_run, write_comparison
 from sim.errors import CrowdsimError
-from sim.run import run_scenario
 from sim.scenario import load_scenario, parse_scenario
 from tests.conftest import REGION, SCENARIOS, data_file
+from validation.scoring import run_validated
 
 runner = CliRunner()
 ACROSS = "walk across the course (closed)"
@@ -48,7 +48,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {}
     for name, data in (("base", base), ("nocross", nocross), ("more", more)):
         data["name"] = f"smoke_{name}"
-        run_scenario(parse_scenario(data), root / name, progress=False)
+        run_validated(parse_scenario(data), root / name, progress=False)
         out[name] = root / name
     return out
 
@@ -227,7 +227,7 @@ def rehearsals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ("event_cell", SCENARIOS / "rehearsals" / "event_cell_finish.toml"),
     ):
         scenario = load_scenario(_reduced_rehearsal(file, root / "scenarios", rrc))
-        run_scenario(scenario, root / name, progress=False)
+        run_validated(scenario, root / name, progress=False)
         out[name] = root / name
     return out
 

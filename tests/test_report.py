@@ -19,9 +19,9 @@ from sim.report import FIGURES, chosen_times, load_run_context, write_report
 from sim.report.charts import joined_small
 from sim.report.crowding import worst_per_edge, worst_places
 from sim.report.tables import GridRaster, RunTables
-from sim.run import run_scenario
 from sim.scenario import load_scenario
 from tests.conftest import SCENARIOS
+from validation.scoring import run_validated
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -29,7 +29,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("report") / "smoke"
-    run_scenario(load_scenario(SCENARIOS / "smoke.toml"), out, progress=False)
+    run_validated(load_scenario(SCENARIOS / "smoke.toml"), out, progress=False)
     return out
 
 

@@ -82,6 +82,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sim import __version__
 from sim.errors import CrowdsimError, ScenarioError
 from sim.io import atomic_path, read_toml, write_json
+from sim.runfolder import SCENARIO, FolderLock, open_run, read_manifest
 from sim.scenario import (
     Scenario,
     describe_error,
@@ -90,6 +91,7 @@ from sim.scenario import (
     parse_scenario,
 )
 from validation.metrics import GRID_ONLY, METRICS, SYSTEMS
+from validation.scoring import run_validated
 
 __all__ = [
     "Sweep",
@@ -407,14 +409,13 @@ def _short(value: Any) -> str:
 
 def _execute(task: dict[str, Any]) -> dict[str, Any]:
     """Run one sweep run in a worker; return its status, never raise for a run's failure."""
-    from sim.run import run_scenario
-
     t0 = time.perf_counter()
     record: dict[str, Any] = {"run_id": task["run_id"], "status": "ok", "error": None}
     try:
         scenario = parse_scenario(task["scenario"], source=Path(task["source"]))
         seed = np.random.SeedSequence(task["seed"], spawn_key=tuple(task["spawn_key"]))
-        run_scenario(scenario, task["out_dir"], seed=seed, progress=False)
+        # the sweep owns its runs' folders: an earlier attempt's files are replaced
+        run_validated(scenario, task["out_dir"], seed=seed, progress=False, overwrite=True)
     except Exception as exc:
         record["status"] = "failed"
         record["error"] = f"{type(exc).__name__}: {exc}"
@@ -431,18 +432,48 @@ def _expected(run: SweepRun) -> dict[str, Any]:
 
 
 def _is_done(run: SweepRun, run_dir: Path) -> bool:
-    """True when `run_dir` holds a complete run of `run` (same scenario, same seeds)."""
+    """True when `run_dir` holds a complete, undamaged run of `run` (same scenario, seeds).
+
+    A run that is interrupted, failed, damaged or mixed (:func:`sim.runfolder.open_run`)
+    is not done: the sweep runs it again.
+    """
     try:
-        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        folder = open_run(run_dir, purpose="the sweep")
+    except CrowdsimError:
         return False
-    if not isinstance(manifest, dict) or manifest.get("status") != "ok":
+    if folder.seed != run.seed or folder.spawn_key != tuple(run.spawn_key):
         return False
-    if manifest.get("seed") != run.seed or manifest.get("seed_spawn_key") != list(run.spawn_key):
-        return False
-    if manifest.get("scenario") != _expected(run):
-        return False
-    return all((run_dir / name).is_file() for name in manifest.get("outputs", []))
+    return folder.manifest.get("scenario") == _expected(run)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when the sweep's process ends, however it ends.
+
+    On Linux the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``); a
+    thread also checks every half second that the parent is still this worker's parent
+    (other systems, or a parent that died before the first call). So ``kill -9`` of a
+    sweep leaves no worker writing runs; its unfinished runs read ``interrupted``.
+    """
+    import ctypes
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):  # pragma: no cover - no usable libc
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 class _Pool:
@@ -454,7 +485,10 @@ class _Pool:
             n = workers if workers is not None else min(os.cpu_count() or 1, n_tasks)
             # spawn: a fresh interpreter per worker, safe whatever threads the parent runs
             self._executor: Any = concurrent.futures.ProcessPoolExecutor(
-                max_workers=max(n, 1), mp_context=multiprocessing.get_context("spawn")
+                max_workers=max(n, 1),
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_die_with_parent,
+                initargs=(os.getpid(),),
             )
             self.submit: Callable[..., Any] = self._executor.submit
             self.as_completed: Callable[..., Iterator[Any]] = concurrent.futures.as_completed
@@ -520,12 +554,19 @@ def run_sweep(
     SweepError
         Bad sweep file, both `workers` and `scheduler`, bad `workers`, or an unreachable
         scheduler. A failing run does not raise: it is recorded and the others go on.
+    RunFolderError
+        Another sweep (or run) holds `out_dir`.
 
     Notes
     -----
     Local workers are started with ``spawn`` (a fresh interpreter each, whatever threads
     this process runs), so a script calling this needs the usual
-    ``if __name__ == "__main__":`` guard.
+    ``if __name__ == "__main__":`` guard. They die with this process, however it ends
+    (:func:`_die_with_parent`); Dask workers are the cluster's and are not stopped. The
+    sweep holds the lock of `out_dir` while it runs, each run the lock of its folder; a
+    finished run is reused only when :func:`sim.runfolder.open_run` accepts it (status
+    ``ok``, every file as the run wrote it), else it is run again and ``attempts`` in
+    ``sweep.json`` counts its tries.
     """
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
@@ -539,8 +580,25 @@ def run_sweep(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SweepError(f"{out}: exists and is not a folder; choose another --out")
-    (out / "runs").mkdir(parents=True, exist_ok=True)
+    try:
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SweepError(
+            f"{out}: cannot create the sweep folder ({exc}); choose another --out"
+        ) from None
+    with FolderLock(out, what="sweep"):  # a second sweep into `out` is refused
+        return _run_locked(sweep, out, workers, scheduler, progress, on_result)
 
+
+def _run_locked(
+    sweep: Sweep,
+    out: Path,
+    workers: int | None,
+    scheduler: str | None,
+    progress: bool,
+    on_result: Callable[[dict[str, Any]], None] | None,
+) -> SweepResult:
+    """The body of :func:`run_sweep`, run holding the sweep folder's lock."""
     previous = _previous_runs(out)
     state = _state_head(sweep, scheduler=scheduler)
     entries: dict[str, dict[str, Any]] = {}
@@ -862,22 +920,22 @@ def reproduce_run(
     Raises
     ------
     SweepError
-        `run_dir` lacks its manifest or scenario, or they are unreadable.
+        `run_dir` lacks its scenario or a seed, or they are unreadable.
+    RunFolderError
+        `run_dir` is not a run folder (no readable manifest).
     """
-    from sim.run import run_scenario
-
     run = Path(run_dir)
+    manifest = read_manifest(run)
     try:
-        manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
-        data = tomllib.loads((run / "scenario.toml").read_text(encoding="utf-8"))
+        data = tomllib.loads((run / SCENARIO).read_text(encoding="utf-8"))
         seed = np.random.SeedSequence(
             int(manifest["seed"]), spawn_key=tuple(manifest.get("seed_spawn_key", []))
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SweepError(
-            f"{run}: cannot reproduce: needs its manifest.json (seed, seed_spawn_key) and "
-            f"scenario.toml ({type(exc).__name__}: {exc})"
+            f"{run}: cannot reproduce: needs its manifest (seed, seed_spawn_key) and "
+            f"{SCENARIO} ({type(exc).__name__}: {exc})"
         ) from None
     source = manifest.get("scenario_file")
-    scenario = parse_scenario(data, source=Path(source) if source else run / "scenario.toml")
-    return run_scenario(scenario, out_dir, seed=seed, progress=progress)
+    scenario = parse_scenario(data, source=Path(source) if source else run / SCENARIO)
+    return run_validated(scenario, out_dir, seed=seed, progress=progress)

@@ -1,18 +1,15 @@
 """Rebuild what the report needs from a finished run folder, to redraw it without rerunning.
 
 The report draws from the run folder's tables plus the run's streets and course; those
-two are rebuilt from the resolved ``scenario.toml`` and the street source the manifest
-names (a prepared graph is read from the cache, so this costs about a second).
+two are rebuilt by :class:`sim.runfolder.RunFolder` from the resolved scenario and the
+street source the run used (a prepared graph is read from the cache: about a second).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from sim.errors import CrowdsimError
 
 if TYPE_CHECKING:
     from sim.run import RunContext
@@ -28,43 +25,28 @@ def load_run_context(
     Parameters
     ----------
     run_dir
-        A folder written by ``crowdsim run`` (``scenario.toml`` and ``manifest.json``).
+        A folder written by ``crowdsim run`` that finished (:func:`sim.runfolder.open_run`).
     cache_dir
         Folder of the prepared street-graph cache.
 
     Raises
     ------
-    CrowdsimError
-        The folder lacks ``scenario.toml`` or ``manifest.json``.
+    RunFolderError
+        Not a finished run folder, or its streets changed since the run.
     """
-    from sim.course import build_course
     from sim.run import RunContext, seed_sequences
-    from sim.scenario import load_scenario
-    from sim.streets import load_streets
+    from sim.runfolder import open_run
 
-    run = Path(run_dir)
-    for name in ("scenario.toml", "manifest.json"):
-        if not (run / name).is_file():
-            raise CrowdsimError(f"{run / name}: missing; give a folder `crowdsim run` wrote.")
-    scenario = load_scenario(run / "scenario.toml")
-    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
-    source = manifest.get("street_source") or {}
-    osm = source.get("detail") if source.get("kind") == "file" else None
-    route = scenario.route
-    streets = load_streets(
-        scenario.streets,
-        osm=osm,
-        waypoints=[(w.name, w.lat, w.lon) for w in route.waypoints],
-        cache_dir=cache_dir,
-    )
+    run = open_run(run_dir, purpose="the report", verify=False)
+    streets = run.streets(cache_dir=cache_dir)
     ctx = RunContext(
-        scenario=scenario,
-        out_dir=run,
-        seeds=seed_sequences(scenario.seed),
+        scenario=run.scenario,
+        out_dir=run.path,
+        seeds=seed_sequences(run.scenario.seed),
         cache_dir=Path(cache_dir) if cache_dir is not None else None,
         streets=streets,
-        course=build_course(streets, route, scenario=scenario),
+        course=run.course(streets),
     )
-    ctx.stages.update(manifest.get("stages") or {})
-    ctx.facts.update(manifest.get("facts") or {})
+    ctx.stages.update(run.stages)
+    ctx.facts.update(run.facts)
     return ctx
