@@ -193,7 +193,7 @@ def test_a_finished_sweep_called_again_runs_nothing(local_sweep, tmp_path: Path)
 
 
 def test_a_finished_run_counts_only_for_the_same_scenario_and_seeds(local_sweep) -> None:
-    from validation.sweep import _is_done
+    from validation.sweep.running import _is_done
 
     path, result = local_sweep
     runs = result.out_dir / "runs"
