@@ -14,7 +14,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -426,8 +426,8 @@ def _run_stages(ctx: RunContext, manifest: dict[str, Any], progress: bool) -> Ru
             error, status = exc, "interrupted"
         hold_signals()  # the final manifest is written whole, whatever arrives now
         bar.close()
-        _update_manifest(manifest, ctx, files)
         manifest.update(finished=_now(), status=status)
+        _update_manifest(manifest, ctx, files)
         runfolder.write_manifest(manifest, out)
         runfolder.remove_temporaries(out)
     if error is not None:
@@ -436,7 +436,7 @@ def _run_stages(ctx: RunContext, manifest: dict[str, Any], progress: bool) -> Ru
 
 
 def _update_manifest(manifest: dict[str, Any], ctx: RunContext, files: dict[str, Any]) -> None:
-    """Bring the manifest up to the stages done so far and write it (status ``running``)."""
+    """Bring the manifest up to the stages done so far; write it while the run runs."""
     manifest.update(
         street_source=_source_record(ctx.streets),
         facts=ctx.facts,
@@ -450,7 +450,10 @@ def _update_manifest(manifest: dict[str, Any], ctx: RunContext, files: dict[str,
 
 
 def _manifest_head(
-    scenario: Scenario, ctx: RunContext, spawn_key: tuple[int, ...] = (), moved: list[str] = ()
+    scenario: Scenario,
+    ctx: RunContext,
+    spawn_key: tuple[int, ...] = (),
+    moved: Sequence[str] = (),
 ) -> dict[str, Any]:
     versions = {"crowdsim": __version__, "python": platform.python_version()}
     for package in RECORDED_PACKAGES:

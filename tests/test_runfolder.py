@@ -271,3 +271,20 @@ def test_an_out_folder_that_cannot_be_written_is_refused(tmp_path: Path) -> None
     )
     assert result.exit_code == 2 and "/proc/crowdsim-run" in result.output
     assert "Traceback" not in result.output
+
+
+def test_overwrite_moves_only_run_files_and_keeps_one_earlier_run(tmp_path: Path) -> None:
+    (tmp_path / runfolder.MANIFEST).write_text('{"status": "failed", "scenario": {}, "seed": 3}')
+    (tmp_path / "report.html").write_text("old page")
+    (tmp_path / ".estimates.abc.part.parquet").write_bytes(b"half a table")
+    (tmp_path / "notes.txt").write_text("the user's own notes")
+    with pytest.raises(RunFolderError, match=r"already holds a run \(failed, seed 3"):
+        runfolder.move_previous_run(tmp_path, overwrite=False)
+    assert (tmp_path / "report.html").exists()  # a refusal touches nothing
+    moved = runfolder.move_previous_run(tmp_path, overwrite=True)
+    assert moved == ["manifest.json", "report.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".previous", "notes.txt"]
+    (tmp_path / "zones.gpkg").write_bytes(b"a newer run's file")
+    assert runfolder.move_previous_run(tmp_path, overwrite=True) == ["zones.gpkg"]
+    assert sorted(p.name for p in (tmp_path / ".previous").iterdir()) == ["zones.gpkg"]
+    assert runfolder.move_previous_run(tmp_path, overwrite=False) == []  # nothing to move
