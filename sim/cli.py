@@ -11,7 +11,7 @@ import logging
 import sys
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,6 +35,31 @@ def shipped_scenario(name: str) -> Path:
     if in_tree.is_file():
         return in_tree
     return Path(str(files("sim") / "_scenarios" / name))
+
+
+#: The --overwrite option of the commands that write a run folder.
+OVERWRITE = typer.Option(
+    "--overwrite",
+    help="If --out holds a run, move its files into --out/.previous/ (else: refused).",
+)
+
+
+def _run(scenario: Any, out: Path, **options: Any) -> Any:
+    """Run and score `scenario` (:func:`validation.run_validated`); a signal exits 130/143.
+
+    The command line is where the simulator and its validation are put together: the
+    run (:mod:`sim`) does not import the scoring (:mod:`validation`), which imports it.
+    """
+    from sim.runfolder import MANIFEST, run_status
+    from validation.scoring import run_validated
+
+    try:
+        return run_validated(scenario, out, **options)
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM (sim.runfolder.RunInterrupted)
+        how = getattr(exc, "signal", "SIGINT")
+        status = run_status(out) if (out / MANIFEST).is_file() else "not started"
+        typer.secho(f"{how}: the run stopped; {out} is {status}", err=True, fg="red")
+        raise typer.Exit(code=143 if how == "SIGTERM" else 130) from None
 
 
 def _fail(exc: BaseException) -> typer.Exit:
@@ -74,12 +99,16 @@ def run(
     osm: Annotated[
         Path | None, typer.Option(help="Street file (.osm[.bz2|.gz|.pbf], .graphml[.gz]).")
     ] = None,
+    overwrite: Annotated[bool, OVERWRITE] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
-    """Run SCENARIO and write its run folder (manifest.json, scenario.toml, outputs)."""
+    """Run SCENARIO and write its run folder (manifest, scenario.toml, outputs).
+
+    Exit 0 when the run finished, 2 on bad input or an unusable --out, 130 or 143 when
+    SIGINT or SIGTERM stopped it (the manifest then says 'interrupted').
+    """
     import numpy as np
 
-    from sim.run import run_scenario
     from sim.scenario import load_scenario
 
     try:
@@ -88,7 +117,8 @@ def run(
             root = np.random.SeedSequence(
                 _seed_for_spawn_key(seed, scenario), spawn_key=_parse_spawn_key(spawn_key)
             )
-        result = run_scenario(load_scenario(scenario), out, seed=root, osm=osm, progress=not quiet)
+        loaded = load_scenario(scenario)
+        result = _run(loaded, out, seed=root, osm=osm, progress=not quiet, overwrite=overwrite)
     except CrowdsimError as exc:
         raise _fail(exc) from None
     _print_result(result.manifest, result.out_dir)
@@ -99,15 +129,15 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Run folder to write.")] = Path(
         "crowdsim-demo"
     ),
+    overwrite: Annotated[bool, OVERWRITE] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Run the built-in offline demo: the 2019 course on the offline Brussels sketch."""
-    from sim.run import run_scenario
     from sim.scenario import load_scenario
 
     try:
-        result = run_scenario(load_scenario(shipped_scenario(DEMO_SCENARIO)), out,
-                              progress=not quiet)  # fmt: skip
+        demo_scenario = load_scenario(shipped_scenario(DEMO_SCENARIO))
+        result = _run(demo_scenario, out, progress=not quiet, overwrite=overwrite)
     except CrowdsimError as exc:
         raise _fail(exc) from None
     _print_result(result.manifest, result.out_dir)
@@ -126,18 +156,22 @@ def streets(
 ) -> None:
     """Print what a street source gives: nodes, edges, extent, length (and course length)."""
     from sim.course import build_course
-    from sim.scenario import load_scenario
-    from sim.streets import streets_from_file, streets_from_place, streets_from_sketch
+    from sim.scenario import StreetsConfig, load_scenario
+    from sim.streets import load_streets
 
     try:
         scen = load_scenario(scenario) if scenario is not None else None
+        config = scen.streets if scen is not None else StreetsConfig()
+        waypoints = [(w.name, w.lat, w.lon) for w in scen.route.waypoints] if scen else None
+        osm = None
         if source == "sketch":
-            waypoints = [(w.name, w.lat, w.lon) for w in scen.route.waypoints] if scen else None
-            graph = streets_from_sketch(waypoints)
+            config = config.model_copy(update={"source": "sketch"})
         elif source.startswith("place:"):
-            graph = streets_from_place(source.removeprefix("place:"))
+            place = source.removeprefix("place:")
+            config = config.model_copy(update={"source": "place", "place": place})
         else:
-            graph = streets_from_file(source)
+            osm = source
+        graph = load_streets(config, osm=osm, waypoints=waypoints)
         summary = graph.summary()
         if scen is not None:
             summary["course"] = build_course(graph, scen.route, scenario=scen).summary()
@@ -275,7 +309,7 @@ def _parse_spawn_key(text: str) -> tuple[int, ...]:
     if not key or min(key) < 0:
         raise CrowdsimError(
             f"--spawn-key: {text!r} is not a spawn key; give whole numbers >= 0 separated by "
-            "commas, as in a sweep run's manifest.json 'seed_spawn_key' (e.g. '1' or '0,1')"
+            "commas, as in a sweep run's manifest 'seed_spawn_key' (e.g. '1' or '0,1')"
         )
     return key
 
@@ -284,7 +318,7 @@ def _seed_for_spawn_key(seed: int | None, scenario: Path) -> int:
     if seed is None:
         raise CrowdsimError(
             f"--spawn-key needs --seed too (the sweep's seed; see 'seed' in the run's "
-            f"manifest.json) for {scenario}"
+            f"manifest) for {scenario}"
         )
     return seed
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CrowdsimError", "ScenarioError", "StreetDataError"]
+__all__ = ["CrowdsimError", "RunFolderError", "ScenarioError", "StreetDataError"]
 
 
 class CrowdsimError(Exception):
@@ -15,3 +15,11 @@ class ScenarioError(CrowdsimError, ValueError):
 
 class StreetDataError(CrowdsimError):
     """Street data is missing, unreadable or holds no walkable network."""
+
+
+class RunFolderError(CrowdsimError):
+    """A run folder cannot be used: missing, unfinished, locked, damaged or mixed.
+
+    Raised by :mod:`sim.runfolder`; the message names the folder (and the file), what
+    is wrong and what to do.
+    """

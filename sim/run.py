@@ -2,8 +2,9 @@
 
 The stages run in the order of the data flow (DESIGN §1): streets -> crowd -> network ->
 estimators -> validation -> report. Each records its status, a one-line note and its
-time in the manifest, which is written when the run starts and again when it ends, so
-even a failed run says how far it got and why.
+time in the manifest, which is written when the run starts and after every stage, so
+even a failed or killed run says how far it got and why. The folder's lifecycle (lock,
+``overwrite``, statuses) belongs to :mod:`sim.runfolder`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -22,14 +23,22 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from sim import __version__
+from sim import __version__, runfolder
 from sim.course import Course, build_course
-from sim.errors import CrowdsimError
-from sim.io import write_json, write_text
+from sim.errors import CrowdsimError, RunFolderError
+from sim.io import write_text
 from sim.scenario import Scenario, dump_scenario
 from sim.streets import Streets, load_streets
 
-__all__ = ["STAGES", "RunContext", "RunResult", "run_scenario", "seed_sequences"]
+__all__ = [
+    "STAGES",
+    "RunContext",
+    "RunResult",
+    "Scorer",
+    "StageOutput",
+    "run_scenario",
+    "seed_sequences",
+]
 
 #: Subsystems that draw random numbers; each gets its own child of the root SeedSequence.
 SUBSYSTEMS = ("crowd", "network", "estimators")
@@ -38,6 +47,23 @@ RECORDED_PACKAGES = (
     "numpy", "scipy", "pandas", "pyarrow", "networkx", "osmnx", "mesa", "simpy",
     "pydantic", "matplotlib", "osmium",
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """What a stage run from outside :mod:`sim` (the scoring) gives back to the run."""
+
+    note: str
+    written: list[Path] = field(default_factory=list)
+    facts: dict[str, Any] | None = None
+
+
+#: Scores a run folder's estimates against its truth (:func:`validation.score_run`).
+Scorer = Callable[[Path], StageOutput]
+
+
+class _Skipped(Exception):
+    """A stage that had nothing to do; its message is the note."""
 
 
 @dataclass
@@ -58,6 +84,7 @@ class RunContext:
     #: seconds per part of a stage (e.g. each report figure): not facts, they vary per run
     part_timings: dict[str, dict[str, float]] = field(default_factory=dict)
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scorer: Scorer | None = None
 
 
 @dataclass(frozen=True)
@@ -223,37 +250,24 @@ def _estimators_stage(ctx: RunContext) -> str:
 
 
 def _validation_stage(ctx: RunContext) -> str:
-    """Score the estimates against the truth: metrics.parquet (+ per zone, per bin), metrics.json.
+    """Score the estimates against the truth with the scorer the caller gave.
 
-    Runs on the files of the run folder; without estimates (nobody carried a phone of
-    the operator) it says so and writes nothing. The KWD (the costly metric) is computed
-    every 5 bins, or on 12 bins spread over the run when it is longer than an hour.
+    Scoring belongs to :mod:`validation`, which imports :mod:`sim` and never the reverse,
+    so the run does not import it: the caller (``crowdsim run``, a sweep, or
+    :func:`validation.run_validated`) passes the scorer. Without estimates (nobody carried
+    a phone of the operator) there is nothing to score.
     """
-    from validation.metrics import write_metrics
-
+    if ctx.scorer is None:
+        ctx.facts["validation"] = {"note": "not scored (no scorer given)"}
+        raise _Skipped("not scored: no scorer given (validation.run_validated scores a run)")
     if not ctx.facts.get("estimators", {}).get("rows"):
         ctx.facts["validation"] = {"note": "no estimates to validate"}
         return "no estimates (no operator records): nothing to validate"
-    written, summary = write_metrics(ctx.out_dir, kwd_max_bins=12)
-    ctx.outputs.extend(p.name for p in written)
-    keep = ("mae", "mape", "bias", "coverage", "kwd_mean_m")
-    ctx.facts["validation"] = {
-        "floor": summary["floor"],
-        "kwd_stride": summary["kwd_stride"],
-        "unscored": summary["unscored"],
-        "metrics": {
-            method: {
-                system: {k: v for k, v in values.items() if k in keep}
-                for system, values in by_system.items()
-            }
-            for method, by_system in summary["metrics"].items()
-        },
-    }
-    area = {
-        m: s["area"]["mape"] for m, s in summary["metrics"].items() if "area" in s
-    }  # the headline: MAPE on the named areas
-    shown = ", ".join(f"{m} {v:.0%}" if v is not None else f"{m} n/a" for m, v in area.items())
-    return f"metrics of {len(summary['metrics'])} methods; area MAPE: {shown or 'n/a'}"
+    scored = ctx.scorer(ctx.out_dir)
+    ctx.outputs.extend(p.name for p in scored.written)
+    if scored.facts is not None:
+        ctx.facts["validation"] = scored.facts
+    return scored.note
 
 
 def _report_stage(ctx: RunContext) -> str:
@@ -287,6 +301,8 @@ def run_scenario(
     osm: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    overwrite: bool = False,
+    scorer: Scorer | None = None,
 ) -> RunResult:
     """Run every stage of `scenario` and write the run folder.
 
@@ -306,6 +322,12 @@ def run_scenario(
         Folder of the prepared street-graph cache.
     progress
         Show a progress bar over the stages.
+    overwrite
+        When `out_dir` already holds a run, move its files into ``.previous/`` instead
+        of refusing (:func:`sim.runfolder.move_previous_run`).
+    scorer
+        Scores the estimates in the validation stage (:func:`validation.score_run`);
+        None leaves the stage ``skipped``. :func:`validation.run_validated` passes it.
 
     Returns
     -------
@@ -316,6 +338,12 @@ def run_scenario(
     ------
     CrowdsimError
         Bad input found while running; the manifest records it with status ``failed``.
+    RunFolderError
+        `out_dir` is not usable: another run or sweep holds it, or it holds a run and
+        `overwrite` is false.
+    KeyboardInterrupt
+        SIGINT or SIGTERM (:class:`sim.runfolder.RunInterrupted`) stopped the run; the
+        manifest says ``interrupted`` and no temporary file is left.
     """
     root: int | np.random.SeedSequence = scenario.seed
     if isinstance(seed, np.random.SeedSequence):
@@ -331,53 +359,104 @@ def run_scenario(
         scenario = scenario.model_copy(update={"seed": seed})
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise CrowdsimError(f"{out}: exists and is not a folder; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+        raise RunFolderError(f"{out}: exists and is not a folder; choose another --out") from None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(
+            f"{out}: cannot create the run folder ({exc}); choose another --out"
+        ) from None
     ctx = RunContext(
         scenario=scenario,
         out_dir=out,
         seeds=seed_sequences(root),
         osm=Path(osm) if osm is not None else None,
         cache_dir=Path(cache_dir) if cache_dir is not None else None,
+        scorer=scorer,
     )
-    write_text(dump_scenario(scenario), out / "scenario.toml")
     spawn_key = root.spawn_key if isinstance(root, np.random.SeedSequence) else ()
-    manifest = _manifest_head(scenario, ctx, spawn_key)
-    write_json(manifest, out / "manifest.json")
+    try:
+        lock = runfolder.FolderLock(out, what="run").acquire()
+    except OSError as exc:
+        raise RunFolderError(
+            f"{out}: cannot write the run folder ({exc}); choose another --out"
+        ) from None
+    try:
+        moved = runfolder.move_previous_run(out, overwrite=overwrite)
+        return _run_stages(ctx, _manifest_head(scenario, ctx, spawn_key, moved), progress)
+    finally:
+        lock.release()
+
+
+def _run_stages(ctx: RunContext, manifest: dict[str, Any], progress: bool) -> RunResult:
+    """Run the stages in order, writing the manifest after each; the folder is locked."""
+    out = ctx.out_dir
+    write_text(dump_scenario(ctx.scenario), out / runfolder.SCENARIO)
+    files = runfolder.file_records(out, [runfolder.SCENARIO])
+    manifest["files"] = files
+    runfolder.write_manifest(manifest, out)
 
     bar = tqdm(STAGES, desc="crowdsim", unit="stage", disable=not progress, leave=False)
     error: BaseException | None = None
-    for name, stage in bar:
-        bar.set_postfix_str(name)
-        t0 = time.perf_counter()
-        record: dict[str, Any] = {"status": "done"}
+    status = "ok"
+    with runfolder.stop_on_signals() as hold_signals:
         try:
-            record["note"] = stage(ctx)
-        except BaseException as exc:
-            record = {"status": "failed", "note": f"{type(exc).__name__}: {exc}"}
-            error = exc
-        record["seconds"] = round(time.perf_counter() - t0, 3)
-        ctx.stages[name] = record
-        if error is not None:
-            break
-    bar.close()
-    manifest.update(
-        finished=_now(),
-        status="failed" if error is not None else "ok",
-        street_source=_source_record(ctx.streets),
-        facts=ctx.facts,
-        outputs=sorted({"manifest.json", "scenario.toml", *ctx.outputs}),
-        timings_s={name: rec["seconds"] for name, rec in ctx.stages.items()},
-        part_timings_s=ctx.part_timings,
-    )
-    write_json(manifest, out / "manifest.json")
+            for name, stage in bar:
+                bar.set_postfix_str(name)
+                t0 = time.perf_counter()
+                first_new = len(ctx.outputs)
+                record: dict[str, Any] = {"status": "done"}
+                try:
+                    record["note"] = stage(ctx)
+                except _Skipped as skip:
+                    record = {"status": "skipped", "note": str(skip)}
+                except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM as RunInterrupted
+                    how = getattr(exc, "signal", "SIGINT")
+                    record = {"status": "interrupted", "note": f"stopped by {how}"}
+                    manifest["interrupted_by"] = how
+                    error, status = exc, "interrupted"
+                except BaseException as exc:
+                    record = {"status": "failed", "note": f"{type(exc).__name__}: {exc}"}
+                    error, status = exc, "failed"
+                record["seconds"] = round(time.perf_counter() - t0, 3)
+                ctx.stages[name] = record
+                files.update(runfolder.file_records(out, ctx.outputs[first_new:]))
+                if error is not None:
+                    break
+                _update_manifest(manifest, ctx, files)
+        except KeyboardInterrupt as exc:  # between stages, or while writing the manifest
+            manifest["interrupted_by"] = getattr(exc, "signal", "SIGINT")
+            error, status = exc, "interrupted"
+        hold_signals()  # the final manifest is written whole, whatever arrives now
+        bar.close()
+        manifest.update(finished=_now(), status=status)
+        _update_manifest(manifest, ctx, files)
+        runfolder.write_manifest(manifest, out)
+        runfolder.remove_temporaries(out)
     if error is not None:
         raise error
     return RunResult(out_dir=out, manifest=manifest)
 
 
+def _update_manifest(manifest: dict[str, Any], ctx: RunContext, files: dict[str, Any]) -> None:
+    """Bring the manifest up to the stages done so far; write it while the run runs."""
+    manifest.update(
+        street_source=_source_record(ctx.streets),
+        facts=ctx.facts,
+        outputs=sorted({runfolder.MANIFEST, runfolder.SCENARIO, *ctx.outputs}),
+        files=files,
+        timings_s={name: rec["seconds"] for name, rec in ctx.stages.items()},
+        part_timings_s=ctx.part_timings,
+    )
+    if manifest["status"] == "running":
+        runfolder.write_manifest(manifest, ctx.out_dir)
+
+
 def _manifest_head(
-    scenario: Scenario, ctx: RunContext, spawn_key: tuple[int, ...] = ()
+    scenario: Scenario,
+    ctx: RunContext,
+    spawn_key: tuple[int, ...] = (),
+    moved: Sequence[str] = (),
 ) -> dict[str, Any]:
     versions = {"crowdsim": __version__, "python": platform.python_version()}
     for package in RECORDED_PACKAGES:
@@ -401,6 +480,10 @@ def _manifest_head(
         "scenario": scenario.model_dump(mode="json"),
         "street_source": None,
         "stages": ctx.stages,
+        # files of the folder's earlier run, moved into .previous/ by overwrite
+        "previous_moved": list(moved),
+        "outputs": [runfolder.MANIFEST, runfolder.SCENARIO],
+        "files": {},
     }
 
 

@@ -42,11 +42,11 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, _private_cache: None) ->
 
     Tests that change files work on a copy (``shutil.copytree(smoke_run, tmp_path / ...)``).
     """
-    from sim.run import run_scenario
     from sim.scenario import load_scenario
+    from validation.scoring import run_validated
 
     out = tmp_path_factory.mktemp("smoke") / "run"
-    run_scenario(load_scenario(SCENARIOS / "smoke.toml"), out, progress=False)
+    run_validated(load_scenario(SCENARIOS / "smoke.toml"), out, progress=False)
     return out
 
 

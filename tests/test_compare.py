@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from sim.cli import app
 from sim.compare import COLUMNS, compare_runs, format_table, open_run, write_comparison
 from sim.errors import CrowdsimError
-from sim.run import run_scenario
 from sim.scenario import load_scenario, parse_scenario
 from tests.conftest import REGION, SCENARIOS, data_file
+from validation.scoring import run_validated
 
 runner = CliRunner()
 ACROSS = "walk across the course (closed)"
@@ -48,7 +48,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {}
     for name, data in (("base", base), ("nocross", nocross), ("more", more)):
         data["name"] = f"smoke_{name}"
-        run_scenario(parse_scenario(data), root / name, progress=False)
+        run_validated(parse_scenario(data), root / name, progress=False)
         out[name] = root / name
     return out
 
@@ -145,10 +145,12 @@ def test_bad_input_names_the_folder_and_what_is_wrong(
     runs: dict[str, Path], tmp_path: Path
 ) -> None:
     base = runs["base"]
-    with pytest.raises(CrowdsimError, match="not a folder"):
+    with pytest.raises(CrowdsimError, match="nowhere: no such run folder"):
         open_run(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CrowdsimError, match=r"empty: not a run folder \(no manifest.json\)"):
+    with pytest.raises(
+        CrowdsimError, match=r"manifest\.json: missing; .*empty is not a run folder"
+    ):
         open_run(tmp_path / "empty")
 
     failed = _copy_run(base, tmp_path / "failed")
@@ -156,13 +158,13 @@ def test_bad_input_names_the_folder_and_what_is_wrong(
     manifest["status"] = "failed"
     manifest["stages"]["network"] = {"status": "failed", "note": "ScenarioError: bad cell"}
     (failed / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(CrowdsimError, match=r"failed: the run did not finish.*network: Scen"):
+    with pytest.raises(CrowdsimError, match=r"failed: the run failed \(network: Scen"):
         open_run(failed)
 
     missing = _copy_run(base, tmp_path / "missing")
     (missing / "cells.gpkg").unlink()
     (missing / "truth_edges.parquet").unlink()
-    with pytest.raises(CrowdsimError, match=r"missing: missing truth_edges.parquet, cells.gpkg"):
+    with pytest.raises(CrowdsimError, match=r"cells\.gpkg: missing, but the run wrote it"):
         compare_runs(base, missing)
 
     elsewhere = _copy_run(base, tmp_path / "elsewhere")
@@ -227,7 +229,7 @@ def rehearsals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ("event_cell", SCENARIOS / "rehearsals" / "event_cell_finish.toml"),
     ):
         scenario = load_scenario(_reduced_rehearsal(file, root / "scenarios", rrc))
-        run_scenario(scenario, root / name, progress=False)
+        run_validated(scenario, root / name, progress=False)
         out[name] = root / name
     return out
 

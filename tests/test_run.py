@@ -51,6 +51,11 @@ def test_same_seed_same_outputs_different_seed_different(tmp_path: Path) -> None
         for name, seed in (("a", 7), ("b", 7), ("c", 8))
     }
     assert runs["a"].manifest["facts"] == runs["b"].manifest["facts"]
+    # sim.run does not import validation: without a scorer the validation stage is skipped
+    validation = runs["a"].manifest["stages"]["validation"]
+    assert validation["status"] == "skipped" and "no scorer" in validation["note"]
+    assert not (tmp_path / "a" / "metrics.parquet").exists()
+    assert runs["a"].manifest["status"] == "ok"
     tables = ("truth_zones", "truth_edges", "records", "cell_load", "estimates")
     for table in tables:
         a = pd.read_parquet(tmp_path / "a" / f"{table}.parquet")

@@ -18,11 +18,11 @@ from sim.course import Course, build_course
 from sim.crowd import CrowdModel
 from sim.crowd.model import STAYING
 from sim.errors import ScenarioError
-from sim.run import run_scenario
 from sim.scenario import Scenario, load_scenario, parse_scenario
 from sim.streets import Streets, load_streets, to_metres
 from tests.conftest import REGION, SCENARIOS, data_file
 from tests.test_crowd import tiny_scenario, tiny_world
+from validation.scoring import run_validated
 
 BASELINE = SCENARIOS / "tdf2019_ttt.toml"
 REHEARSALS = sorted((SCENARIOS / "rehearsals").glob("*.toml"))
@@ -290,7 +290,7 @@ def test_real_street_scenario_runs_end_to_end(path: Path, tmp_path: Path) -> Non
     """Every stage on the real extract, with 1 % of the people over 20 minutes."""
     data_file(REGION)
     scenario = reduced(path, methods=None if path.name in ALL_METHODS else ["presence"])
-    result = run_scenario(scenario, tmp_path, progress=False)
+    result = run_validated(scenario, tmp_path, progress=False)
     manifest = result.manifest
     assert manifest["status"] == "ok", manifest["stages"]
     assert manifest["street_source"]["kind"] == "file"

@@ -390,7 +390,7 @@ def test_stage1_morning_piece_leaves_the_region_through_anderlecht() -> None:
 def test_stage1_runs_end_to_end_on_a_reduced_crowd(tmp_path: Path) -> None:
     """1% of the people, 20 minutes around the neutral start, no report (every stage runs)."""
     data_file(REGION)
-    from sim.run import run_scenario
+    from validation.scoring import run_validated
 
     scenario = load_scenario(STAGE1)
     data = scenario.model_dump(mode="json", exclude_none=True)
@@ -402,7 +402,7 @@ def test_stage1_runs_end_to_end_on_a_reduced_crowd(tmp_path: Path) -> None:
     data["network"]["raster_m"] = 100.0
     data["estimators"]["methods"] = ["presence", "voronoi"]
     small = parse_scenario(data, source=scenario.source)
-    result = run_scenario(small, tmp_path / "run", progress=False)
+    result = run_validated(small, tmp_path / "run", progress=False)
     assert result.manifest["status"] == "ok"
     crowd = result.manifest["facts"]["crowd"]
     assert crowd["spectators"] == 3000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app
+from sim.errors import RunFolderError
 from sim.run import seed_sequences
 from tests.conftest import REPO, SCENARIOS
 from validation.sweep import SweepError, load_sweep, reproduce_run, run_sweep
@@ -191,7 +193,7 @@ def test_a_finished_sweep_called_again_runs_nothing(local_sweep, tmp_path: Path)
 
 
 def test_a_finished_run_counts_only_for_the_same_scenario_and_seeds(local_sweep) -> None:
-    from validation.sweep import _is_done
+    from validation.sweep.running import _is_done
 
     path, result = local_sweep
     runs = result.out_dir / "runs"
@@ -203,7 +205,29 @@ def test_a_finished_run_counts_only_for_the_same_scenario_and_seeds(local_sweep)
     assert [_is_done(run, runs / run.run_id) for run in changed.runs] == [True, True, False, False]
 
 
-def test_a_killed_sweep_resumes_without_redoing_finished_runs(tmp_path: Path) -> None:
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for a reaper does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from /proc")
+def test_a_killed_sweep_takes_its_workers_with_it_and_resumes(tmp_path: Path) -> None:
     path = write_sweep(tmp_path, TWO_BY_TWO)
     out = tmp_path / "out"
     cmd = [
@@ -232,9 +256,20 @@ def test_a_killed_sweep_resumes_without_redoing_finished_runs(tmp_path: Path) ->
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "the sweep ended before it could be killed"
+        workers = _children(proc.pid)
+        assert workers, "a sweep with --workers 1 runs a worker process"
+        # meanwhile a second sweep into the same folder is refused
+        with pytest.raises(RunFolderError, match=rf"another crowdsim sweep \(process {proc.pid}"):
+            run_sweep(path, out, workers=1, progress=False)
+        os.kill(proc.pid, signal.SIGKILL)  # only the sweep: its workers must follow
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.1)
+        assert not [w for w in workers if _alive(w)], "a worker outlived its killed sweep"
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its worker processes
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     state = json.loads((out / "sweep.json").read_text())
     finished = [e["run_id"] for e in state["runs"] if e["status"] == "ok"]
@@ -249,6 +284,20 @@ def test_a_killed_sweep_resumes_without_redoing_finished_runs(tmp_path: Path) ->
     assert {r: (out / "runs" / r / "manifest.json").stat().st_mtime_ns for r in finished} == stamps
     assert all(e["attempts"] == 1 for e in result.state["runs"])
     assert set(result.table["run_id"]) == everything
+
+
+def test_a_damaged_finished_run_is_redone_on_resume(local_sweep, tmp_path: Path) -> None:
+    path, result = local_sweep
+    out = tmp_path / "copy"
+    shutil.copytree(result.out_dir, out)
+    damaged = out / "runs" / "p001-r000" / "metrics.parquet"
+    damaged.write_bytes(damaged.read_bytes()[:50])  # a truncated table
+    again = run_sweep(path, out, workers=1, progress=False)
+    assert again.ran == ["p001-r000"] and again.failed == []
+    assert sorted(again.reused) == ["p000-r000", "p000-r001", "p001-r001"]
+    attempts = {e["run_id"]: e["attempts"] for e in again.state["runs"]}
+    assert attempts == {"p000-r000": 1, "p000-r001": 1, "p001-r000": 2, "p001-r001": 1}
+    pd.testing.assert_frame_equal(again.table, result.table)
 
 
 def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path: Path) -> None:

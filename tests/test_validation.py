@@ -16,11 +16,13 @@ from typer.testing import CliRunner
 
 from sim.cli import app
 from sim.run import RunContext, _validation_stage, seed_sequences
-from sim.scenario import load_scenario
-from tests.conftest import SCENARIOS
+from sim.runfolder import file_records
+from sim.scenario import dump_scenario, load_scenario, parse_scenario
+from tests.conftest import MINIMAL, SCENARIOS
 from validation import assert_bounds, check_bounds, compute_metrics, load_bounds, write_metrics
 from validation.checks import BoundsInputError, BoundsSpecError
 from validation.metrics import RunFolderError, join_run, kwd, kwd_blocked
+from validation.scoring import score_run
 
 runner = CliRunner()
 BOUNDS = Path(__file__).resolve().parents[1] / "validation" / "bounds"
@@ -45,8 +47,8 @@ def _write_run(
             "zones": {"bin_s": 60.0},
         },
         "seed": 1,
+        "status": "ok",
     }
-    (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     start = pd.Timestamp("2019-07-07 12:00", tz="UTC")
     bins = [start, start + pd.Timedelta(minutes=1)]
     ends = [(b + pd.Timedelta(minutes=1)).tz_convert("Europe/Brussels") for b in bins]
@@ -89,6 +91,11 @@ def _write_run(
         gpd.GeoDataFrame({"zone": ids}, geometry=geoms, crs="EPSG:31370").to_file(
             path, layer=layer, driver="GPKG"
         )
+    # a finished run folder as sim.runfolder.open_run accepts it: resolved scenario,
+    # status ok, and the size and checksum of every file
+    (run / "scenario.toml").write_text(dump_scenario(parse_scenario({**MINIMAL, "name": scenario})))
+    manifest["files"] = file_records(run, [p.name for p in run.iterdir()])
+    (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return run
 
 
@@ -339,7 +346,10 @@ def test_several_runs_hold_the_worst_or_a_quantile(tmp_path: Path, tiny: Path) -
 
 def test_validation_stage_without_estimates_writes_nothing(tmp_path: Path) -> None:
     ctx = RunContext(
-        scenario=load_scenario(SCENARIOS / "smoke.toml"), out_dir=tmp_path, seeds=seed_sequences(1)
+        scenario=load_scenario(SCENARIOS / "smoke.toml"),
+        out_dir=tmp_path,
+        seeds=seed_sequences(1),
+        scorer=score_run,
     )
     ctx.facts["estimators"] = {"methods": [], "rows": 0, "note": "no operator records"}
     note = _validation_stage(ctx)

@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sim.errors import CrowdsimError
 from sim.io import read_toml
+from sim.runfolder import open_run
 from validation.metrics import (
     DEFAULT_FLOOR,
     DEFAULT_KWD_STRIDE,
@@ -51,7 +52,6 @@ from validation.metrics import (
     METRICS,
     Joined,
     join_run,
-    read_manifest,
     score,
     tile_centroids,
     window_mask,
@@ -205,9 +205,10 @@ class _RunScores:
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        manifest = read_manifest(run_dir)
-        self.scenario = str(manifest["scenario"].get("name"))
-        self.timezone = str(manifest["scenario"].get("event", {}).get("timezone", "UTC"))
+        # a run still running, interrupted, failed or mixed is refused here, naming which
+        run = open_run(run_dir, purpose="validate")
+        self.scenario = run.scenario.name
+        self.timezone = run.scenario.event.timezone
         self._joins: dict[tuple[str, str], Joined] | None = None
         self._centroids: dict[str, tuple[float, float]] | None = None
         self._memo: dict[tuple[Any, ...], dict[str, tuple[float, int]]] = {}
@@ -286,7 +287,8 @@ def check_bounds(
     BoundsInputError
         A bound names another scenario than a run's, or a method the run did not estimate.
     RunFolderError
-        A run folder is missing or lacks a file.
+        A run folder is missing, lacks a file, or did not finish (running, interrupted,
+        failed) or is mixed (:func:`sim.runfolder.open_run`).
     """
     spec = _as_spec(spec)
     runs = [_RunScores(r) for r in _as_runs(run_dirs)]

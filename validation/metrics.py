@@ -58,7 +58,6 @@ would otherwise take over 15 minutes).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -70,8 +69,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.errors import CrowdsimError
+from sim.errors import RunFolderError
 from sim.io import atomic_path, write_json
+from sim.runfolder import read_manifest
 
 __all__ = [
     "DEFAULT_FLOOR",
@@ -125,10 +125,6 @@ METRICS: dict[str, str] = {
 }
 #: Metrics that exist for the grid system only.
 GRID_ONLY = frozenset({"kwd_mean_m", "kwd_median_m", "kwd_pooled_share"})
-
-
-class RunFolderError(CrowdsimError, ValueError):
-    """A run folder lacks a file validation needs, or holds one it cannot read."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -189,35 +185,12 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise RunFolderError(
             f"{path}: missing. Validation needs a run folder written by `crowdsim run` "
-            "(truth_zones.parquet, estimates.parquet, zones.gpkg, manifest.json)."
+            "(truth_zones.parquet, estimates.parquet, zones.gpkg and its manifest)."
         )
     try:
         return pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise RunFolderError(f"{path}: not a readable Parquet file ({exc})") from exc
-
-
-def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The run's ``manifest.json``.
-
-    Raises
-    ------
-    RunFolderError
-        The folder or its manifest is missing or unreadable.
-    """
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise RunFolderError(f"{run}: no such run folder. Give a folder `crowdsim run` wrote.")
-    path = run / "manifest.json"
-    if not path.is_file():
-        raise RunFolderError(f"{path}: missing; {run} is not a run folder of `crowdsim run`.")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunFolderError(f"{path}: unreadable JSON ({exc})") from exc
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("scenario"), dict):
-        raise RunFolderError(f"{path}: holds no 'scenario'; not a manifest of `crowdsim run`.")
-    return manifest
 
 
 def _zone_lists(run: Path) -> dict[str, list[str]]:
@@ -258,7 +231,7 @@ def _bin_seconds(manifest: dict[str, Any], estimates: pd.DataFrame) -> float:
         bins = np.sort(estimates["bin"].unique())
         if len(bins) < 2:
             raise RunFolderError(
-                "manifest.json: no scenario.zones.bin_s and a single estimated bin; "
+                "the run's manifest: no scenario.zones.bin_s and a single estimated bin; "
                 "cannot tell the bin width"
             ) from None
         return float(np.diff(bins).min() / np.timedelta64(1, "s"))

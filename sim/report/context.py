@@ -1,20 +1,17 @@
 """Rebuild what the report needs from a finished run folder, to redraw it without rerunning.
 
 The report draws from the run folder's tables plus the run's streets and course; those
-two are rebuilt from the resolved ``scenario.toml`` and the street source the manifest
-names (a prepared graph is read from the cache, so this costs about a second).
+two are rebuilt by :class:`sim.runfolder.RunFolder` from the resolved scenario and the
+street source the run used (a prepared graph is read from the cache: about a second).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from sim.errors import CrowdsimError
 
 if TYPE_CHECKING:
     from sim.course import Course
@@ -48,39 +45,24 @@ def load_run_context(
     Parameters
     ----------
     run_dir
-        A folder written by ``crowdsim run`` (``scenario.toml`` and ``manifest.json``).
+        A folder written by ``crowdsim run`` that finished (:func:`sim.runfolder.open_run`).
     cache_dir
         Folder of the prepared street-graph cache.
 
     Raises
     ------
-    CrowdsimError
-        The folder lacks ``scenario.toml`` or ``manifest.json``.
+    RunFolderError
+        Not a finished run folder, or its streets changed since the run.
     """
-    from sim.course import build_course
-    from sim.scenario import load_scenario
-    from sim.streets import load_streets
+    from sim.runfolder import open_run
 
-    run = Path(run_dir)
-    for name in ("scenario.toml", "manifest.json"):
-        if not (run / name).is_file():
-            raise CrowdsimError(f"{run / name}: missing; give a folder `crowdsim run` wrote.")
-    scenario = load_scenario(run / "scenario.toml")
-    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
-    source = manifest.get("street_source") or {}
-    osm = source.get("detail") if source.get("kind") == "file" else None
-    route = scenario.route
-    streets = load_streets(
-        scenario.streets,
-        osm=osm,
-        waypoints=[(w.name, w.lat, w.lon) for w in route.waypoints],
-        cache_dir=cache_dir,
-    )
+    run = open_run(run_dir, purpose="the report", verify=False)
+    streets = run.streets(cache_dir=cache_dir)
     return FinishedRun(
-        scenario=scenario,
-        out_dir=run,
-        stages=dict(manifest.get("stages") or {}),
-        facts=dict(manifest.get("facts") or {}),
+        scenario=run.scenario,
+        out_dir=run.path,
+        stages=dict(run.stages),
+        facts=dict(run.facts),
         streets=streets,
-        course=build_course(streets, route, scenario=scenario),
+        course=run.course(streets),
     )

@@ -11,7 +11,6 @@ figure needs, with Parquet filters, so the report's cost does not grow with the 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,10 +350,11 @@ def _as_arrow_times(times: list[pd.Timestamp]) -> list[dt.datetime]:
 
 def read_manifest_source(out_dir: Path) -> str | None:
     """The street source described in the run's manifest, if it says one."""
-    path = out_dir / "manifest.json"
+    from sim.errors import RunFolderError
+    from sim.runfolder import read_manifest
+
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        source = read_manifest(out_dir).get("street_source") or {}
+    except RunFolderError:
         return None
-    source = manifest.get("street_source") or {}
     return source.get("description") if isinstance(source, dict) else None
