@@ -37,11 +37,6 @@ def test_the_report_does_not_import_the_run() -> None:
     assert not _breaches(report, ("sim.run",)), "\n".join(_breaches(report, ("sim.run",)))
 
 
-# Until the branch that moves scoring out of sim.run is merged, sim.run still imports
-# validation.metrics; strict, so the mark must go once the rule holds.
-@pytest.mark.xfail(
-    strict=True, reason="sim.run imports validation.metrics until scoring moves out of it"
-)
 def test_sim_does_not_import_validation() -> None:
     """The rule: no module of sim reaches validation, except the command line."""
     sim = [m for m in graph() if within(m, ("sim",)) and not within(m, COMPOSERS)]
