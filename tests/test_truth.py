@@ -77,6 +77,9 @@ def test_run_writes_truth_and_zones_and_reports_the_crowd(tmp_path: Path) -> Non
     facts = result.manifest["facts"]["crowd"]
     assert facts["spectators"] == 500 and facts["background"] == 200
     assert sum(facts["state_at_end"].values()) == 700
+    held = facts["held_at_end"]  # queues at the end, in the manifest
+    assert held["held"] == facts["state_at_end"]["waiting"]
+    assert sum(q["held"] for q in held["queues"]) <= held["held"] and len(held["queues"]) <= 10
     zones = pd.read_parquet(out / "truth_zones.parquet")
     first = zones["time"].min().to_pydatetime()
     assert first == dt.datetime(2019, 7, 7, 13, 1, tzinfo=first.tzinfo)
