@@ -242,13 +242,19 @@ def _jps_agent(journey: int, stage: int, xy: Sequence[float], v0: float) -> obje
 
 
 def jupedsim_bottleneck(
-    case: Bottleneck, people: People, *, dt: float = 0.01, max_s: float = 20_000.0
+    case: Bottleneck,
+    people: People,
+    *,
+    dt: float = 0.01,
+    max_s: float = 20_000.0,
+    stall_s: float = 120.0,
 ) -> Outcome:
     """The bottleneck in JuPedSim's collision-free speed model.
 
     The exit stages lie just beyond the bottleneck's end, split in lanes; each person
     heads for the lane nearest its own y. An agent's removal is its passage through the
-    bottleneck's end (to within one step).
+    bottleneck's end (to within one step). A run in which nobody passes for `stall_s`
+    (a clogged bottleneck) stops there, and its clearing time is NaN.
     """
     import shapely
 
@@ -261,8 +267,9 @@ def jupedsim_bottleneck(
     lane = np.clip(np.searchsorted(lanes, people.xy[:, 1]) - 1, 0, len(exits) - 1)
     for xy, v0, k in zip(people.xy, people.free_speed, lane, strict=True):
         sim.add_agent(_jps_agent(*exits[k], xy, v0))
-    passes: list[float] = []
+    passes: list[float] = [0.0]
     steps = 0
+    report = round(60.0 / dt)
     t0 = time.perf_counter()
     while sim.agent_count() > 0 and sim.elapsed_time() < max_s:
         before = sim.agent_count()
@@ -271,7 +278,14 @@ def jupedsim_bottleneck(
         gone = before - sim.agent_count()
         if gone:
             passes.extend([sim.elapsed_time()] * gone)
+        if sim.iteration_count() % report == 0:
+            now = sim.elapsed_time()
+            print(f"  JuPedSim {b:g} m: {now:.0f} s, {before} left", file=sys.stderr, flush=True)
+            if now - passes[-1] > stall_s:
+                print(f"  nobody passed for {stall_s:g} s: stopped", file=sys.stderr)
+                break
     wall = time.perf_counter() - t0
+    passes = passes[1:]
     t = np.asarray(passes)
     return Outcome(
         simulator="JuPedSim CFSM",
