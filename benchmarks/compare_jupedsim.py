@@ -25,8 +25,15 @@ Run by hand, never as a timed test; it needs the optional extra
 (``pip install -e ".[compare]"``). It lives in ``benchmarks/`` rather than ``validation/``
 because it reports wall times, needs a dependency that the package does not, and is not
 run by ``make bench`` (whose loop picks ``bench_*.py`` only). JuPedSim's cost grows with
-N times the clearing time, which itself grows with N / width, so the default N = 300
-keeps the 1 m case to minutes; pass ``--people 2000`` for the issue's size.
+N times the clearing time, which itself grows with N / width (about N^2 / width), so the
+default N = 300 keeps each case to minutes on a quiet machine (``--people 150`` on a busy
+one; ``--people 2000``, the issue's size, takes hours). crowdsim also runs each
+bottleneck alone with 2,000 people, which costs it seconds.
+
+JuPedSim's collision-free speed model has no pushing: at a narrow door its agents can
+lock in an arch, each with no free space ahead, and stay there. A bottleneck
+run in which nobody passes for two simulated minutes stops; its table row shows how many
+passed and its clearing time is NaN.
 
 Usage: ``python benchmarks/compare_jupedsim.py [--people N] [--widths 1 2 4] [--seed S]``
 """
@@ -40,7 +47,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -125,8 +132,12 @@ class Outcome:
     wall_s: float
     agent_steps: float
     agent_seconds: float
+    passed: int = -1  # people through; fewer than `people` if the run stopped (clogged)
     travel_s: float = math.nan  # corridor: mean time to walk it
-    extra: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.passed < 0:
+            self.passed = self.people
 
     @property
     def per_agent_step_s(self) -> float:
@@ -291,6 +302,7 @@ def jupedsim_bottleneck(
         simulator="JuPedSim CFSM",
         case=f"bottleneck {b:g} m",
         people=case.people,
+        passed=len(t),
         flow=specific_flow(t, b),
         clear_s=float(t[-1]) if len(t) == case.people else math.nan,
         wall_s=wall,
@@ -352,6 +364,7 @@ def jupedsim_corridor(
         simulator="JuPedSim CFSM",
         case=f"corridor {w:g} x {length:g} m",
         people=n,
+        passed=len(t),
         flow=steady_flow(case, t),
         clear_s=float(t[-1]) if len(t) == n else math.nan,
         wall_s=wall,
@@ -402,6 +415,7 @@ def crowdsim_bottleneck(
         simulator="crowdsim",
         case=f"bottleneck {case.width_m:g} m",
         people=case.people,
+        passed=len(t),
         flow=specific_flow(t, case.width_m),
         clear_s=float(t[-1]) if len(t) == case.people else math.nan,
         wall_s=wall,
@@ -444,6 +458,7 @@ def crowdsim_corridor(
         simulator="crowdsim",
         case=f"corridor {case.width_m:g} x {case.length_m:g} m",
         people=n,
+        passed=len(t),
         flow=steady_flow(case, t),
         clear_s=float(t[-1]) if len(t) == n else math.nan,
         wall_s=wall,
@@ -523,13 +538,14 @@ def run(
 def format_table(outcomes: Sequence[Outcome]) -> str:
     """One row per simulator and case."""
     head = (
-        f"{'case':<20} {'simulator':<14} {'N':>5} {'J_s /(m s)':>10} {'clear s':>8} "
+        f"{'case':<20} {'simulator':<15} {'N':>5} {'passed':>6} {'J_s /(m s)':>10} {'clear s':>8} "
         f"{'walk s':>7} {'wall s':>8} {'us/agent-step':>13} {'us/agent-s':>10}"
     )
     rows = [head, "-" * len(head)]
     for o in outcomes:
         rows.append(
-            f"{o.case:<20} {o.simulator:<14} {o.people:>5} {o.flow:>10.2f} {o.clear_s:>8.0f} "
+            f"{o.case:<20} {o.simulator:<15} {o.people:>5} {o.passed:>6} {o.flow:>10.2f} "
+            f"{o.clear_s:>8.0f} "
             f"{o.travel_s:>7.1f} {o.wall_s:>8.2f} {o.per_agent_step_s * 1e6:>13.2f} "
             f"{o.per_agent_second_s * 1e6:>10.2f}"
         )
@@ -554,6 +570,7 @@ def summary(outcomes: Sequence[Outcome]) -> dict[str, float | None]:
         by.setdefault(key, {})[sim] = o
         out[f"{sim}_{key}_specific_flow"] = round(o.flow, 3)
         out[f"{sim}_{key}_clear_s"] = round(o.clear_s, 1)
+        out[f"{sim}_{key}_passed"] = o.passed
         if not math.isnan(o.travel_s):
             out[f"{sim}_{key}_walk_s"] = round(o.travel_s, 1)
         out[f"{sim}_{key}_wall_s"] = round(o.wall_s, 3)
