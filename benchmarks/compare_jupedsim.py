@@ -26,9 +26,9 @@ Run by hand, never as a timed test; it needs the optional extra
 because it reports wall times, needs a dependency that the package does not, and is not
 run by ``make bench`` (whose loop picks ``bench_*.py`` only). JuPedSim's cost grows with
 N times the clearing time, which itself grows with N / width (about N^2 / width), so the
-default N = 300 keeps each case to minutes on a quiet machine (``--people 150`` on a busy
-one; ``--people 2000``, the issue's size, takes hours). crowdsim also runs each
-bottleneck alone with 2,000 people, which costs it seconds.
+default N = 300 keeps each case to minutes (the 1 m one ran 9 on a busy 2-core machine;
+``--people 150`` halves that; ``--people 2000``, the issue's size, would take hours).
+crowdsim also runs each bottleneck alone with 2,000 people, which costs it seconds.
 
 JuPedSim's collision-free speed model has no pushing: at a narrow door its agents can
 lock in an arch, each with no free space ahead, and stay there. A bottleneck
@@ -527,6 +527,11 @@ def run(
             alone.simulator = ALONE
             out.append(alone)
     if corridor is not None:
+        if not (corridor.feed > 0 and corridor.feed_s > 0 and corridor.people >= 10):
+            raise ValueError(
+                f"corridor feed {corridor.feed!r} /(m s) for {corridor.feed_s!r} s brings "
+                f"{corridor.people} people; both must be > 0 and bring at least 10"
+            )
         crowd = corridor_people(corridor, rng=rng)
         if "jupedsim" in simulators:
             out.append(jupedsim_corridor(corridor, crowd, rng=rng))

@@ -68,6 +68,8 @@ def test_bad_input_is_named(cj):
         cj.run(people=20, widths=[-1.0], simulators=["crowdsim"])
     with pytest.raises(ValueError, match="density 5"):
         cj.bottleneck_people(cj.Bottleneck(1.0, 20, density=5.0), rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="corridor feed -1"):
+        cj.run(widths=[], corridor=cj.Corridor(feed=-1.0), simulators=["crowdsim"])
     with pytest.raises(SystemExit):
         cj.main(["--people", "3", "--only", "crowdsim"])
 
