@@ -25,8 +25,15 @@ Run by hand, never as a timed test; it needs the optional extra
 (``pip install -e ".[compare]"``). It lives in ``benchmarks/`` rather than ``validation/``
 because it reports wall times, needs a dependency that the package does not, and is not
 run by ``make bench`` (whose loop picks ``bench_*.py`` only). JuPedSim's cost grows with
-N times the clearing time, which itself grows with N / width, so the default N = 300
-keeps the 1 m case to minutes; pass ``--people 2000`` for the issue's size.
+N times the clearing time, which itself grows with N / width (about N^2 / width), so the
+default N = 300 keeps each case to minutes (the 1 m one ran 9 on a busy 2-core machine;
+``--people 150`` halves that; ``--people 2000``, the issue's size, would take hours).
+crowdsim also runs each bottleneck alone with 2,000 people, which costs it seconds.
+
+JuPedSim's collision-free speed model has no pushing: at a narrow door its agents can
+lock in an arch, each with no free space ahead, and stay there. A bottleneck
+run in which nobody passes for two simulated minutes stops; its table row shows how many
+passed and its clearing time is NaN.
 
 Usage: ``python benchmarks/compare_jupedsim.py [--people N] [--widths 1 2 4] [--seed S]``
 """
@@ -40,7 +47,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -125,8 +132,12 @@ class Outcome:
     wall_s: float
     agent_steps: float
     agent_seconds: float
+    passed: int = -1  # people through; fewer than `people` if the run stopped (clogged)
     travel_s: float = math.nan  # corridor: mean time to walk it
-    extra: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.passed < 0:
+            self.passed = self.people
 
     @property
     def per_agent_step_s(self) -> float:
@@ -242,13 +253,19 @@ def _jps_agent(journey: int, stage: int, xy: Sequence[float], v0: float) -> obje
 
 
 def jupedsim_bottleneck(
-    case: Bottleneck, people: People, *, dt: float = 0.01, max_s: float = 20_000.0
+    case: Bottleneck,
+    people: People,
+    *,
+    dt: float = 0.01,
+    max_s: float = 20_000.0,
+    stall_s: float = 120.0,
 ) -> Outcome:
     """The bottleneck in JuPedSim's collision-free speed model.
 
     The exit stages lie just beyond the bottleneck's end, split in lanes; each person
     heads for the lane nearest its own y. An agent's removal is its passage through the
-    bottleneck's end (to within one step).
+    bottleneck's end (to within one step). A run in which nobody passes for `stall_s`
+    (a clogged bottleneck) stops there, and its clearing time is NaN.
     """
     import shapely
 
@@ -261,8 +278,9 @@ def jupedsim_bottleneck(
     lane = np.clip(np.searchsorted(lanes, people.xy[:, 1]) - 1, 0, len(exits) - 1)
     for xy, v0, k in zip(people.xy, people.free_speed, lane, strict=True):
         sim.add_agent(_jps_agent(*exits[k], xy, v0))
-    passes: list[float] = []
+    passes: list[float] = [0.0]
     steps = 0
+    report = round(60.0 / dt)
     t0 = time.perf_counter()
     while sim.agent_count() > 0 and sim.elapsed_time() < max_s:
         before = sim.agent_count()
@@ -271,12 +289,20 @@ def jupedsim_bottleneck(
         gone = before - sim.agent_count()
         if gone:
             passes.extend([sim.elapsed_time()] * gone)
+        if sim.iteration_count() % report == 0:
+            now = sim.elapsed_time()
+            print(f"  JuPedSim {b:g} m: {now:.0f} s, {before} left", file=sys.stderr, flush=True)
+            if now - passes[-1] > stall_s:
+                print(f"  nobody passed for {stall_s:g} s: stopped", file=sys.stderr)
+                break
     wall = time.perf_counter() - t0
+    passes = passes[1:]
     t = np.asarray(passes)
     return Outcome(
         simulator="JuPedSim CFSM",
         case=f"bottleneck {b:g} m",
         people=case.people,
+        passed=len(t),
         flow=specific_flow(t, b),
         clear_s=float(t[-1]) if len(t) == case.people else math.nan,
         wall_s=wall,
@@ -338,6 +364,7 @@ def jupedsim_corridor(
         simulator="JuPedSim CFSM",
         case=f"corridor {w:g} x {length:g} m",
         people=n,
+        passed=len(t),
         flow=steady_flow(case, t),
         clear_s=float(t[-1]) if len(t) == n else math.nan,
         wall_s=wall,
@@ -388,6 +415,7 @@ def crowdsim_bottleneck(
         simulator="crowdsim",
         case=f"bottleneck {case.width_m:g} m",
         people=case.people,
+        passed=len(t),
         flow=specific_flow(t, case.width_m),
         clear_s=float(t[-1]) if len(t) == case.people else math.nan,
         wall_s=wall,
@@ -430,6 +458,7 @@ def crowdsim_corridor(
         simulator="crowdsim",
         case=f"corridor {case.width_m:g} x {case.length_m:g} m",
         people=n,
+        passed=len(t),
         flow=steady_flow(case, t),
         clear_s=float(t[-1]) if len(t) == n else math.nan,
         wall_s=wall,
@@ -498,6 +527,11 @@ def run(
             alone.simulator = ALONE
             out.append(alone)
     if corridor is not None:
+        if not (corridor.feed > 0 and corridor.feed_s > 0 and corridor.people >= 10):
+            raise ValueError(
+                f"corridor feed {corridor.feed!r} /(m s) for {corridor.feed_s!r} s brings "
+                f"{corridor.people} people; both must be > 0 and bring at least 10"
+            )
         crowd = corridor_people(corridor, rng=rng)
         if "jupedsim" in simulators:
             out.append(jupedsim_corridor(corridor, crowd, rng=rng))
@@ -509,13 +543,14 @@ def run(
 def format_table(outcomes: Sequence[Outcome]) -> str:
     """One row per simulator and case."""
     head = (
-        f"{'case':<20} {'simulator':<14} {'N':>5} {'J_s /(m s)':>10} {'clear s':>8} "
+        f"{'case':<20} {'simulator':<15} {'N':>5} {'passed':>6} {'J_s /(m s)':>10} {'clear s':>8} "
         f"{'walk s':>7} {'wall s':>8} {'us/agent-step':>13} {'us/agent-s':>10}"
     )
     rows = [head, "-" * len(head)]
     for o in outcomes:
         rows.append(
-            f"{o.case:<20} {o.simulator:<14} {o.people:>5} {o.flow:>10.2f} {o.clear_s:>8.0f} "
+            f"{o.case:<20} {o.simulator:<15} {o.people:>5} {o.passed:>6} {o.flow:>10.2f} "
+            f"{o.clear_s:>8.0f} "
             f"{o.travel_s:>7.1f} {o.wall_s:>8.2f} {o.per_agent_step_s * 1e6:>13.2f} "
             f"{o.per_agent_second_s * 1e6:>10.2f}"
         )
@@ -540,6 +575,7 @@ def summary(outcomes: Sequence[Outcome]) -> dict[str, float | None]:
         by.setdefault(key, {})[sim] = o
         out[f"{sim}_{key}_specific_flow"] = round(o.flow, 3)
         out[f"{sim}_{key}_clear_s"] = round(o.clear_s, 1)
+        out[f"{sim}_{key}_passed"] = o.passed
         if not math.isnan(o.travel_s):
             out[f"{sim}_{key}_walk_s"] = round(o.travel_s, 1)
         out[f"{sim}_{key}_wall_s"] = round(o.wall_s, 3)

@@ -68,6 +68,8 @@ def test_bad_input_is_named(cj):
         cj.run(people=20, widths=[-1.0], simulators=["crowdsim"])
     with pytest.raises(ValueError, match="density 5"):
         cj.bottleneck_people(cj.Bottleneck(1.0, 20, density=5.0), rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="corridor feed -1"):
+        cj.run(widths=[], corridor=cj.Corridor(feed=-1.0), simulators=["crowdsim"])
     with pytest.raises(SystemExit):
         cj.main(["--people", "3", "--only", "crowdsim"])
 
@@ -110,3 +112,14 @@ def test_both_simulators_on_a_tiny_bottleneck(cj):
     assert figures["ratio_per_agent_second_jupedsim_to_crowdsim"] > 0
     assert "ratio_bottleneck_2_m_clear_calibrated_to_jupedsim" in figures
     json.dumps(figures)
+
+
+def test_a_jupedsim_run_that_stops_early_says_how_many_passed(cj):
+    pytest.importorskip("jupedsim")
+    case = cj.Bottleneck(width_m=1.0, people=20)
+    people = cj.bottleneck_people(case, rng=np.random.default_rng(0))
+    # 5 s is too short to walk the 10 m bottleneck: nobody passes, nothing is made up
+    out = cj.jupedsim_bottleneck(case, people, max_s=5.0)
+    assert out.passed == 0
+    assert math.isnan(out.clear_s) and math.isnan(out.flow)
+    assert cj.summary([out])["jupedsim_bottleneck_1_m_clear_s"] is None
