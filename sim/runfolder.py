@@ -216,6 +216,11 @@ class RunFolder:
         return f"{self.scenario.name} ({self.path.name})"
 
     @property
+    def out_dir(self) -> Path:
+        """The folder (the name a running run's context uses, so the report reads both)."""
+        return self.path
+
+    @property
     def status(self) -> str:
         """The manifest's status (``ok`` for a folder opened with the default checks)."""
         return str(self.manifest.get("status"))
@@ -395,10 +400,13 @@ def _verify_files(folder: Path, manifest: dict[str, Any]) -> None:
             f"cannot be told apart from a mix of runs; written by an older crowdsim? "
             f"{_HINT_RERUN}"
         )
+    missing = [name for name in files if not (folder / name).is_file()]
+    if missing:
+        raise RunFolderError(
+            f"{folder}: missing {', '.join(missing)}, which the run wrote; {_HINT_RERUN}"
+        )
     for name, record in files.items():
         path = folder / name
-        if not path.is_file():
-            raise RunFolderError(f"{path}: missing, but the run wrote it; {_HINT_RERUN}")
         if path.stat().st_size != record.get("bytes") or _sha256(path) != record.get("sha256"):
             raise RunFolderError(
                 f"{path}: changed since the run wrote it (size or SHA-256 differ from "

@@ -164,7 +164,10 @@ def test_bad_input_names_the_folder_and_what_is_wrong(
     missing = _copy_run(base, tmp_path / "missing")
     (missing / "cells.gpkg").unlink()
     (missing / "truth_edges.parquet").unlink()
-    with pytest.raises(CrowdsimError, match=r"cells\.gpkg: missing, but the run wrote it"):
+    with pytest.raises(
+        CrowdsimError,
+        match=r"missing: missing truth_edges\.parquet, cells\.gpkg, which the run wrote",
+    ):
         compare_runs(base, missing)
 
     elsewhere = _copy_run(base, tmp_path / "elsewhere")

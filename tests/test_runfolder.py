@@ -248,7 +248,9 @@ def test_a_damaged_or_mixed_folder_is_refused_naming_the_file(
     assert "holds report.html, which the run of manifest.json did not write" in result.output
     missing = _finished_copy(killed_and_rerun, tmp_path / "missing")
     (missing / runfolder.RECORDS).unlink()
-    with pytest.raises(RunFolderError, match=r"records\.parquet: missing, but the run wrote it"):
+    with pytest.raises(
+        RunFolderError, match=r"missing: missing records\.parquet, which the run wrote"
+    ):
         open_run(missing)
 
 

@@ -225,11 +225,33 @@ def _run_locked(
     on_result: Callable[[dict[str, Any]], None] | None,
 ) -> SweepResult:
     """The body of :func:`run_sweep`, run holding the sweep folder's lock."""
-    previous = _previous_runs(out)
     state = _state_head(sweep, scheduler=scheduler)
+    entries, todo = _plan(sweep, out)
+    state["runs"] = list(entries.values())
+    _write_state(state, out)
+    reused = [run_id for run_id, entry in entries.items() if entry.get("reused")]
+    ran: list[str] = []
+    if todo:
+        ran = _run_todo(sweep, out, todo, entries, state, (workers, scheduler, progress), on_result)
+    table = sweep_table(sweep, out, state["runs"])
+    dest = out / "sweep_metrics.parquet"
+    with atomic_path(dest) as tmp:
+        table.to_parquet(tmp, index=False)
+    plot_sweep(table, sweep, out / "sweep_summary.png")
+    state["finished"] = _now()
+    _write_state(state, out)
+    failed = [e["run_id"] for e in state["runs"] if e["status"] != "ok"]
+    return SweepResult(
+        out_dir=out, table=table, state=state, ran=sorted(ran), reused=reused, failed=failed
+    )
+
+
+def _plan(sweep: Sweep, out: Path) -> tuple[dict[str, dict[str, Any]], list[SweepRun]]:
+    """Each run's entry of ``sweep.json`` (reused when its folder holds it whole), and the
+    runs to do; an earlier attempt's folder of a run to do is removed."""
+    previous = _previous_runs(out)
     entries: dict[str, dict[str, Any]] = {}
     todo: list[SweepRun] = []
-    reused: list[str] = []
     for run in sweep.runs:
         entry = {
             "run_id": run.run_id,
@@ -253,53 +275,51 @@ def _run_locked(
             entry["reused"] = True
             if same and before is not None:
                 entry.update(seconds=before.get("seconds"), finished=before.get("finished"))
-            reused.append(run.run_id)
         else:
             # an unfinished run starts afresh: no file of an earlier attempt may linger
             shutil.rmtree(out / "runs" / run.run_id, ignore_errors=True)
             todo.append(run)
         entries[run.run_id] = entry
-    state["runs"] = list(entries.values())
-    _write_state(state, out)
+    return entries, todo
 
+
+def _run_todo(
+    sweep: Sweep,
+    out: Path,
+    todo: list[SweepRun],
+    entries: dict[str, dict[str, Any]],
+    state: dict[str, Any],
+    how: tuple[int | None, str | None, bool],
+    on_result: Callable[[dict[str, Any]], None] | None,
+) -> list[str]:
+    """Run `todo` on the pool, recording each outcome in ``sweep.json`` as it comes."""
+    workers, scheduler, progress = how
+    pool = _Pool(workers, scheduler, len(todo))
+    state["executor"] = pool.describe
     ran: list[str] = []
-    if todo:
-        pool = _Pool(workers, scheduler, len(todo))
-        state["executor"] = pool.describe
-        try:
-            ids = {pool.submit(_execute, _task(run, out)): run.run_id for run in todo}
-            from tqdm.auto import tqdm
+    try:
+        ids = {pool.submit(_execute, _task(run, out)): run.run_id for run in todo}
+        from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(todo), desc=sweep.spec.name, unit="run", disable=not progress)
-            for future in pool.as_completed(list(ids)):
-                record = _outcome(future, ids[future])
-                entry = entries[record["run_id"]]
-                entry.update({k: v for k, v in record.items() if k != "run_id"})
-                entry["attempts"] += 1
-                entry["reused"] = False
-                ran.append(record["run_id"])
-                state["runs"] = list(entries.values())
-                _write_state(state, out)
-                bar.update()
-                if on_result is not None:
-                    on_result(dict(entry))
-            bar.close()
-        except BaseException:
-            pool.close(wait=False)  # interrupted: finished runs are kept, the rest resume
-            raise
-        pool.close()
-
-    table = sweep_table(sweep, out, state["runs"])
-    dest = out / "sweep_metrics.parquet"
-    with atomic_path(dest) as tmp:
-        table.to_parquet(tmp, index=False)
-    plot_sweep(table, sweep, out / "sweep_summary.png")
-    state["finished"] = _now()
-    _write_state(state, out)
-    failed = [e["run_id"] for e in state["runs"] if e["status"] != "ok"]
-    return SweepResult(
-        out_dir=out, table=table, state=state, ran=sorted(ran), reused=reused, failed=failed
-    )
+        bar = tqdm(total=len(todo), desc=sweep.spec.name, unit="run", disable=not progress)
+        for future in pool.as_completed(list(ids)):
+            record = _outcome(future, ids[future])
+            entry = entries[record["run_id"]]
+            entry.update({k: v for k, v in record.items() if k != "run_id"})
+            entry["attempts"] += 1
+            entry["reused"] = False
+            ran.append(record["run_id"])
+            state["runs"] = list(entries.values())
+            _write_state(state, out)
+            bar.update()
+            if on_result is not None:
+                on_result(dict(entry))
+        bar.close()
+    except BaseException:
+        pool.close(wait=False)  # interrupted: finished runs are kept, the rest resume
+        raise
+    pool.close()
+    return ran
 
 
 def _task(run: SweepRun, out: Path) -> dict[str, Any]:
