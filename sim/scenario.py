@@ -71,6 +71,12 @@ MAX_WEIGHT = 1e6
 #: Smallest zone length (m): a grid tile or course segment smaller than a place (the
 #: resolution people are counted at, ``sim.zones.PIECE_M``) counts nothing more.
 MIN_ZONE_M = 10.0
+#: Where the offline sketch can be drawn (Belgian Lambert 72 covers Belgium), its margin
+#: around the waypoints and its largest grid: as in :mod:`sim.sketch` (a test checks).
+SKETCH_LAT = (49.0, 52.0)
+SKETCH_LON = (2.0, 7.0)
+SKETCH_MARGIN_M = 1500.0
+SKETCH_MAX_NODES = 400_000
 Metres = Annotated[float, Field(le=MAX_LENGTH_M)]
 Minutes = Annotated[float, Field(ge=-MAX_MINUTES, le=MAX_MINUTES)]
 Weight = Annotated[float, Field(le=MAX_WEIGHT)]
@@ -247,7 +253,10 @@ class Waypoint(_Section):
     lon: Lon
     kind: Literal["start", "via", "checkpoint", "finish"] = "via"
     km: float | None = Field(
-        None, ge=0, le=MAX_LENGTH_M / 1000, description="published km mark (check points; both ends of a gap)"
+        None,
+        ge=0,
+        le=MAX_LENGTH_M / 1000,
+        description="published km mark (check points; both ends of a gap)",
     )
     gap: bool = Field(
         False,
@@ -387,7 +396,10 @@ class FanArea(_Section):
         "(= 1; the start stretches have 1 + start_weight) (assumption)",
     )
     capacity: int | None = Field(
-        None, ge=1, le=MAX_PEOPLE, description="persons it holds; default density_p_m2 * pi * radius_m^2"
+        None,
+        ge=1,
+        le=MAX_PEOPLE,
+        description="persons it holds; default density_p_m2 * pi * radius_m^2",
     )
     density_p_m2: float = Field(
         1.0,
@@ -583,7 +595,10 @@ class NetworkConfig(_Section):
         300.0, ge=50, description="inter-site distance in the centre (DESIGN §3: about 300 m)"
     )
     isd_growth_per_km: float = Field(
-        0.25, ge=0, le=100, description="relative growth of the inter-site distance per km (assumption)"
+        0.25,
+        ge=0,
+        le=100,
+        description="relative growth of the inter-site distance per km (assumption)",
     )
     isd_max_m: Metres = Field(1500.0, ge=50, description="largest inter-site distance (assumption)")
     tracking_area_m: Metres = Field(
@@ -593,15 +608,23 @@ class NetworkConfig(_Section):
         "(assumption: a few dozen sites each)",
     )
     raster_m: float = Field(25.0, ge=5, le=500, description="coverage raster (issue 4: 25 m)")
-    shadowing_db: float = Field(7.0, ge=0, le=30, description="log-normal shadowing SD (DESIGN: 6-8 dB)")
+    shadowing_db: float = Field(
+        7.0, ge=0, le=30, description="log-normal shadowing SD (DESIGN: 6-8 dB)"
+    )
     decorrelation_m: float = Field(
-        50.0, ge=1, le=10_000, description="shadowing decorrelation distance (DESIGN §3: about 50 m)"
+        50.0,
+        ge=1,
+        le=10_000,
+        description="shadowing decorrelation distance (DESIGN §3: about 50 m)",
     )
     rrc_capacity: int = Field(
         400, ge=1, le=100_000, description="RRC-connected users per cell (DESIGN §3: 300-600)"
     )
     burst_factor: float = Field(
-        3.0, ge=1, le=1000, description="spectators' phone use at the race peak vs normal (assumption)"
+        3.0,
+        ge=1,
+        le=1000,
+        description="spectators' phone use at the race peak vs normal (assumption)",
     )
     event_cells: list[EventCell] = Field(
         default_factory=list, description="temporary sites added for the event"
@@ -642,7 +665,9 @@ class EstimatorsConfig(_Section):
         description="records later than the bin start by up to this much are used; 1 = the "
         "bin's end, which the truth's time labels (like for like)",
     )
-    privacy_threshold: int = Field(30, ge=0, le=MAX_PEOPLE, description="Proximus' published threshold")
+    privacy_threshold: int = Field(
+        30, ge=0, le=MAX_PEOPLE, description="Proximus' published threshold"
+    )
     laplace_epsilon: float | None = Field(
         None,
         ge=1e-3,
@@ -661,7 +686,10 @@ class EstimatorsConfig(_Section):
         "an operator knows its share only approximately)",
     )
     phones_error: float = Field(
-        0.05, gt=-1, le=10, description="relative error of its belief in phones per person (assumption)"
+        0.05,
+        gt=-1,
+        le=10,
+        description="relative error of its belief in phones per person (assumption)",
     )
 
 
@@ -684,7 +712,10 @@ class ZonesConfig(_Section):
         500.0, ge=MIN_ZONE_M, description="length of a course segment (issue #3)"
     )
     segment_buffer_m: float = Field(
-        50.0, ge=0, le=5000, description="how far either side of the course a segment reaches (assumption)"
+        50.0,
+        ge=0,
+        le=5000,
+        description="how far either side of the course a segment reaches (assumption)",
     )
     bin_s: float = Field(
         60.0, gt=0, le=MAX_MINUTES * 60, description="time bin of the counts (issue #3)"
@@ -738,6 +769,42 @@ class Scenario(_Section):
             raise ValueError(
                 f"zones.bin_s = {self.zones.bin_s} is not a whole number of "
                 f"event.step_s = {self.event.step_s} ticks"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sketch_fits(self) -> Scenario:
+        cfg = self.streets
+        if not (
+            cfg.source == "sketch" or (cfg.source == "auto" and not cfg.file and not cfg.place)
+        ):
+            return self
+        # the sketch is a grid over the waypoints plus a margin (sim.sketch.build_sketch);
+        # a waypoint far away (a typo in lat/lon) would ask for a grid of millions of nodes
+        lat = [w.lat for w in self.route.waypoints]
+        lon = [w.lon for w in self.route.waypoints]
+        if (
+            min(lat) < SKETCH_LAT[0]
+            or max(lat) > SKETCH_LAT[1]
+            or (min(lon) < SKETCH_LON[0] or max(lon) > SKETCH_LON[1])
+        ):
+            raise ValueError(
+                f"route.waypoints: the offline sketch is drawn in Belgium (lat {SKETCH_LAT[0]} "
+                f"to {SKETCH_LAT[1]}, lon {SKETCH_LON[0]} to {SKETCH_LON[1]}); a waypoint lies "
+                f"outside (lat {min(lat)}..{max(lat)}, lon {min(lon)}..{max(lon)}). Check its "
+                "lat and lon, or give a street file (streets.file) that covers it"
+            )
+        height = (max(lat) - min(lat)) * 111_320.0 + 2 * SKETCH_MARGIN_M
+        width = (max(lon) - min(lon)) * 111_320.0 * math.cos(math.radians(50.5))
+        width += 2 * SKETCH_MARGIN_M
+        nodes = (height / cfg.sketch_spacing_m + 1) * (width / cfg.sketch_spacing_m + 1)
+        if nodes > SKETCH_MAX_NODES:
+            raise ValueError(
+                f"route.waypoints span {width / 1000:.0f} x {height / 1000:.0f} km with the "
+                "margin: an offline sketch of about "
+                f"{nodes:,.0f} nodes at streets.sketch_spacing_m = {cfg.sketch_spacing_m:g} "
+                f"(at most {SKETCH_MAX_NODES:,}). Check the waypoints' lat and lon, raise "
+                "sketch_spacing_m, or give a street file (streets.file)"
             )
         return self
 
