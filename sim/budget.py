@@ -1,8 +1,10 @@
 """Will a run fit in memory? An estimate made before the large arrays are allocated.
 
 A run's memory grows with the people it moves over the event (their arrays and the
-operator records their phones make) and with the count tables it writes (zones x bins
-for the truth and each estimator, street segments x bins for the street figures). The
+operator records their phones make), with its routing tables (one row over every node
+per destination: viewing stretch, origin, activity place) and with the count tables it
+writes (zones x bins for the truth and each estimator, street segments x bins for the
+street figures). The
 estimate below adds these with per-row sizes that are this project's assumptions,
 chosen on the high side of what the tables hold (8-byte numbers, a zone id, pandas and
 Arrow copies while writing); it is an order of magnitude, not a measurement. The
@@ -30,6 +32,9 @@ PERSON_HOUR_BYTES = 1000.0
 ZONE_ROW_BYTES = 100.0
 #: Per row of the street-segment x bin table of the truth (assumption).
 STREET_ROW_BYTES = 60.0
+#: Per destination and node of the routing tables: next edge and distance (4 bytes each),
+#: and the Dijkstra run's own arrays while a table is rebuilt.
+ROUTING_CELL_BYTES = 24.0
 #: Share of the machine's memory a run may plan to use.
 BUDGET_SHARE = 0.8
 
@@ -41,12 +46,13 @@ class MemoryEstimate:
     people: float
     zone_tables: float
     street_tables: float
+    routing: float = 0.0
     base: float = BASE_BYTES
 
     @property
     def total(self) -> float:
         """The whole estimate (bytes)."""
-        return self.base + self.people + self.zone_tables + self.street_tables
+        return self.base + self.people + self.routing + self.zone_tables + self.street_tables
 
 
 def memory_budget() -> float:
@@ -69,7 +75,14 @@ def memory_budget() -> float:
     return BUDGET_SHARE * float(total)
 
 
-def estimate_memory(scenario: Scenario, *, n_zones: int, n_street_segments: int) -> MemoryEstimate:
+def estimate_memory(
+    scenario: Scenario,
+    *,
+    n_zones: int,
+    n_street_segments: int,
+    n_destinations: int = 0,
+    n_nodes: int = 0,
+) -> MemoryEstimate:
     """Estimate the peak memory of running `scenario`.
 
     Parameters
@@ -80,6 +93,8 @@ def estimate_memory(scenario: Scenario, *, n_zones: int, n_street_segments: int)
         Grid tiles + course segments + named areas.
     n_street_segments
         Street segments (both directions of a street are one).
+    n_destinations, n_nodes
+        Routing destinations and nodes of the walking graph (0: routing left out).
     """
     hours = scenario.event.duration_s / 3600.0
     bins = math.ceil(scenario.event.duration_s / scenario.zones.bin_s)
@@ -89,6 +104,7 @@ def estimate_memory(scenario: Scenario, *, n_zones: int, n_street_segments: int)
         people=people * hours * PERSON_HOUR_BYTES,
         zone_tables=float(n_zones) * bins * tables * ZONE_ROW_BYTES,
         street_tables=float(n_street_segments) * bins * STREET_ROW_BYTES,
+        routing=float(n_destinations) * n_nodes * ROUTING_CELL_BYTES,
     )
 
 
@@ -97,6 +113,8 @@ def check_memory(
     *,
     n_zones: int,
     n_street_segments: int,
+    n_destinations: int = 0,
+    n_nodes: int = 0,
     budget: float | None = None,
 ) -> MemoryEstimate:
     """Refuse a scenario whose estimated memory exceeds the budget, saying what fits.
@@ -108,29 +126,44 @@ def check_memory(
         the scenario file, the keys that drive the estimate and values that would fit.
     """
     budget = memory_budget() if budget is None else budget
-    est = estimate_memory(scenario, n_zones=n_zones, n_street_segments=n_street_segments)
+    est = estimate_memory(
+        scenario,
+        n_zones=n_zones,
+        n_street_segments=n_street_segments,
+        n_destinations=n_destinations,
+        n_nodes=n_nodes,
+    )
     if est.total <= budget:
         return est
     gb = 1e9
     people = scenario.people.spectators.count + scenario.people.background.count
-    room = budget - est.base - est.zone_tables - est.street_tables
+    room = budget - est.base - est.routing - est.zone_tables - est.street_tables
     hours = scenario.event.duration_s / 3600.0
     fits = []
     if room > 0 and est.people > 0:
         fits.append(f"at most {int(room / (hours * PERSON_HOUR_BYTES)):,} people in all")
     tables = est.zone_tables + est.street_tables
     if tables > 0:
-        share = max(budget - est.base - est.people, 0.0) / tables
+        share = max(budget - est.base - est.people - est.routing, 0.0) / tables
         if share > 0:
             fits.append(
                 f"zone and street tables about {share:.2g} times their size (e.g. a larger "
                 f"zones.grid_m, about {scenario.zones.grid_m / math.sqrt(share):.0f} m, or "
                 f"zones.bin_s, or a shorter event)"
             )
+    if est.routing > 0:
+        share = max(budget - est.total + est.routing, 0.0) / est.routing
+        if share > 0:
+            fits.append(
+                f"routing tables about {share:.2g} times their size ({n_destinations:,} "
+                f"destinations x {n_nodes:,} nodes: a longer people.spectators.stretch_m, "
+                "fewer origins or activity places)"
+            )
     raise ScenarioError(
         f"{scenario.where('people, event, zones')}: the run would need about "
         f"{est.total / gb:.1f} GB (people {est.people / gb:.1f} GB for {people:,} people over "
-        f"{hours:.1f} h; zone tables {est.zone_tables / gb:.1f} GB for {n_zones:,} zones; "
+        f"{hours:.1f} h; routing {est.routing / gb:.1f} GB; zone tables "
+        f"{est.zone_tables / gb:.1f} GB for {n_zones:,} zones; "
         f"street tables {est.street_tables / gb:.1f} GB), more than the {budget / gb:.1f} GB "
         "this machine allows (set CROWDSIM_MEMORY_GB to change it). What would fit: "
         + ("; or ".join(fits) if fits else "nothing at this size")

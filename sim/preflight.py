@@ -83,6 +83,8 @@ def check_scenario(
         scenario,
         n_zones=_zone_count(scenario, places, course),
         n_street_segments=streets.n_edges // 2,
+        n_destinations=_destination_count(scenario, course),
+        n_nodes=streets.n_nodes,
         budget=budget,
     )
     return Preflight(streets=streets, course=course, memory=memory)
@@ -120,3 +122,12 @@ def _zone_count(scenario: Scenario, places: Places, course: Course) -> int:
     m = course.piece_m
     segments = int(np.maximum(np.ceil((m[:, 1] - m[:, 0]) / cfg.segment_m), 1).sum())
     return len(tiles) + segments + len(cfg.areas)
+
+
+def _destination_count(scenario: Scenario, course: Course) -> int:
+    """Routing destinations: viewing stretches (both sides), origins, activity places."""
+    people = scenario.people
+    m = course.piece_m
+    stretches = int(np.ceil((m[:, 1] - m[:, 0]) / people.spectators.stretch_m).sum()) * 2
+    places = people.background.activity_places if people.background.count else 0
+    return stretches + len(people.spectators.origins) + places
