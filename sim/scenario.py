@@ -21,7 +21,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tomli_w
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -77,6 +79,27 @@ SKETCH_LAT = (49.0, 52.0)
 SKETCH_LON = (2.0, 7.0)
 SKETCH_MARGIN_M = 1500.0
 SKETCH_MAX_NODES = 400_000
+
+
+def _local_time(value: Any) -> Any:
+    # pydantic would read a number as seconds after midnight UTC: an aware time that
+    # cannot be compared with the others. A scenario's times are local times of day.
+    if isinstance(value, bool | int | float):
+        raise ValueError(f"needs a local time of day such as 14:30:00, got the number {value!r}")
+    return value
+
+
+def _naive(value: dt.time) -> dt.time:
+    if value.tzinfo is not None:
+        raise ValueError(
+            f"{value.isoformat()}: give a local time without an offset; event.timezone says "
+            "where it is"
+        )
+    return value
+
+
+#: A local time of day (TOML 14:30:00 or "14:30"), never a number or a time with an offset.
+LocalTime = Annotated[dt.time, BeforeValidator(_local_time), AfterValidator(_naive)]
 Metres = Annotated[float, Field(le=MAX_LENGTH_M)]
 Minutes = Annotated[float, Field(ge=-MAX_MINUTES, le=MAX_MINUTES)]
 Weight = Annotated[float, Field(le=MAX_WEIGHT)]
@@ -102,12 +125,12 @@ class Race(_Section):
     kind: Literal["ttt", "road"] = Field(
         "ttt", description="ttt: teams start one by one; road: one mass start"
     )
-    caravan: dt.time | None = Field(None, description="publicity caravan passes the start")
-    first_start: dt.time = Field(description="first team starts (ttt); the race leaves (road)")
+    caravan: LocalTime | None = Field(None, description="publicity caravan passes the start")
+    first_start: LocalTime = Field(description="first team starts (ttt); the race leaves (road)")
     teams: int = Field(22, ge=1, le=200, description="ttt only")
     interval_min: Minutes = Field(5.0, gt=0, description="minutes between team starts (ttt)")
     ride_min: Minutes = Field(29.0, gt=0, description="minutes a team takes for the course (ttt)")
-    finish: dt.time | None = Field(
+    finish: LocalTime | None = Field(
         None, description="road: the head of the race reaches the finish (required for road)"
     )
     tail_min: Minutes = Field(
@@ -151,8 +174,8 @@ class Event(_Section):
     name: str = Field(min_length=1)
     date: dt.date
     timezone: str = "Europe/Brussels"
-    start: dt.time = Field(description="local time the simulation starts")
-    end: dt.time = Field(description="local time the simulation ends (same day)")
+    start: LocalTime = Field(description="local time the simulation starts")
+    end: LocalTime = Field(description="local time the simulation ends (same day)")
     step_s: float = Field(5.0, ge=0.1, le=600, description="seconds per simulation tick")
     race: Race | None = None
 
@@ -264,7 +287,7 @@ class Waypoint(_Section):
         "back at the next one; nothing is walked between them and the km marks jump by "
         "the difference of their published km (both need km)",
     )
-    time: dt.time | None = Field(
+    time: LocalTime | None = Field(
         None, description="road stages: the head of the race passes here (published timetable)"
     )
 
@@ -343,8 +366,8 @@ class Closure(_Section):
         description="with course = true on a course in pieces (route gaps): which pieces "
         "close (0 = the first, in course order); default all",
     )
-    start: dt.time
-    end: dt.time
+    start: LocalTime
+    end: LocalTime
     closed_to: Literal["traffic", "pedestrians"] = "traffic"
 
     @model_validator(mode="after")

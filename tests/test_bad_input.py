@@ -168,6 +168,18 @@ SCENARIO_CASES = [
         "outside",
         id="area-off-the-streets",
     ),
+    pytest.param(  # found by the property test: a number read as a time in UTC
+        lambda d: d["closures"][0].update(start=0),
+        "closures[0].start",
+        "local time of day",
+        id="time-as-number",
+    ),
+    pytest.param(
+        lambda d: d["event"].update(start="14:00:00+02:00"),
+        "event.start",
+        "without an offset",
+        id="time-with-offset",
+    ),
     pytest.param(
         lambda d: d["closures"].append(
             {"name": "x", "streets": ["Rue Imaginaire"], "start": dt.time(14), "end": dt.time(15)}
