@@ -275,15 +275,19 @@ def compare(
 
 
 def _writable_folder(out: Path) -> None:
-    """Create `out` if needed and check a file can be written in it, or say why not."""
+    """Check a file can be written in `out` (created for the test, removed again if it
+    was not there), or say why not: before a command works for minutes to write there."""
     import tempfile
 
     if out.exists() and not out.is_dir():
         raise CrowdsimError(f"--out {out}: exists and is not a folder; choose another --out")
+    created = [p for p in (out, *out.parents) if not p.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
+        for folder in created:  # innermost first; the command creates them when it writes
+            folder.rmdir()
     except OSError as exc:
         raise CrowdsimError(
             f"--out {out}: cannot create or write this folder ({exc.strerror or exc}); "

@@ -241,6 +241,19 @@ def test_out_folder_that_cannot_be_written_is_refused(out: str) -> None:
     exits_2_naming(result, f"--out {out}", "cannot create or write")
 
 
+def test_out_check_leaves_no_folder_behind(tmp_path: Path) -> None:
+    data = smoke()
+    data["zones"]["grid_m"] = 0.001
+    out = tmp_path / "new" / "run"
+    result = runner.invoke(app, ["run", str(write(tmp_path / "bad.toml", data)), "--out", str(out)])
+    exits_2_naming(result, "zones.grid_m")
+    assert not (tmp_path / "new").exists()
+    from sim.cli import _writable_folder
+
+    _writable_folder(out)
+    assert not (tmp_path / "new").exists()
+
+
 def test_out_that_is_a_file_is_refused(tmp_path: Path) -> None:
     file = tmp_path / "taken"
     file.write_text("x", encoding="utf-8")
