@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 #: The projected CRS of every prepared graph (Belgian Lambert 72, metres).
 CRS = "EPSG:31370"
 #: Bump when the preparation changes, so old cache entries are not reused.
-PREPARATION_VERSION = 2
+PREPARATION_VERSION = 3
 #: Arrays of a cache entry (besides ``meta``, a JSON document), with their dtype kind.
 _CACHE_ARRAYS = {
     "node_id": "i", "x": "f", "y": "f", "edge_u": "i", "edge_v": "i", "edge_key": "i",
@@ -522,13 +522,12 @@ def _read_cache_entry(entry: Path, *, key: str, source: StreetSource) -> Streets
               or max(arrays["edge_u"].max(), arrays["edge_v"].max()) >= n):  # fmt: skip
         raise ValueError("an edge names a node that does not exist")
     graph = nx.MultiDiGraph(**{k: _from_json(k, v) for k, v in meta["graph"].items()})
+    _geometries(meta["nodes"])
+    _geometries(meta["edges"])
     node_id = arrays["node_id"].tolist()
-    graph.add_nodes_from(
-        (nid, {k: _from_json(k, v) for k, v in d.items()})
-        for nid, d in zip(node_id, meta["nodes"], strict=True)
-    )
+    graph.add_nodes_from(zip(node_id, meta["nodes"], strict=True))
     graph.add_edges_from(
-        (node_id[u], node_id[v], k, {a: _from_json(a, b) for a, b in d.items()})
+        (node_id[u], node_id[v], k, d)
         for u, v, k, d in zip(
             arrays["edge_u"].tolist(),
             arrays["edge_v"].tolist(),
@@ -555,12 +554,12 @@ def _read_cache_entry(entry: Path, *, key: str, source: StreetSource) -> Streets
 
 
 def _to_json(value: Any) -> Any:
-    """A graph attribute as JSON: geometries as WKT, the CRS as text, NumPy as Python."""
+    """A graph attribute as JSON: geometries as WKB (hex), the CRS as text, NumPy as Python."""
     from pyproj import CRS as ProjCRS
     from shapely.geometry.base import BaseGeometry
 
     if isinstance(value, BaseGeometry):
-        return {"wkt": value.wkt}
+        return {"wkb": value.wkb_hex}
     if isinstance(value, ProjCRS):
         return value.to_string()
     if isinstance(value, np.generic):
@@ -572,11 +571,28 @@ def _to_json(value: Any) -> Any:
     return str(value)
 
 
-def _from_json(key: str, value: Any) -> Any:
-    if isinstance(value, dict) and set(value) == {"wkt"}:
-        from shapely import wkt
+def _geometries(items: list[dict[str, Any]]) -> None:
+    """Turn the ``{"wkb": ...}`` values of attribute dicts back into shapely geometries,
+    in one vectorised call (one call per edge takes seconds on the region)."""
+    import shapely
 
-        return wkt.loads(value["wkt"])
+    where = [
+        (d, key, value["wkb"])
+        for d in items
+        for key, value in d.items()
+        if isinstance(value, dict) and set(value) == {"wkb"} and isinstance(value["wkb"], str)
+    ]
+    if where:
+        geoms = shapely.from_wkb([text for *_, text in where], on_invalid="raise")
+        for (d, key, _), geom in zip(where, geoms, strict=True):
+            d[key] = geom
+
+
+def _from_json(key: str, value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"wkb"}:
+        import shapely
+
+        return shapely.from_wkb(value["wkb"])
     if key == "crs" and isinstance(value, str):
         from pyproj import CRS as ProjCRS
 

@@ -10,6 +10,7 @@ import networkx as nx
 import numpy as np
 import osmnx as ox
 import pytest
+from shapely.geometry import LineString
 
 from sim import sketch
 from sim.streets import Streets, streets_from_file
@@ -21,7 +22,12 @@ WAYPOINTS = (("A", 50.8417, 4.3620), ("B", 50.8399, 4.3929))
 def graphml(tmp_path: Path) -> Path:
     """A small street file: the offline sketch saved as osmnx GraphML."""
     path = tmp_path / "streets.graphml"
-    ox.save_graphml(sketch.build_sketch(WAYPOINTS, spacing_m=300.0, margin_m=300.0), path)
+    graph = sketch.build_sketch(WAYPOINTS, spacing_m=300.0, margin_m=300.0)
+    u, v, k = next(iter(graph.edges(keys=True)))  # one edge with a curved geometry
+    a, b = graph.nodes[u], graph.nodes[v]
+    mid = ((a["x"] + b["x"]) / 2 + 1e-4, (a["y"] + b["y"]) / 2)
+    graph.edges[u, v, k]["geometry"] = LineString([(a["x"], a["y"]), mid, (b["x"], b["y"])])
+    ox.save_graphml(graph, path)
     return path
 
 
@@ -56,8 +62,10 @@ def test_cache_round_trip_is_data_only_and_keyed_by_content(graphml: Path, tmp_p
     assert not first.source.cached and second.source.cached
     _same(first, second)
     assert second.graph.graph["crs"].to_epsg() == 31370
-    u, v, k, data = next(iter(second.graph.edges(keys=True, data=True)))
-    assert data == first.graph.edges[u, v, k]
+    for u, v, k, data in second.graph.edges(keys=True, data=True):
+        assert data == first.graph.edges[u, v, k]
+    curved = [d["geometry"] for *_, d in second.graph.edges(data=True) if "geometry" in d]
+    assert curved and all(isinstance(g, LineString) for g in curved)
     (entry,) = _entries(cache)
     assert entry.suffix == ".npz"
     with np.load(entry, allow_pickle=False) as npz:  # readable without pickle
