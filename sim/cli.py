@@ -87,7 +87,9 @@ def main(
 def run(
     scenario: Annotated[Path, typer.Argument(help="Scenario TOML file.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder to write.")],
-    seed: Annotated[int | None, typer.Option(help="Root seed; overrides the scenario's.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="Root seed (>= 0); overrides the scenario's.")
+    ] = None,
     spawn_key: Annotated[
         str | None,
         typer.Option(
@@ -118,6 +120,7 @@ def run(
                 _seed_for_spawn_key(seed, scenario), spawn_key=_parse_spawn_key(spawn_key)
             )
         loaded = load_scenario(scenario)
+        _writable_folder(out)
         result = _run(loaded, out, seed=root, osm=osm, progress=not quiet, overwrite=overwrite)
     except CrowdsimError as exc:
         raise _fail(exc) from None
@@ -137,6 +140,7 @@ def demo(
 
     try:
         demo_scenario = load_scenario(shipped_scenario(DEMO_SCENARIO))
+        _writable_folder(out)
         result = _run(demo_scenario, out, progress=not quiet, overwrite=overwrite)
     except CrowdsimError as exc:
         raise _fail(exc) from None
@@ -198,6 +202,31 @@ def streets(
 
 
 @app.command()
+def check(
+    scenario: Annotated[Path, typer.Argument(help="Scenario TOML file.")],
+    osm: Annotated[
+        Path | None, typer.Option(help="Street file (.osm[.bz2|.gz|.pbf], .graphml[.gz]).")
+    ] = None,
+) -> None:
+    """Check SCENARIO without running it: keys, streets, course, closures, memory.
+
+    Exit 0 if a run could start, 2 (with the file and key) if not; in seconds.
+    """
+    from sim.preflight import check_scenario
+    from sim.scenario import load_scenario
+
+    try:
+        found = check_scenario(load_scenario(scenario), osm=osm)
+    except CrowdsimError as exc:
+        raise _fail(exc) from None
+    summary = found.summary()
+    typer.echo(f"{scenario}: ok")
+    typer.echo(f"streets: {summary['streets']['source']}")
+    typer.echo(f"course: {summary['course_km']:.2f} km")
+    typer.echo(f"estimated memory: {summary['memory_gb']:.1f} GB")
+
+
+@app.command()
 def validate(
     run_dirs: Annotated[
         list[Path], typer.Argument(help="Run folder(s); several = replications of one scenario.")
@@ -235,6 +264,7 @@ def sweep(
     from validation.sweep import run_sweep
 
     try:
+        _writable_folder(out)
         result = run_sweep(
             sweep_file, out, workers=workers, scheduler=scheduler, progress=not quiet
         )
@@ -266,6 +296,7 @@ def compare(
 
     try:
         comparison = compare_runs(run_a, run_b)
+        _writable_folder(out)
         written = write_comparison(comparison, out)
     except CrowdsimError as exc:
         raise _fail(exc) from None
@@ -299,6 +330,27 @@ def verify(
     typer.echo(json.dumps(summary | {"checks": [c.as_dict() for c in checks]}))
     if not passed:
         raise typer.Exit(code=1)
+
+
+def _writable_folder(out: Path) -> None:
+    """Check a file can be written in `out` (created for the test, removed again if it
+    was not there), or say why not: before a command works for minutes to write there."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise CrowdsimError(f"--out {out}: exists and is not a folder; choose another --out")
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+        for folder in created:  # innermost first; the command creates them when it writes
+            folder.rmdir()
+    except OSError as exc:
+        raise CrowdsimError(
+            f"--out {out}: cannot create or write this folder ({exc.strerror or exc}); "
+            "choose a folder you may write in"
+        ) from None
 
 
 def _parse_spawn_key(text: str) -> tuple[int, ...]:

@@ -282,6 +282,18 @@ def build_course(  # noqa: C901 - one pass over the waypoints; gaps, loops and s
     for i, gap_m in gap_after.items():
         step_m[i] = gap_m
     cum = np.concatenate([[0.0], np.cumsum(step_m)])
+    ends = [p - 1 for p in piece_start[1:]] + [len(node_arr) - 1]
+    flat = [k for k, (a, b) in enumerate(zip(piece_start, ends, strict=True)) if cum[b] <= cum[a]]
+    if flat:
+        first = [i for i, w in enumerate(route.waypoints) if i == 0 or route.waypoints[i - 1].gap]
+        k = first[flat[0]]
+        raise ScenarioError(
+            f"{where(f'route.waypoints[{k}]')}: the course "
+            f"{'piece starting here ' if len(piece_start) > 1 else ''}has length 0 on the "
+            f"street graph: every waypoint of it snaps to the same street node "
+            f"({route.waypoints[k].name!r}). Spread the waypoints along the streets the "
+            "race takes."
+        )
     # the km of a waypoint is at the first visit of its node at or after the previous one
     # (and at or after the start of its piece)
     waypoint_km = np.empty(len(snap_node))

@@ -1,6 +1,8 @@
 """Reading input files with clear errors, and atomic writing of run outputs.
 
-A TOML input that is missing, unreadable or malformed gives one error naming the file.
+A TOML input that is missing, unreadable or malformed gives one error naming the file;
+so does a Parquet table that is missing, damaged (truncated, overwritten) or another
+table than the one expected (its columns say which).
 An output appears under its name only once it is complete:
 
 every output goes to a hidden temporary name in the destination folder and is renamed
@@ -14,12 +16,12 @@ import json
 import os
 import tempfile
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "read_toml", "write_json", "write_text"]
+__all__ = ["atomic_path", "read_table", "read_toml", "write_json", "write_text"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -38,6 +40,53 @@ def read_toml(path: Path, *, error: type[Exception], what: str) -> dict[str, Any
         raise error(f"{path}: unreadable ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{path}: not valid TOML ({exc})") from None
+
+
+def read_table(
+    path: Path,
+    *,
+    required: Iterable[str],
+    error: type[Exception],
+    columns: list[str] | None = None,
+) -> Any:
+    """A Parquet table as a DataFrame, or `error` naming the file and what is wrong.
+
+    Parameters
+    ----------
+    path
+        The Parquet file.
+    required
+        Columns the table must have; a table without them is another table (e.g. a
+        file copied over the wrong name), and the message lists the columns it has.
+    error
+        The exception class to raise.
+    columns
+        Read only these columns (default: all).
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise error(f"{path}: missing; the stage that writes it did not run or did not finish")
+    damaged = (
+        f"{path}: damaged, not a readable Parquet table (truncated or overwritten?); "
+        "run the scenario again to rewrite it"
+    )
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        raise error(f"{damaged} ({exc})") from None
+    missing = [c for c in dict.fromkeys([*required, *(columns or [])]) if c not in names]
+    if missing:
+        raise error(
+            f"{path}: not the expected table: column(s) {', '.join(missing)} missing (it has "
+            f"{', '.join(names) or 'no columns'}); was another file copied over it?"
+        )
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        raise error(f"{damaged} ({exc})") from None
 
 
 @contextmanager

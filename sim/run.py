@@ -24,11 +24,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sim import __version__, runfolder
-from sim.course import Course, build_course
+from sim.course import Course
 from sim.errors import CrowdsimError, RunFolderError
 from sim.io import write_text
+from sim.preflight import check_scenario
 from sim.scenario import Scenario, dump_scenario
-from sim.streets import Streets, load_streets
+from sim.streets import Streets
 
 __all__ = [
     "STAGES",
@@ -112,32 +113,15 @@ def seed_sequences(seed: int | np.random.SeedSequence) -> dict[str, np.random.Se
 
 
 def _streets_stage(ctx: RunContext) -> str:
-    route = ctx.scenario.route
-    waypoints = [(w.name, w.lat, w.lon) for w in route.waypoints]
-    ctx.streets = load_streets(
-        ctx.scenario.streets, osm=ctx.osm, waypoints=waypoints, cache_dir=ctx.cache_dir
-    )
-    ctx.course = build_course(ctx.streets, route, scenario=ctx.scenario)
-    _check_closures(ctx.scenario, ctx.streets)
+    # the checks of `crowdsim check`: streets, course, closures, areas, memory
+    found = check_scenario(ctx.scenario, osm=ctx.osm, cache_dir=ctx.cache_dir)
+    ctx.streets, ctx.course = found.streets, found.course
     ctx.facts["streets"] = ctx.streets.summary()
     ctx.facts["course"] = ctx.course.summary()
     from sim.report import write_course_geopackage
 
     ctx.outputs.append(write_course_geopackage(ctx.streets, ctx.course, ctx.out_dir).name)
     return f"{ctx.streets.n_nodes} nodes, course {ctx.course.length_m / 1000:.2f} km"
-
-
-def _check_closures(scenario: Scenario, streets: Streets) -> None:
-    from sim.errors import ScenarioError
-
-    for i, closure in enumerate(scenario.closures):
-        for j, street in enumerate(closure.streets):
-            if len(streets.edges_named(street)) == 0:
-                raise ScenarioError(
-                    f"{scenario.where(f'closures[{i}].streets[{j}]')}: no street named "
-                    f"{street!r} in {streets.source.describe()}. Use the OSM name, in "
-                    "French or Dutch (e.g. 'Rue Belliard' or 'Belliardstraat')."
-                )
 
 
 def _crowd_stage(ctx: RunContext) -> str:

@@ -21,7 +21,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tomli_w
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -59,8 +61,53 @@ ESTIMATOR_METHODS = ("presence", "voronoi", "bayes", "em")
 PATH_KEYS = (("streets", "file"), ("network", "sites_file"))
 
 
+#: Most people one count may hold: ten times the residents of the Brussels region, and
+#: far beyond what one machine runs (see :mod:`sim.budget` for what fits).
+MAX_PEOPLE = 10_000_000
+#: Largest length a scenario may give (m): a day's walk, and ten times Brussels' width.
+MAX_LENGTH_M = 200_000.0
+#: Longest duration a scenario may give (minutes): one day.
+MAX_MINUTES = 24 * 60.0
+#: Largest relative weight: beyond it the sums of weights lose their smaller terms.
+MAX_WEIGHT = 1e6
+#: Smallest zone length (m): a grid tile or course segment smaller than a place (the
+#: resolution people are counted at, ``sim.zones.PIECE_M``) counts nothing more.
+MIN_ZONE_M = 10.0
+#: Where the offline sketch can be drawn (Belgian Lambert 72 covers Belgium), its margin
+#: around the waypoints and its largest grid: as in :mod:`sim.sketch` (a test checks).
+SKETCH_LAT = (49.0, 52.0)
+SKETCH_LON = (2.0, 7.0)
+SKETCH_MARGIN_M = 1500.0
+SKETCH_MAX_NODES = 400_000
+
+
+def _local_time(value: Any) -> Any:
+    # pydantic would read a number as seconds after midnight UTC: an aware time that
+    # cannot be compared with the others. A scenario's times are local times of day.
+    if isinstance(value, bool | int | float):
+        raise ValueError(f"needs a local time of day such as 14:30:00, got the number {value!r}")
+    return value
+
+
+def _naive(value: dt.time) -> dt.time:
+    if value.tzinfo is not None:
+        raise ValueError(
+            f"{value.isoformat()}: give a local time without an offset; event.timezone says "
+            "where it is"
+        )
+    return value
+
+
+#: A local time of day (TOML 14:30:00 or "14:30"), never a number or a time with an offset.
+LocalTime = Annotated[dt.time, BeforeValidator(_local_time), AfterValidator(_naive)]
+Metres = Annotated[float, Field(le=MAX_LENGTH_M)]
+Minutes = Annotated[float, Field(ge=-MAX_MINUTES, le=MAX_MINUTES)]
+Weight = Annotated[float, Field(le=MAX_WEIGHT)]
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: every float of every section must be finite (inf, nan refused)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Race(_Section):
@@ -78,15 +125,15 @@ class Race(_Section):
     kind: Literal["ttt", "road"] = Field(
         "ttt", description="ttt: teams start one by one; road: one mass start"
     )
-    caravan: dt.time | None = Field(None, description="publicity caravan passes the start")
-    first_start: dt.time = Field(description="first team starts (ttt); the race leaves (road)")
+    caravan: LocalTime | None = Field(None, description="publicity caravan passes the start")
+    first_start: LocalTime = Field(description="first team starts (ttt); the race leaves (road)")
     teams: int = Field(22, ge=1, le=200, description="ttt only")
-    interval_min: float = Field(5.0, gt=0, description="minutes between team starts (ttt)")
-    ride_min: float = Field(29.0, gt=0, description="minutes a team takes for the course (ttt)")
-    finish: dt.time | None = Field(
+    interval_min: Minutes = Field(5.0, gt=0, description="minutes between team starts (ttt)")
+    ride_min: Minutes = Field(29.0, gt=0, description="minutes a team takes for the course (ttt)")
+    finish: LocalTime | None = Field(
         None, description="road: the head of the race reaches the finish (required for road)"
     )
-    tail_min: float = Field(
+    tail_min: Minutes = Field(
         5.0,
         ge=0,
         description="road: minutes from the head of the race to its last riders and cars "
@@ -127,9 +174,9 @@ class Event(_Section):
     name: str = Field(min_length=1)
     date: dt.date
     timezone: str = "Europe/Brussels"
-    start: dt.time = Field(description="local time the simulation starts")
-    end: dt.time = Field(description="local time the simulation ends (same day)")
-    step_s: float = Field(5.0, gt=0, le=600, description="seconds per simulation tick")
+    start: LocalTime = Field(description="local time the simulation starts")
+    end: LocalTime = Field(description="local time the simulation ends (same day)")
+    step_s: float = Field(5.0, ge=0.1, le=600, description="seconds per simulation tick")
     race: Race | None = None
 
     @field_validator("timezone")
@@ -147,6 +194,11 @@ class Event(_Section):
     def _ordered(self) -> Event:
         if self.end <= self.start:
             raise ValueError(f"end {self.end} is not after start {self.start}")
+        if self.step_s >= self.duration_s:
+            raise ValueError(
+                f"step_s = {self.step_s:g} s is not shorter than the event "
+                f"({self.start}-{self.end}, {self.duration_s:g} s); a run needs several ticks"
+            )
         if self.race is not None and self.race.kind == "road":
             assert self.race.finish is not None  # validated
             if self.race.finish < self.start or self.race.first_start > self.end:
@@ -224,7 +276,10 @@ class Waypoint(_Section):
     lon: Lon
     kind: Literal["start", "via", "checkpoint", "finish"] = "via"
     km: float | None = Field(
-        None, ge=0, description="published km mark (check points; both ends of a gap)"
+        None,
+        ge=0,
+        le=MAX_LENGTH_M / 1000,
+        description="published km mark (check points; both ends of a gap)",
     )
     gap: bool = Field(
         False,
@@ -232,7 +287,7 @@ class Waypoint(_Section):
         "back at the next one; nothing is walked between them and the km marks jump by "
         "the difference of their published km (both need km)",
     )
-    time: dt.time | None = Field(
+    time: LocalTime | None = Field(
         None, description="road stages: the head of the race passes here (published timetable)"
     )
 
@@ -256,7 +311,7 @@ class RouteConfig(_Section):
     name: str = Field(min_length=1)
     waypoints: list[Waypoint] = Field(min_length=2)
     crossings: list[Point] = Field(default_factory=list)
-    max_snap_m: float = Field(
+    max_snap_m: Metres = Field(
         150.0, gt=0, description="how far a waypoint may lie from the nearest street node"
     )
 
@@ -268,6 +323,11 @@ class RouteConfig(_Section):
         inner = [i for i, k in enumerate(kinds[1:-1], start=1) if k in ("start", "finish")]
         if inner:
             raise ValueError(f"waypoints[{inner[0]}]: only the first is a start, the last a finish")
+        if len({(w.lat, w.lon) for w in self.waypoints}) == 1:
+            raise ValueError(
+                "waypoints: all lie at the same place; a course needs a length (move the "
+                "finish, or add a waypoint elsewhere)"
+            )
         last = len(self.waypoints) - 1
         for i, w in enumerate(self.waypoints):
             if not w.gap:
@@ -306,8 +366,8 @@ class Closure(_Section):
         description="with course = true on a course in pieces (route gaps): which pieces "
         "close (0 = the first, in course order); default all",
     )
-    start: dt.time
-    end: dt.time
+    start: LocalTime
+    end: LocalTime
     closed_to: Literal["traffic", "pedestrians"] = "traffic"
 
     @model_validator(mode="after")
@@ -328,10 +388,11 @@ class Origin(_Section):
     lat: Lat
     lon: Lon
     kind: Literal["station", "car_park", "neighbourhood"]
-    weight: float = Field(1.0, gt=0, description="relative share of spectators (assumption)")
+    weight: Weight = Field(1.0, gt=0, description="relative share of spectators (assumption)")
     radius_m: float = Field(
         150.0,
         ge=0,
+        le=5000,
         description="street nodes this close are its exits (station exits, car-park gates): "
         "arrivals spread over them and leavers head for the nearest (assumption)",
     )
@@ -352,13 +413,16 @@ class FanArea(_Section):
     radius_m: float = Field(
         gt=0, le=2000, description="street nodes this close are its entrances and ground"
     )
-    weight: float = Field(
+    weight: Weight = Field(
         gt=0,
         description="attractiveness relative to a plain viewing stretch of the course "
         "(= 1; the start stretches have 1 + start_weight) (assumption)",
     )
     capacity: int | None = Field(
-        None, ge=1, description="persons it holds; default density_p_m2 * pi * radius_m^2"
+        None,
+        ge=1,
+        le=MAX_PEOPLE,
+        description="persons it holds; default density_p_m2 * pi * radius_m^2",
     )
     density_p_m2: float = Field(
         1.0,
@@ -378,9 +442,11 @@ class FanArea(_Section):
 class Spectators(_Section):
     """People who come for the race (DESIGN §3, People)."""
 
-    count: int = Field(0, ge=0, description="~200,000 around the 2019 TTT course (DESIGN §3)")
+    count: int = Field(
+        0, ge=0, le=MAX_PEOPLE, description="~200,000 around the 2019 TTT course (DESIGN §3)"
+    )
     group_size_max: int = Field(5, ge=1, le=10, description="groups of 1-5 (DESIGN §3)")
-    group_size_weights: list[Annotated[float, Field(ge=0)]] = Field(
+    group_size_weights: list[Annotated[Weight, Field(ge=0)]] = Field(
         default_factory=lambda: [0.25, 0.35, 0.15, 0.17, 0.08],
         min_length=1,
         description="relative frequency of groups of 1, 2, ... people, cut at group_size_max "
@@ -390,55 +456,56 @@ class Spectators(_Section):
     fan_areas: list[FanArea] = Field(
         default_factory=list, description="fan zones off the course that attract spectators"
     )
-    piece_shares: list[Annotated[float, Field(ge=0)]] = Field(
+    piece_shares: list[Annotated[Weight, Field(ge=0)]] = Field(
         default_factory=list,
         description="road stage whose course comes in pieces (route waypoints with gap = "
         "true): relative share of the spectators who come for each piece, in course order; "
         "each piece's crowd arrives around the time the race passes it and watches only "
         "there. Empty: one crowd for the whole course",
     )
-    arrival_peak_min: float = Field(
+    arrival_peak_min: Minutes = Field(
         -60.0,
         description="peak of the arrival curve, minutes relative to the first team's start "
         "(assumption: the crowd was in place around the caravan, DESIGN §3)",
     )
-    arrival_sd_min: float = Field(
+    arrival_sd_min: Minutes = Field(
         60.0, gt=0, description="spread (SD) of the normal arrival curve, minutes (assumption)"
     )
-    dwell_tail_min: float = Field(
+    dwell_tail_min: Minutes = Field(
         15.0, ge=0, description="mean of the exponential stay after the last team (assumption)"
     )
-    dwell_without_race_min: float = Field(
+    dwell_without_race_min: Minutes = Field(
         120.0, gt=0, description="stay when the scenario has no race timetable (assumption)"
     )
     early_leaver_share: Share = Field(
         0.1, description="share of groups leaving before the last team passes (assumption)"
     )
-    start_weight: float = Field(
+    start_weight: Weight = Field(
         6.0, ge=0, description="extra attractiveness near the start (assumption)"
     )
-    finish_weight: float = Field(
+    finish_weight: Weight = Field(
         6.0, ge=0, description="extra attractiveness near the finish (assumption)"
     )
-    checkpoint_weight: float = Field(
+    checkpoint_weight: Weight = Field(
         3.0, ge=0, description="extra attractiveness near a check point (assumption)"
     )
-    landmark_weight: float = Field(
+    landmark_weight: Weight = Field(
         1.0, ge=0, description="extra attractiveness near a named waypoint (assumption)"
     )
-    landmark_radius_m: float = Field(
+    landmark_radius_m: Metres = Field(
         500.0, gt=0, description="how far a start/finish/landmark bonus reaches (assumption)"
     )
-    distance_decay_m: float = Field(
+    distance_decay_m: Metres = Field(
         2500.0, gt=0, description="attractiveness falls as exp(-walk/this) (assumption)"
     )
     viewing_density: float = Field(
         2.5,
         gt=0,
+        le=5.4,
         description="persons/m2 a viewing stretch holds; Fruin standing LOS D (assumption)",
     )
-    stretch_m: float = Field(
-        200.0, gt=0, description="length of a viewing stretch of the course (assumption)"
+    stretch_m: Metres = Field(
+        200.0, ge=MIN_ZONE_M, description="length of a viewing stretch of the course (assumption)"
     )
 
     @model_validator(mode="after")
@@ -453,9 +520,11 @@ class Spectators(_Section):
 class Background(_Section):
     """People in the area anyway: residents and visitors, mostly at home or activity places."""
 
-    count: int = Field(0, ge=0, description="people present besides spectators (assumption)")
+    count: int = Field(
+        0, ge=0, le=MAX_PEOPLE, description="people present besides spectators (assumption)"
+    )
     trips_per_day: float = Field(
-        2.5, ge=0, description="walking trips per person per day (assumption)"
+        2.5, ge=0, le=100, description="walking trips per person per day (assumption)"
     )
     active_hours: float = Field(
         16.0, gt=0, le=24, description="waking hours over which trips spread (assumption)"
@@ -463,10 +532,10 @@ class Background(_Section):
     activity_places: int = Field(
         48, ge=1, le=1000, description="number of activity places (shops, parks) (assumption)"
     )
-    trip_decay_m: float = Field(
+    trip_decay_m: Metres = Field(
         800.0, gt=0, description="trip destinations weighted exp(-walk/this) (assumption)"
     )
-    stay_mean_min: float = Field(
+    stay_mean_min: Minutes = Field(
         45.0, gt=0, description="mean stay at an activity place, exponential (assumption)"
     )
 
@@ -477,13 +546,13 @@ class People(_Section):
     spectators: Spectators = Field(default_factory=Spectators)
     background: Background = Field(default_factory=Background)
     free_speed_mps: float = Field(
-        1.34, gt=0, description="mean free walking speed (Weidmann 1993, DESIGN §3)"
+        1.34, gt=0, le=2.5, description="mean free walking speed (Weidmann 1993, DESIGN §3)"
     )
     free_speed_sd_mps: float = Field(
-        0.26, ge=0, description="SD of individual free speeds (Weidmann 1993)"
+        0.26, ge=0, le=2.5, description="SD of individual free speeds (Weidmann 1993)"
     )
     jam_density: float = Field(
-        5.4, gt=0, description="persons/m2 at which walking stops (Weidmann 1993, DESIGN §3)"
+        5.4, gt=0, le=10, description="persons/m2 at which walking stops (Weidmann 1993, DESIGN §3)"
     )
     q_max: float | None = Field(
         None,
@@ -503,16 +572,16 @@ class People(_Section):
         "street with room there (local detour by the same distance tables); jam-triggered "
         "rerouting as in Kemloh Wagoum et al. 2012, the 60 s is an assumption",
     )
-    crossing_radius_m: float = Field(
+    crossing_radius_m: Metres = Field(
         30.0,
         ge=0,
         description="course nodes this close to a route crossing point may be crossed while "
         "the course is closed (assumption)",
     )
     crossing_width_m: float = Field(
-        4.0, gt=0, description="walkable width of a crossing of the course (assumption)"
+        4.0, gt=0, le=100, description="walkable width of a crossing of the course (assumption)"
     )
-    origin_max_snap_m: float = Field(
+    origin_max_snap_m: Metres = Field(
         400.0, gt=0, description="how far an origin may lie from the nearest street node"
     )
 
@@ -549,36 +618,47 @@ class NetworkConfig(_Section):
     sites_file: Path | None = Field(
         None, description="CSV of cells (one row per cell); default: a generated lattice"
     )
-    inter_site_distance_m: float = Field(
-        300.0, gt=0, description="inter-site distance in the centre (DESIGN §3: about 300 m)"
+    inter_site_distance_m: Metres = Field(
+        300.0, ge=50, description="inter-site distance in the centre (DESIGN §3: about 300 m)"
     )
     isd_growth_per_km: float = Field(
-        0.25, ge=0, description="relative growth of the inter-site distance per km (assumption)"
+        0.25,
+        ge=0,
+        le=100,
+        description="relative growth of the inter-site distance per km (assumption)",
     )
-    isd_max_m: float = Field(1500.0, gt=0, description="largest inter-site distance (assumption)")
-    tracking_area_m: float = Field(
+    isd_max_m: Metres = Field(1500.0, ge=50, description="largest inter-site distance (assumption)")
+    tracking_area_m: Metres = Field(
         5000.0,
-        gt=0,
+        ge=500,
         description="side of the square tracking areas of a generated plan "
         "(assumption: a few dozen sites each)",
     )
-    raster_m: float = Field(25.0, gt=0, le=500, description="coverage raster (issue 4: 25 m)")
-    shadowing_db: float = Field(7.0, ge=0, description="log-normal shadowing SD (DESIGN: 6-8 dB)")
+    raster_m: float = Field(25.0, ge=5, le=500, description="coverage raster (issue 4: 25 m)")
+    shadowing_db: float = Field(
+        7.0, ge=0, le=30, description="log-normal shadowing SD (DESIGN: 6-8 dB)"
+    )
     decorrelation_m: float = Field(
-        50.0, gt=0, description="shadowing decorrelation distance (DESIGN §3: about 50 m)"
+        50.0,
+        ge=1,
+        le=10_000,
+        description="shadowing decorrelation distance (DESIGN §3: about 50 m)",
     )
     rrc_capacity: int = Field(
-        400, ge=1, description="RRC-connected users per cell (DESIGN §3: 300-600)"
+        400, ge=1, le=100_000, description="RRC-connected users per cell (DESIGN §3: 300-600)"
     )
     burst_factor: float = Field(
-        3.0, ge=1, description="spectators' phone use at the race peak vs normal (assumption)"
+        3.0,
+        ge=1,
+        le=1000,
+        description="spectators' phone use at the race peak vs normal (assumption)",
     )
     event_cells: list[EventCell] = Field(
         default_factory=list, description="temporary sites added for the event"
     )
-    mme_workers: int = Field(8, ge=1, description="parallel MME processors (assumption)")
+    mme_workers: int = Field(8, ge=1, le=1024, description="parallel MME processors (assumption)")
     mme_message_ms: float = Field(
-        0.8, gt=0, description="MME processing time per message per worker (assumption)"
+        0.8, gt=0, le=60_000, description="MME processing time per message per worker (assumption)"
     )
 
     @model_validator(mode="after")
@@ -598,30 +678,45 @@ class EstimatorsConfig(_Section):
     """Which estimators run, and their operator-side parameters."""
 
     methods: list[Literal["presence", "voronoi", "bayes", "em"]] = Field(
-        default_factory=lambda: list(ESTIMATOR_METHODS)
+        default_factory=lambda: list(ESTIMATOR_METHODS),
+        min_length=1,
+        description="at least one: a run exists to score estimates (an empty list is "
+        "refused, not run as 'no estimators')",
     )
-    window_min: float = Field(
+    window_min: Minutes = Field(
         60.0, gt=0, description="presence window W (periodic TAU 54 min + margin)"
     )
-    latency_min: float = Field(
+    latency_min: Minutes = Field(
         1.0,
         ge=0,
         description="records later than the bin start by up to this much are used; 1 = the "
         "bin's end, which the truth's time labels (like for like)",
     )
-    privacy_threshold: int = Field(30, ge=0, description="Proximus' published threshold")
-    laplace_epsilon: float | None = Field(None, gt=0, description="Laplace noise; none if unset")
+    privacy_threshold: int = Field(
+        30, ge=0, le=MAX_PEOPLE, description="Proximus' published threshold"
+    )
+    laplace_epsilon: float | None = Field(
+        None,
+        ge=1e-3,
+        le=1e6,
+        description="Laplace noise of scale 1/epsilon; none if unset. Below 0.001 the noise "
+        "(thousands of people per count) buries every estimate",
+    )
     mode: Literal["realtime", "batch"] = Field(
         "realtime", description="realtime: only records up to t + latency; batch: the whole day"
     )
     share_error: float = Field(
         -0.05,
         gt=-1,
+        le=10,
         description="relative error of the operator's belief in its market share (assumption: "
         "an operator knows its share only approximately)",
     )
     phones_error: float = Field(
-        0.05, gt=-1, description="relative error of its belief in phones per person (assumption)"
+        0.05,
+        gt=-1,
+        le=10,
+        description="relative error of its belief in phones per person (assumption)",
     )
 
 
@@ -631,18 +726,27 @@ class Area(_Section):
     name: str = Field(min_length=1)
     lat: Lat
     lon: Lon
-    radius_m: float = Field(gt=0)
+    radius_m: float = Field(gt=0, le=50_000)
 
 
 class ZonesConfig(_Section):
     """Zone systems in which truth and estimates are counted."""
 
-    grid_m: float = Field(100.0, gt=0, description="side of a grid tile (issue #3)")
-    segment_m: float = Field(500.0, gt=0, description="length of a course segment (issue #3)")
-    segment_buffer_m: float = Field(
-        50.0, ge=0, description="how far either side of the course a segment reaches (assumption)"
+    grid_m: float = Field(
+        100.0, ge=MIN_ZONE_M, le=10_000, description="side of a grid tile (issue #3)"
     )
-    bin_s: float = Field(60.0, gt=0, description="time bin of the counts (issue #3)")
+    segment_m: Metres = Field(
+        500.0, ge=MIN_ZONE_M, description="length of a course segment (issue #3)"
+    )
+    segment_buffer_m: float = Field(
+        50.0,
+        ge=0,
+        le=5000,
+        description="how far either side of the course a segment reaches (assumption)",
+    )
+    bin_s: float = Field(
+        60.0, gt=0, le=MAX_MINUTES * 60, description="time bin of the counts (issue #3)"
+    )
     areas: list[Area] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -682,11 +786,52 @@ class Scenario(_Section):
 
     @model_validator(mode="after")
     def _bins_whole_ticks(self) -> Scenario:
+        if self.zones.bin_s > self.event.duration_s:
+            raise ValueError(
+                f"zones.bin_s = {self.zones.bin_s:g} s is longer than the event "
+                f"({self.event.duration_s:g} s); a run needs at least one whole bin"
+            )
         ratio = self.zones.bin_s / self.event.step_s
         if abs(ratio - round(ratio)) > 1e-9:
             raise ValueError(
                 f"zones.bin_s = {self.zones.bin_s} is not a whole number of "
                 f"event.step_s = {self.event.step_s} ticks"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sketch_fits(self) -> Scenario:
+        cfg = self.streets
+        if not (
+            cfg.source == "sketch" or (cfg.source == "auto" and not cfg.file and not cfg.place)
+        ):
+            return self
+        # the sketch is a grid over the waypoints plus a margin (sim.sketch.build_sketch);
+        # a waypoint far away (a typo in lat/lon) would ask for a grid of millions of nodes
+        lat = [w.lat for w in self.route.waypoints]
+        lon = [w.lon for w in self.route.waypoints]
+        if (
+            min(lat) < SKETCH_LAT[0]
+            or max(lat) > SKETCH_LAT[1]
+            or (min(lon) < SKETCH_LON[0] or max(lon) > SKETCH_LON[1])
+        ):
+            raise ValueError(
+                f"route.waypoints: the offline sketch is drawn in Belgium (lat {SKETCH_LAT[0]} "
+                f"to {SKETCH_LAT[1]}, lon {SKETCH_LON[0]} to {SKETCH_LON[1]}); a waypoint lies "
+                f"outside (lat {min(lat)}..{max(lat)}, lon {min(lon)}..{max(lon)}). Check its "
+                "lat and lon, or give a street file (streets.file) that covers it"
+            )
+        height = (max(lat) - min(lat)) * 111_320.0 + 2 * SKETCH_MARGIN_M
+        width = (max(lon) - min(lon)) * 111_320.0 * math.cos(math.radians(50.5))
+        width += 2 * SKETCH_MARGIN_M
+        nodes = (height / cfg.sketch_spacing_m + 1) * (width / cfg.sketch_spacing_m + 1)
+        if nodes > SKETCH_MAX_NODES:
+            raise ValueError(
+                f"route.waypoints span {width / 1000:.0f} x {height / 1000:.0f} km with the "
+                "margin: an offline sketch of about "
+                f"{nodes:,.0f} nodes at streets.sketch_spacing_m = {cfg.sketch_spacing_m:g} "
+                f"(at most {SKETCH_MAX_NODES:,}). Check the waypoints' lat and lon, raise "
+                "sketch_spacing_m, or give a street file (streets.file)"
             )
         return self
 

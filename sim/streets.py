@@ -6,7 +6,9 @@ query (online, with osmnx's HTTP cache); the built-in offline Brussels sketch
 (:mod:`sim.sketch`). Every graph is projected to EPSG:31370 (Belgian Lambert 72,
 metres), reduced to its largest strongly connected component, and exposed both as the
 networkx graph and as flat NumPy arrays for the vectorised crowd and network models.
-A prepared graph is cached on disk, keyed by its source and the preparation parameters.
+A prepared graph is cached on disk as data only (NumPy arrays and JSON in one ``.npz``,
+read with ``allow_pickle=False``, so loading an entry never runs code), keyed by the
+SHA-256 of the source's content, the preparation parameters and the code version.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import re
 import tempfile
 from collections.abc import Sequence
@@ -56,7 +57,12 @@ log = logging.getLogger(__name__)
 #: The projected CRS of every prepared graph (Belgian Lambert 72, metres).
 CRS = "EPSG:31370"
 #: Bump when the preparation changes, so old cache entries are not reused.
-PREPARATION_VERSION = 1
+PREPARATION_VERSION = 3
+#: Arrays of a cache entry (besides ``meta``, a JSON document), with their dtype kind.
+_CACHE_ARRAYS = {
+    "node_id": "i", "x": "f", "y": "f", "edge_u": "i", "edge_v": "i", "edge_key": "i",
+    "length": "f", "width": "f", "carriageway": "f", "highway": "U", "name": "U",
+}  # fmt: skip
 
 #: Usable pedestrian width (m) of an edge open to traffic: both sidewalks together, or the
 #: whole way for pedestrian classes. footway, residential and primary are DESIGN §3; the
@@ -354,7 +360,14 @@ def streets_from_sketch(
     from sim import sketch
 
     points = tuple(waypoints) if waypoints else sketch.DEFAULT_WAYPOINTS
-    graph = sketch.build_sketch(points, spacing_m=spacing_m, seed=seed)
+    try:
+        graph = sketch.build_sketch(points, spacing_m=spacing_m, seed=seed)
+    except ValueError as exc:  # the sketch's own checks: waypoints, spacing, grid size
+        raise StreetDataError(
+            f"the offline sketch cannot be built over route.waypoints: {exc}. The sketch "
+            "covers a course of a few tens of km in Belgium; for anything else give a "
+            "street file (streets.file or --osm)."
+        ) from None
     digest = hashlib.sha256(repr((points, spacing_m, seed)).encode()).hexdigest()
     source = StreetSource(kind="sketch", detail="offline sketch", digest=digest)
     return streets_from_graph(graph, source=source, bbox=bbox)
@@ -427,32 +440,164 @@ def _cached(
     cache_dir: str | os.PathLike[str] | None,
     use_cache: bool,
 ) -> Streets:
+    """The prepared graph of `source` from the cache, else built and stored there.
+
+    An entry is read as data only: arrays and JSON, never pickles, so a file planted in
+    the cache folder cannot run code. An entry that is damaged, or whose recorded key
+    differs from the one asked for, is rebuilt and replaced.
+    """
+    from sim import __version__
+
     key_data = {
-        "version": PREPARATION_VERSION,
+        "preparation": PREPARATION_VERSION,
+        "crowdsim": __version__,
+        "osmnx": ox.__version__,
         "kind": source.kind,
-        "digest": source.digest,
+        "sha256": source.digest,
         "bbox": bbox.model_dump() if bbox else None,
         "crs": CRS,
-        "osmnx": ox.__version__,
     }
-    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:20]
-    entry = Path(cache_dir or default_cache_dir()) / f"streets-{key}.pickle"
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()
+    entry = Path(cache_dir or default_cache_dir()) / f"streets-{key[:32]}.npz"
     if use_cache and entry.is_file():
         try:
-            with entry.open("rb") as fh:
-                streets = pickle.load(fh)
-            if isinstance(streets, Streets):
-                return replace(streets, source=replace(source, cached=True))
-        except Exception as exc:  # a damaged cache entry is rebuilt, never trusted
+            streets = _read_cache_entry(entry, key=key, source=source)
+            return replace(streets, source=replace(source, cached=True))
+        except Exception as exc:  # a damaged or foreign entry is rebuilt, never trusted
             log.warning("ignoring unreadable street cache %s: %s", entry, exc)
     streets = streets_from_graph(build(), source=source, bbox=bbox)
     if use_cache:
         try:
-            with atomic_path(entry) as tmp, tmp.open("wb") as fh:
-                pickle.dump(streets, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            _write_cache_entry(streets, entry, key=key)
         except OSError as exc:
             log.warning("could not write the street cache %s: %s", entry, exc)
     return streets
+
+
+def _write_cache_entry(streets: Streets, entry: Path, *, key: str) -> None:
+    graph = streets.graph
+    edges = list(graph.edges(keys=True, data=True))
+    meta = {
+        "key": key,
+        "meta": streets.meta,
+        "graph": {k: _to_json(v) for k, v in graph.graph.items()},
+        "nodes": [{k: _to_json(v) for k, v in d.items()} for _, d in graph.nodes(data=True)],
+        "edges": [{k: _to_json(v) for k, v in d.items()} for *_, d in edges],
+    }
+    arrays = {
+        "node_id": streets.node_id,
+        "x": streets.x,
+        "y": streets.y,
+        "edge_u": streets.edge_u,
+        "edge_v": streets.edge_v,
+        "edge_key": np.array([k for _, _, k, _ in edges], dtype=np.int64),
+        "length": streets.length,
+        "width": streets.width,
+        "carriageway": streets.carriageway,
+        "highway": streets.highway.astype(str),
+        "name": streets.name.astype(str),
+        "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+    }
+    with atomic_path(entry) as tmp, tmp.open("wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
+def _read_cache_entry(entry: Path, *, key: str, source: StreetSource) -> Streets:
+    # the file is opened here, so a damaged zip cannot leave numpy's handle open
+    with entry.open("rb") as fh, np.load(fh, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in (*_CACHE_ARRAYS, "meta")}
+    meta = json.loads(arrays.pop("meta").tobytes().decode())
+    if meta.get("key") != key:
+        raise ValueError("written for another source or version")
+    for name, kind in _CACHE_ARRAYS.items():
+        if arrays[name].ndim != 1 or arrays[name].dtype.kind != kind:
+            raise ValueError(f"array {name!r} has the wrong type")
+    n, m = len(arrays["node_id"]), len(arrays["edge_u"])
+    if {len(arrays[k]) for k in ("x", "y")} != {n} or len(meta["nodes"]) != n:
+        raise ValueError("node arrays of different lengths")
+    edge_arrays = ("edge_v", "edge_key", "length", "width", "carriageway", "highway", "name")
+    if {len(arrays[k]) for k in edge_arrays} != {m} or len(meta["edges"]) != m:
+        raise ValueError("edge arrays of different lengths")
+    if m and (min(arrays["edge_u"].min(), arrays["edge_v"].min()) < 0
+              or max(arrays["edge_u"].max(), arrays["edge_v"].max()) >= n):  # fmt: skip
+        raise ValueError("an edge names a node that does not exist")
+    graph = nx.MultiDiGraph(**{k: _from_json(k, v) for k, v in meta["graph"].items()})
+    _geometries(meta["nodes"])
+    _geometries(meta["edges"])
+    node_id = arrays["node_id"].tolist()
+    graph.add_nodes_from(zip(node_id, meta["nodes"], strict=True))
+    graph.add_edges_from(
+        (node_id[u], node_id[v], k, d)
+        for u, v, k, d in zip(
+            arrays["edge_u"].tolist(),
+            arrays["edge_v"].tolist(),
+            arrays["edge_key"].tolist(),
+            meta["edges"],
+            strict=True,
+        )
+    )
+    return Streets(
+        graph=graph,
+        source=source,
+        node_id=arrays["node_id"].astype(np.int64),
+        x=arrays["x"].astype(float),
+        y=arrays["y"].astype(float),
+        edge_u=arrays["edge_u"].astype(np.int64),
+        edge_v=arrays["edge_v"].astype(np.int64),
+        length=arrays["length"].astype(float),
+        width=arrays["width"].astype(float),
+        carriageway=arrays["carriageway"].astype(float),
+        highway=arrays["highway"].astype(object),
+        name=arrays["name"].astype(object),
+        meta=meta["meta"],
+    )
+
+
+def _to_json(value: Any) -> Any:
+    """A graph attribute as JSON: geometries as WKB (hex), the CRS as text, NumPy as Python."""
+    from pyproj import CRS as ProjCRS
+    from shapely.geometry.base import BaseGeometry
+
+    if isinstance(value, BaseGeometry):
+        return {"wkb": value.wkb_hex}
+    if isinstance(value, ProjCRS):
+        return value.to_string()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list | tuple):
+        return [_to_json(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _geometries(items: list[dict[str, Any]]) -> None:
+    """Turn the ``{"wkb": ...}`` values of attribute dicts back into shapely geometries,
+    in one vectorised call (one call per edge takes seconds on the region)."""
+    import shapely
+
+    where = [
+        (d, key, value["wkb"])
+        for d in items
+        for key, value in d.items()
+        if isinstance(value, dict) and set(value) == {"wkb"} and isinstance(value["wkb"], str)
+    ]
+    if where:
+        geoms = shapely.from_wkb([text for *_, text in where], on_invalid="raise")
+        for (d, key, _), geom in zip(where, geoms, strict=True):
+            d[key] = geom
+
+
+def _from_json(key: str, value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"wkb"}:
+        import shapely
+
+        return shapely.from_wkb(value["wkb"])
+    if key == "crs" and isinstance(value, str):
+        from pyproj import CRS as ProjCRS
+
+        return ProjCRS.from_user_input(value)
+    return value
 
 
 def _file_kind(path: Path) -> Literal["osm", "graphml"] | None:

@@ -20,6 +20,7 @@ from scipy.sparse import csr_matrix
 from scipy.spatial import cKDTree
 from shapely.geometry import LineString, Point, box
 
+from sim.budget import check_memory
 from sim.course import Course
 from sim.errors import ScenarioError
 from sim.io import atomic_path
@@ -162,7 +163,8 @@ def build_zones(
     Raises
     ------
     ScenarioError
-        A named area holds no place of the street data (it lies outside it).
+        A named area holds no place of the street data (it lies outside it), or the zone
+        tables of the run would not fit in memory (:func:`sim.budget.check_memory`).
     """
     cfg = scenario.zones
     # grid: only tiles that hold a place
@@ -171,6 +173,16 @@ def build_zones(
     row = np.floor(places.y / g).astype(np.int64)
     key = (col - col.min()) * (row.max() - row.min() + 1) + (row - row.min())
     used, tile = np.unique(key, return_inverse=True)
+    # before the zones and their tables are built: will they fit?
+    pieces = course.piece_m
+    n_seg_estimate = int(
+        np.maximum(np.ceil((pieces[:, 1] - pieces[:, 0]) / cfg.segment_m), 1).sum()
+    )
+    check_memory(
+        scenario,
+        n_zones=len(used) + n_seg_estimate + len(cfg.areas),
+        n_street_segments=len(places.edge_start) // 2,
+    )
     ucol = used // (row.max() - row.min() + 1) + col.min()
     urow = used % (row.max() - row.min() + 1) + row.min()
     grid = ZoneSystem(

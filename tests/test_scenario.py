@@ -52,7 +52,7 @@ def test_every_shipped_scenario_validates(path: Path) -> None:
         (lambda d: d["people"]["spectators"].update(count=-5), "people.spectators.count", "-5"),
         (lambda d: d["event"].update(end="12:00"), "event", "not after start"),
         (lambda d: d["event"].update(timezone="Europe/Bruxelles"), "event.timezone", "IANA"),
-        (lambda d: d["event"].update(step_s=0), "event.step_s", "greater than 0"),
+        (lambda d: d["event"].update(step_s=0), "event.step_s", "greater than or equal to 0.1"),
         (lambda d: d["route"]["waypoints"][1].update(lat=95.0), "route.waypoints[1].lat", "95"),
         (lambda d: d["route"]["waypoints"][0].update(kind="via"), "route", "kind = 'start'"),
         (lambda d: d["route"].update(waypoints=[]), "route.waypoints", "at least 2"),

@@ -139,7 +139,7 @@ def test_cache_is_keyed_by_content_and_survives_damage(tmp_path: Path) -> None:
     assert not first.source.cached and second.source.cached
     np.testing.assert_array_equal(first.x, second.x)
     np.testing.assert_array_equal(first.width, second.width)
-    entries = list((tmp_path / "cache").glob("streets-*.pickle"))
+    entries = list((tmp_path / "cache").glob("streets-*.npz"))
     assert len(entries) == 1
     entries[0].write_bytes(b"damaged")
     third = streets_from_file(source, cache_dir=tmp_path / "cache")

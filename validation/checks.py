@@ -83,7 +83,8 @@ class BoundsInputError(CrowdsimError, ValueError):
 class Bound(BaseModel):
     """One error bound (see the module docstring for the keys)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # a NaN or infinite limit would make the bound fail (or hold) whatever is measured
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     scenario: str = Field(min_length=1)
     method: str = Field(min_length=1)

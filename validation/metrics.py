@@ -70,7 +70,7 @@ import numpy as np
 import pandas as pd
 
 from sim.errors import RunFolderError
-from sim.io import atomic_path, write_json
+from sim.io import atomic_path, read_table, write_json
 from sim.runfolder import read_manifest
 
 __all__ = [
@@ -181,16 +181,22 @@ class Joined:
 # --------------------------------------------------------------------------- reading
 
 
+#: Columns validation reads from each table of a run folder.
+_REQUIRED = {
+    "truth_zones.parquet": ("time", "system", "zone", "people"),
+    "estimates.parquet": (
+        "method", "zone_system", "zone", "bin", "estimate", "lower", "upper", "suppressed",
+    ),
+}  # fmt: skip
+
+
 def _read_parquet(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise RunFolderError(
             f"{path}: missing. Validation needs a run folder written by `crowdsim run` "
             "(truth_zones.parquet, estimates.parquet, zones.gpkg and its manifest)."
         )
-    try:
-        return pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a bad file
-        raise RunFolderError(f"{path}: not a readable Parquet file ({exc})") from exc
+    return read_table(path, required=_REQUIRED.get(path.name, ()), error=RunFolderError)
 
 
 def _zone_lists(run: Path) -> dict[str, list[str]]:
@@ -714,7 +720,12 @@ def compute_metrics(
 
 
 def _estimated_pairs(run: Path) -> list[tuple[str, str]]:
-    est = pd.read_parquet(run / "estimates.parquet", columns=["method", "zone_system"])
+    est = read_table(
+        run / "estimates.parquet",
+        required=(),
+        columns=["method", "zone_system"],
+        error=RunFolderError,
+    )
     est = est.astype({"method": "category", "zone_system": "category"})
     pairs = est.groupby(["method", "zone_system"], observed=True, sort=False).size().index
     return [(str(m), str(z)) for m, z in pairs]

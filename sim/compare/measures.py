@@ -14,6 +14,7 @@ import shapely
 
 from sim import runfolder
 from sim.errors import CrowdsimError, RunFolderError
+from sim.io import read_table
 from sim.runfolder import RunFolder
 from sim.streets import Streets
 from sim.streets import to_metres as _to_metres
@@ -82,8 +83,11 @@ def _zone_figures(
     density (densest street touching it) and minutes with a street in it at LOS E or F."""
     import geopandas as gpd
 
-    edges = pd.read_parquet(
-        run.path / "truth_edges.parquet", columns=["time", "edge", "density", "los"]
+    edges = read_table(
+        run.path / "truth_edges.parquet",
+        required=(),
+        columns=["time", "edge", "density", "los"],
+        error=CrowdsimError,
     )
     if len(edges) and int(edges["edge"].max()) >= streets.n_edges:
         raise CrowdsimError(
@@ -119,9 +123,11 @@ def _cell_figures(run: RunFolder) -> pd.DataFrame:
     import geopandas as gpd
 
     cells = gpd.read_file(run.path / "cells.gpkg")
-    load = pd.read_parquet(
+    load = read_table(
         run.path / "cell_load.parquet",
+        required=(),
         columns=["cell_id", "connected_users", "rejections", "messages"],
+        error=CrowdsimError,
     )
     per = load.groupby("cell_id").agg(
         peak_users=("connected_users", "max"),
@@ -340,10 +346,9 @@ def _metrics(run: RunFolder) -> pd.Series:
     path = run.path / "metrics.parquet"
     if not path.is_file():  # no operator records, no estimates (open_run checked)
         return pd.Series(dtype=float)
-    frame = pd.read_parquet(path)
-    missing = {"method", "zone_system", "metric", "value"} - set(frame.columns)
-    if missing:
-        raise CrowdsimError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    frame = read_table(
+        path, required=("method", "zone_system", "metric", "value"), error=CrowdsimError
+    )
     frame = frame[frame["metric"].isin(list(METRICS))]
     return frame.set_index(["method", "zone_system", "metric"])["value"].astype(float)
 
