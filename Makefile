@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/crowdsim demo --out runs/demo
+	$(BIN)/crowdsim demo --out runs/demo --overwrite
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check sim validation tests benchmarks
