@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/crowdsim demo --out runs/demo
+	$(BIN)/crowdsim demo --out runs/demo --overwrite
 
 # What the README's Development section lists, in that order: lint, then the suite.
 lint: $(BIN)/.installed
