@@ -24,7 +24,7 @@ from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 
 from sim.errors import ScenarioError
-from sim.scenario import Event, RouteConfig, Scenario
+from sim.scenario import EventConfig, RouteConfig, Scenario
 from sim.streets import Streets, to_metres
 
 __all__ = ["Course", "build_course"]
@@ -147,7 +147,7 @@ class Course:
         index = first[p] + np.clip(within, 0, counts[p] - 1)
         return index, lo, hi
 
-    def passes_s(self, event: Event, m: np.ndarray) -> np.ndarray:
+    def passes_s(self, event: EventConfig, m: np.ndarray) -> np.ndarray:
         """Seconds after the simulation start when the end of a road race passes `m`.
 
         The head of the race leaves the first waypoint at ``race.first_start``, passes

@@ -35,17 +35,26 @@ from pydantic import (
 from sim.errors import ScenarioError
 
 __all__ = [
-    "Area",
-    "Closure",
-    "Event",
-    "EventCell",
-    "FanArea",
-    "Origin",
-    "Race",
+    "AreaConfig",
+    "BackgroundConfig",
+    "BboxConfig",
+    "ClosureConfig",
+    "CrossingConfig",
+    "EstimatorsConfig",
+    "EventCellConfig",
+    "EventConfig",
+    "FanAreaConfig",
+    "NetworkConfig",
+    "OriginConfig",
+    "OutputConfig",
+    "PeopleConfig",
+    "RaceConfig",
     "RouteConfig",
     "Scenario",
+    "SpectatorsConfig",
     "StreetsConfig",
-    "Waypoint",
+    "WaypointConfig",
+    "ZonesConfig",
     "describe_error",
     "dump_scenario",
     "load_scenario",
@@ -106,11 +115,19 @@ Weight = Annotated[float, Field(le=MAX_WEIGHT)]
 
 
 class _Section(BaseModel):
+    """A table of the scenario file: unknown keys refused, frozen once read.
+
+    Naming rule: the class of a table is its key in CamelCase, singular for the items
+    of a list, followed by ``Config`` (``[people.spectators]`` -> ``SpectatorsConfig``,
+    ``[[route.crossings]]`` -> ``CrossingConfig``); only the root is ``Scenario``. The
+    simulation's own objects (the crowd's ``People``, ``Closure``...) keep the bare names.
+    """
+
     # allow_inf_nan=False: every float of every section must be finite (inf, nan refused)
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class Race(_Section):
+class RaceConfig(_Section):
     """The race timetable.
 
     ``kind = "ttt"`` (team time trial): teams start one after another from the first
@@ -141,7 +158,7 @@ class Race(_Section):
     )
 
     @model_validator(mode="after")
-    def _road_needs_finish(self) -> Race:
+    def _road_needs_finish(self) -> RaceConfig:
         if self.kind == "road":
             if self.finish is None:
                 raise ValueError("kind = 'road' needs finish = HH:MM:SS (head of the race)")
@@ -168,7 +185,7 @@ class Race(_Section):
         return self.start_times(date)[-1] + dt.timedelta(minutes=self.ride_min)
 
 
-class Event(_Section):
+class EventConfig(_Section):
     """When the event happens and how finely the simulation steps through it."""
 
     name: str = Field(min_length=1)
@@ -177,7 +194,7 @@ class Event(_Section):
     start: LocalTime = Field(description="local time the simulation starts")
     end: LocalTime = Field(description="local time the simulation ends (same day)")
     step_s: float = Field(5.0, ge=0.1, le=600, description="seconds per simulation tick")
-    race: Race | None = None
+    race: RaceConfig | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -191,7 +208,7 @@ class Event(_Section):
         return value
 
     @model_validator(mode="after")
-    def _ordered(self) -> Event:
+    def _ordered(self) -> EventConfig:
         if self.end <= self.start:
             raise ValueError(f"end {self.end} is not after start {self.start}")
         if self.step_s >= self.duration_s:
@@ -231,7 +248,7 @@ class Event(_Section):
         return dt.datetime.combine(self.date, self.end, tzinfo=ZoneInfo(self.timezone))
 
 
-class Bbox(_Section):
+class BboxConfig(_Section):
     """A box in WGS84 degrees."""
 
     south: Lat
@@ -240,7 +257,7 @@ class Bbox(_Section):
     east: Lon
 
     @model_validator(mode="after")
-    def _ordered(self) -> Bbox:
+    def _ordered(self) -> BboxConfig:
         if self.south >= self.north or self.west >= self.east:
             raise ValueError("needs south < north and west < east")
         return self
@@ -255,7 +272,7 @@ class StreetsConfig(_Section):
     )
     file: Path | None = Field(None, description=".osm, .osm.bz2, .osm.gz, .osm.pbf, .graphml")
     place: str | None = Field(None, description="osmnx place query, e.g. 'Brussels, Belgium'")
-    bbox: Bbox | None = Field(None, description="cut the loaded graph to this box")
+    bbox: BboxConfig | None = Field(None, description="cut the loaded graph to this box")
     sketch_spacing_m: float = Field(200.0, ge=50.0, le=2000.0)
     sketch_seed: int = Field(0, ge=0, description="fixes the sketch's layout, not the run")
 
@@ -268,7 +285,7 @@ class StreetsConfig(_Section):
         return self
 
 
-class Waypoint(_Section):
+class WaypointConfig(_Section):
     """A point the course passes, in order."""
 
     name: str = Field(min_length=1)
@@ -292,7 +309,7 @@ class Waypoint(_Section):
     )
 
 
-class Point(_Section):
+class CrossingConfig(_Section):
     """A named point, e.g. a crossing point of the course."""
 
     name: str = ""
@@ -309,8 +326,8 @@ class RouteConfig(_Section):
     """
 
     name: str = Field(min_length=1)
-    waypoints: list[Waypoint] = Field(min_length=2)
-    crossings: list[Point] = Field(default_factory=list)
+    waypoints: list[WaypointConfig] = Field(min_length=2)
+    crossings: list[CrossingConfig] = Field(default_factory=list)
     max_snap_m: Metres = Field(
         150.0, gt=0, description="how far a waypoint may lie from the nearest street node"
     )
@@ -355,7 +372,7 @@ class RouteConfig(_Section):
         return self
 
 
-class Closure(_Section):
+class ClosureConfig(_Section):
     """Streets closed for a period, to traffic (sidewalks widen) or to pedestrians."""
 
     name: str = Field(min_length=1)
@@ -371,7 +388,7 @@ class Closure(_Section):
     closed_to: Literal["traffic", "pedestrians"] = "traffic"
 
     @model_validator(mode="after")
-    def _something_when(self) -> Closure:
+    def _something_when(self) -> ClosureConfig:
         if not self.streets and not self.course:
             raise ValueError("name at least one street in streets = [...] or set course = true")
         if self.end <= self.start:
@@ -381,7 +398,7 @@ class Closure(_Section):
         return self
 
 
-class Origin(_Section):
+class OriginConfig(_Section):
     """Where spectators come from: a station, a car park or a neighbourhood."""
 
     name: str = Field(min_length=1)
@@ -398,7 +415,7 @@ class Origin(_Section):
     )
 
 
-class FanArea(_Section):
+class FanAreaConfig(_Section):
     """An open area off the course (fan zone, team presentation) where spectators gather.
 
     It competes with the viewing stretches of the course for arriving spectators; those
@@ -439,7 +456,7 @@ class FanArea(_Section):
         return int(self.density_p_m2 * math.pi * self.radius_m**2)
 
 
-class Spectators(_Section):
+class SpectatorsConfig(_Section):
     """People who come for the race (DESIGN §3, People)."""
 
     count: int = Field(
@@ -452,8 +469,8 @@ class Spectators(_Section):
         description="relative frequency of groups of 1, 2, ... people, cut at group_size_max "
         "(assumption: mean about 2.5)",
     )
-    origins: list[Origin] = Field(default_factory=list)
-    fan_areas: list[FanArea] = Field(
+    origins: list[OriginConfig] = Field(default_factory=list)
+    fan_areas: list[FanAreaConfig] = Field(
         default_factory=list, description="fan zones off the course that attract spectators"
     )
     piece_shares: list[Annotated[Weight, Field(ge=0)]] = Field(
@@ -509,7 +526,7 @@ class Spectators(_Section):
     )
 
     @model_validator(mode="after")
-    def _fan_area_names_unique(self) -> Spectators:
+    def _fan_area_names_unique(self) -> SpectatorsConfig:
         names = [f.name for f in self.fan_areas]
         for i, name in enumerate(names):
             if name in names[:i]:
@@ -517,7 +534,7 @@ class Spectators(_Section):
         return self
 
 
-class Background(_Section):
+class BackgroundConfig(_Section):
     """People in the area anyway: residents and visitors, mostly at home or activity places."""
 
     count: int = Field(
@@ -540,11 +557,11 @@ class Background(_Section):
     )
 
 
-class People(_Section):
+class PeopleConfig(_Section):
     """Who is in the simulation, and how they walk (DESIGN §3, People)."""
 
-    spectators: Spectators = Field(default_factory=Spectators)
-    background: Background = Field(default_factory=Background)
+    spectators: SpectatorsConfig = Field(default_factory=SpectatorsConfig)
+    background: BackgroundConfig = Field(default_factory=BackgroundConfig)
     free_speed_mps: float = Field(
         1.34, gt=0, le=2.5, description="mean free walking speed (Weidmann 1993, DESIGN §3)"
     )
@@ -586,7 +603,7 @@ class People(_Section):
     )
 
     @model_validator(mode="after")
-    def _spectators_come_from_somewhere(self) -> People:
+    def _spectators_come_from_somewhere(self) -> PeopleConfig:
         if self.spectators.count > 0 and not self.spectators.origins:
             raise ValueError(
                 "spectators.count > 0 needs at least one [[people.spectators.origins]]"
@@ -596,7 +613,7 @@ class People(_Section):
         return self
 
 
-class EventCell(_Section):
+class EventCellConfig(_Section):
     """A temporary event site near the course (a cell on wheels)."""
 
     name: str = Field(min_length=1)
@@ -653,7 +670,7 @@ class NetworkConfig(_Section):
         le=1000,
         description="spectators' phone use at the race peak vs normal (assumption)",
     )
-    event_cells: list[EventCell] = Field(
+    event_cells: list[EventCellConfig] = Field(
         default_factory=list, description="temporary sites added for the event"
     )
     mme_workers: int = Field(8, ge=1, le=1024, description="parallel MME processors (assumption)")
@@ -720,7 +737,7 @@ class EstimatorsConfig(_Section):
     )
 
 
-class Area(_Section):
+class AreaConfig(_Section):
     """A named area (start area, finish area, ...) as a circle."""
 
     name: str = Field(min_length=1)
@@ -747,7 +764,7 @@ class ZonesConfig(_Section):
     bin_s: float = Field(
         60.0, gt=0, le=MAX_MINUTES * 60, description="time bin of the counts (issue #3)"
     )
-    areas: list[Area] = Field(default_factory=list)
+    areas: list[AreaConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _area_names_unique(self) -> ZonesConfig:
@@ -772,11 +789,11 @@ class Scenario(_Section):
     name: str = Field(min_length=1)
     description: str = ""
     seed: int = Field(0, ge=0, description="root seed of the run")
-    event: Event
+    event: EventConfig
     streets: StreetsConfig = Field(default_factory=StreetsConfig)
     route: RouteConfig
-    closures: list[Closure] = Field(default_factory=list)
-    people: People = Field(default_factory=People)
+    closures: list[ClosureConfig] = Field(default_factory=list)
+    people: PeopleConfig = Field(default_factory=PeopleConfig)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     estimators: EstimatorsConfig = Field(default_factory=EstimatorsConfig)
     zones: ZonesConfig = Field(default_factory=ZonesConfig)

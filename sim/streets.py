@@ -34,7 +34,7 @@ from scipy.spatial import cKDTree
 
 from sim.errors import StreetDataError
 from sim.io import atomic_path
-from sim.scenario import Bbox, StreetsConfig
+from sim.scenario import BboxConfig, StreetsConfig
 
 __all__ = [
     "CARRIAGEWAY_WIDTH_M",
@@ -275,7 +275,7 @@ def load_streets(
 def streets_from_file(
     path: str | os.PathLike[str],
     *,
-    bbox: Bbox | None = None,
+    bbox: BboxConfig | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
 ) -> Streets:
@@ -318,7 +318,7 @@ def streets_from_file(
 def streets_from_place(
     place: str,
     *,
-    bbox: Bbox | None = None,
+    bbox: BboxConfig | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
 ) -> Streets:
@@ -354,7 +354,7 @@ def streets_from_sketch(
     *,
     spacing_m: float = 200.0,
     seed: int = 0,
-    bbox: Bbox | None = None,
+    bbox: BboxConfig | None = None,
 ) -> Streets:
     """Build the offline Brussels sketch around `waypoints` (default: the 2019 course)."""
     from sim import sketch
@@ -374,7 +374,7 @@ def streets_from_sketch(
 
 
 def streets_from_graph(
-    graph: nx.MultiDiGraph, *, source: StreetSource, bbox: Bbox | None = None
+    graph: nx.MultiDiGraph, *, source: StreetSource, bbox: BboxConfig | None = None
 ) -> Streets:
     """Prepare an osmnx graph: cut to `bbox`, project, keep the largest strongly
     connected component, attach usable widths, and build the arrays."""
@@ -434,7 +434,7 @@ def default_cache_dir() -> Path:
 
 def _cached(
     source: StreetSource,
-    bbox: Bbox | None,
+    bbox: BboxConfig | None,
     build: Any,
     *,
     cache_dir: str | os.PathLike[str] | None,
@@ -685,7 +685,7 @@ class _walk_tags:
         ox.settings.useful_tags_way = self._saved
 
 
-def _truncate(graph: nx.MultiDiGraph, bbox: Bbox, source: StreetSource) -> nx.MultiDiGraph:
+def _truncate(graph: nx.MultiDiGraph, bbox: BboxConfig, source: StreetSource) -> nx.MultiDiGraph:
     crs = str(graph.graph.get("crs", "epsg:4326")).lower()
     if crs not in ("epsg:4326", "wgs84"):
         graph = ox.project_graph(graph, to_latlong=True)

@@ -228,9 +228,9 @@ def test_good_cell_file_with_lonlat(tmp_path: Path) -> None:
 
 def test_race_burst_follows_the_timetable() -> None:
     from sim.network.simulate import race_burst
-    from sim.scenario import Event
+    from sim.scenario import EventConfig
 
-    event = Event.model_validate({
+    event = EventConfig.model_validate({
         "name": "e", "date": "2019-07-07", "start": "11:00", "end": "18:00",
         "race": {"caravan": "13:00", "first_start": "14:30", "teams": 22, "interval_min": 5,
                  "ride_min": 29},
@@ -249,9 +249,9 @@ def test_network_stage_writes_operator_outputs(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
     from sim.network.simulate import build_network, write_network_outputs
-    from sim.scenario import Event, NetworkConfig
+    from sim.scenario import EventConfig, NetworkConfig
 
-    event = Event(name="e", date="2019-07-07", start="12:00", end="12:30")
+    event = EventConfig(name="e", date="2019-07-07", start="12:00", end="12:30")
     rng = np.random.default_rng(5)
     n = 3000
     spectator = rng.random(n) < 0.5

@@ -148,7 +148,7 @@ def test_cache_is_keyed_by_content_and_survives_damage(tmp_path: Path) -> None:
     cut = streets_from_file(
         source,
         cache_dir=tmp_path / "cache",
-        bbox=streets_mod.Bbox(south=50.840, west=4.345, north=50.850, east=4.360),
+        bbox=streets_mod.BboxConfig(south=50.840, west=4.345, north=50.850, east=4.360),
     )
     assert cut.n_nodes < first.n_nodes and not cut.source.cached
 

@@ -23,7 +23,7 @@ from scipy.spatial import cKDTree
 from sim.course import Course
 from sim.crowd.walkgraph import WalkGraph
 from sim.errors import ScenarioError
-from sim.scenario import Event, People, Spectators
+from sim.scenario import EventConfig, PeopleConfig, SpectatorsConfig
 from sim.streets import to_metres
 
 __all__ = [
@@ -78,7 +78,7 @@ class ViewingStretches:
 
 
 def build_stretches(
-    graph: WalkGraph, course: Course, people: People, *, source: str = "<scenario>"
+    graph: WalkGraph, course: Course, people: PeopleConfig, *, source: str = "<scenario>"
 ) -> ViewingStretches:
     """Cut the course sidewalks into stretches and rate each one; add the fan areas.
 
@@ -140,7 +140,7 @@ def build_stretches(
 
 
 def _fan_area_nodes(
-    graph: WalkGraph, course: Course, people: People, source: str
+    graph: WalkGraph, course: Course, people: PeopleConfig, source: str
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Walk-graph nodes of each fan area and the course position nearest to it."""
     areas = people.spectators.fan_areas
@@ -195,7 +195,7 @@ def choice_log_weight(
 
 
 def last_team_passes_s(
-    event: Event, course_m: np.ndarray, length_m: float, *, course: Course | None = None
+    event: EventConfig, course_m: np.ndarray, length_m: float, *, course: Course | None = None
 ) -> np.ndarray:
     """Seconds after the simulation start when the last team passes each course position.
 
@@ -238,8 +238,8 @@ class SpectatorPlan:
 
 
 def plan_spectators(
-    spec: Spectators,
-    event: Event,
+    spec: SpectatorsConfig,
+    event: EventConfig,
     *,
     rng: np.random.Generator,
     windows: np.ndarray | None = None,
@@ -303,7 +303,7 @@ def plan_spectators(
 
 
 def _plan_pieces(
-    spec: Spectators,
+    spec: SpectatorsConfig,
     sizes: np.ndarray,
     origin: np.ndarray,
     windows: np.ndarray,

@@ -23,7 +23,7 @@ from sim.network.devices import Devices, assign_devices
 from sim.network.plan import NetworkPlan, add_event_cells, generate_cells, read_cells_csv
 from sim.network.radio import RadioEnvironment, build_radio
 from sim.network.signalling import Signalling, SignallingConfig
-from sim.scenario import Event, NetworkConfig
+from sim.scenario import EventConfig, NetworkConfig
 from sim.streets import to_metres
 
 __all__ = ["NetworkRun", "Snapshot", "build_network", "race_burst"]
@@ -82,7 +82,7 @@ class NetworkRun:
         }
 
 
-def race_burst(event: Event, *, ramp_min: float = 30.0) -> Callable[[float], float]:
+def race_burst(event: EventConfig, *, ramp_min: float = 30.0) -> Callable[[float], float]:
     """Weight in [0, 1] of the spectators' burst of phone use, by seconds since start.
 
     1 from the caravan (or the first start) until the last team finishes, with linear
@@ -107,7 +107,7 @@ def build_network(
     config: NetworkConfig,
     extent: tuple[float, float, float, float],
     *,
-    event: Event,
+    event: EventConfig,
     n_people: int,
     spectator: np.ndarray,
     rng: np.random.Generator,
