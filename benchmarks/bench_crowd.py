@@ -27,7 +27,7 @@ import numpy as np
 
 from sim.course import build_course
 from sim.crowd import CrowdModel
-from sim.crowd.movement import FundamentalDiagram, admit, refill, weidmann_speed
+from sim.crowd.movement import Credit, FundamentalDiagram, admit, refill, weidmann_speed
 from sim.crowd.walkgraph import WalkGraph
 from sim.scenario import load_scenario, parse_scenario
 from sim.streets import load_streets, to_lonlat
@@ -207,11 +207,10 @@ def vectorised_walkers(
             if lost.any():  # no route from here: a new destination (as Walker does)
                 dest[w[lost]] = rng.integers(0, next_edge.shape[0], int(lost.sum()))
                 w, nxt = w[~lost], nxt[~lost]
-            go = admit(edge[w], since[w], np.floor(send))  # demand
+            go = admit(edge[w], since[w], Credit(send))  # demand
             w, nxt = w[go], nxt[go]
             want = edge_seg[nxt]
-            room = np.minimum(np.floor(recv).astype(np.int64), cap - occ)
-            go = admit(want, since[w], room)  # supply
+            go = admit(want, since[w], Credit(recv, cap, occ))  # supply
             w, nxt, want = w[go], nxt[go], want[go]
             np.subtract.at(send, edge[w], 1.0)
             np.subtract.at(recv, want, 1.0)

@@ -188,3 +188,20 @@ def test_report_without_estimates_draws_the_truth_and_says_what_is_missing(
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "not drawn: the run has no data for it" in page
     assert "No metrics: the validation stage did not score this run." in page
+
+
+def test_worst_bin_is_the_worst_level_even_at_lower_flow() -> None:
+    """A standing jam (level F from its density) outranks a busier free-flowing bin (A)."""
+    t = pd.date_range("2019-07-07 14:00", periods=2, freq="min", tz="Europe/Brussels")
+    edges = pd.DataFrame(
+        {
+            "time": [t[0], t[1]],
+            "edge": [3, 3],
+            "persons": [10.0, 50.0],
+            "density": [0.3, 5.4],
+            "flow_pmm": [20.0, 2.0],
+            "los": pd.Categorical(["A", "F"], categories=list("ABCDEF")),
+        }
+    )
+    worst = worst_per_edge(edges).set_index("edge")
+    assert worst.loc[3, "los"] == "F" and worst.loc[3, "time"] == t[1]

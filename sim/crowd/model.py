@@ -56,7 +56,7 @@ from sim.crowd.agents import BackgroundPopulation, SpectatorGroup
 from sim.crowd.calendar import DepartureCalendar
 from sim.crowd.closures import open_edges
 from sim.crowd.demand import choice_log_weight, plan_spectators
-from sim.crowd.movement import FundamentalDiagram, admit, refill, swaps, weidmann_speed
+from sim.crowd.movement import Credit, FundamentalDiagram, admit, swaps, weidmann_speed
 from sim.crowd.people import (
     BACKGROUND,
     GONE,
@@ -327,6 +327,8 @@ class CrowdModel(mesa.Model):
         # capacity per tick: sending across an edge's head, receiving below rho_c
         self._recv_cap = self.fd.q_max * width * self.dt
         self._send_cap = self._recv_cap[self._edge_seg]
+        self._recv_top, self._send_top = self._recv_cap + 1.0, self._send_cap + 1.0
+        self._dense_occ = self.fd.rho_c * self.seg_area  # above: supply below capacity
 
     def _step_off_closed(self) -> None:
         """People on an edge that just closed step off to its nearer end."""
@@ -547,7 +549,7 @@ class CrowdModel(mesa.Model):
         # demand: the first walkers of each edge's queue, as many as it may still send
         sent = np.ones(len(queue), dtype=bool)  # walkers at a node (not on an edge) may go
         if on.any():
-            sent[on] = admit(own_edge[on], since[on], np.floor(self._send))
+            sent[on] = admit(own_edge[on], since[on], Credit(self._send))
         cand = np.flatnonzero(sent)
         own = np.where(on, self._edge_seg[np.maximum(own_edge, 0)], -1)
         # counterflow: opposite queues within demand trade places (no room needed)
@@ -572,11 +574,10 @@ class CrowdModel(mesa.Model):
                 moved = np.concatenate([moved, self._enter(rows[ok], nxt[ok], want[ok])])
         return moved
 
-    def _room(self) -> np.ndarray:
-        """Walkers each segment may receive now: its supply left, within its room."""
-        room = np.floor(self._recv).astype(np.int64)
-        np.minimum(room, self.seg_cap - self.occ, out=room)
-        return room
+    def _room(self) -> Credit:
+        """Walkers each segment may receive now: its supply left, within its room (read
+        only at the segments asked for)."""
+        return Credit(self._recv, self.seg_cap, self.occ)
 
     def _spend(self, credit: np.ndarray, index: np.ndarray) -> None:
         """One walker's worth of capacity less in ``credit[index]`` for every entry."""
@@ -594,13 +595,17 @@ class CrowdModel(mesa.Model):
         own density by walking. A segment receives ``q(max(rho, rho_c)) w dt``: capacity
         below the critical density, less and less towards jam density.
         """
-        refill(self._send, self._send_cap)
-        supply = self._recv_cap.copy()
-        rho = self.occ / self.seg_area
-        dense = np.flatnonzero(rho > self.fd.rho_c)
+        # in place over the full arrays (refill's rule), then the few dense segments again
+        self._send += self._send_cap
+        np.minimum(self._send, self._send_top, out=self._send)
+        dense = np.flatnonzero(self.occ > self._dense_occ)
+        before = self._recv[dense]
+        self._recv += self._recv_cap
+        np.minimum(self._recv, self._recv_top, out=self._recv)
         if len(dense):
-            supply[dense] = self.fd.supply(rho[dense]) * self.seg_width[dense] * self.dt
-        refill(self._recv, supply)
+            rho = self.occ[dense] / self.seg_area[dense]
+            supply = self.fd.supply(rho) * self.seg_width[dense] * self.dt
+            self._recv[dense] = np.minimum(before + supply, supply + 1.0)
 
     def _enter(self, rows: np.ndarray, nxt: np.ndarray, seg: np.ndarray) -> np.ndarray:
         """Walkers `rows` leave their edge (if on one) and enter edges `nxt` (segments

@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "FRUIN_AREA_LIMITS",
     "FRUIN_LIMITS",
+    "Credit",
     "FundamentalDiagram",
     "admit",
     "fruin_los",
@@ -154,7 +155,27 @@ def refill(credit: np.ndarray, per_tick: np.ndarray) -> None:
     np.minimum(credit, per_tick + 1.0, out=credit)
 
 
-def admit(wanted_seg: np.ndarray, priority: np.ndarray, room: np.ndarray) -> np.ndarray:
+class Credit:
+    """Whole walkers of capacity left, ``floor(credit)`` (within ``cap - occ`` if given),
+    computed only at the indices asked for: pass it as :func:`admit`'s `room`, which
+    reads a few entries; a full-array pass per call cost more than the queue itself."""
+
+    def __init__(
+        self, credit: np.ndarray, cap: np.ndarray | None = None, occ: np.ndarray | None = None
+    ) -> None:
+        self.credit, self.cap, self.occ = credit, cap, occ
+
+    def __len__(self) -> int:
+        return len(self.credit)
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        out = np.floor(self.credit[index]).astype(np.int64)
+        if self.cap is not None and self.occ is not None:
+            np.minimum(out, self.cap[index] - self.occ[index], out=out)
+        return out
+
+
+def admit(wanted_seg: np.ndarray, priority: np.ndarray, room: np.ndarray | Credit) -> np.ndarray:
     """Which walkers may enter the segment they want, first come first served.
 
     Parameters
@@ -164,7 +185,8 @@ def admit(wanted_seg: np.ndarray, priority: np.ndarray, room: np.ndarray) -> np.
     priority
         Lower goes first (e.g. the time a walker started waiting).
     room
-        Free places per segment (persons).
+        Free places per segment (persons): an array, or a :class:`Credit` that is read
+        only at the segments asked for.
 
     Returns
     -------
