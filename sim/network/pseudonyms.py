@@ -90,7 +90,26 @@ def pseudonymise(
         raise ValueError("pseudonymise: device indices must be >= 0")
     local = times.tz_convert(timezone).tz_localize(None).to_numpy()
     local_day = local.astype("datetime64[D]").astype(np.int64)
-    pairs, inverse = np.unique(np.column_stack([local_day, device]), axis=0, return_inverse=True)
+    if (device >= 1 << 40).any():
+        raise ValueError("pseudonymise: device indices must be < 2**40")
+    # one int64 key per (day, device); device indices are dense, so a table indexed by
+    # key finds the distinct pairs without sorting the records (millions in a full run)
+    day0 = int(local_day.min())
+    span = (int(local_day.max()) - day0 + 1) * (int(device.max()) + 1)
+    if span <= 4 * len(device) + (1 << 20):
+        key = (local_day - day0) * (int(device.max()) + 1) + device
+        seen = np.zeros(span, dtype=bool)
+        seen[key] = True
+        keyed = np.flatnonzero(seen)
+        slot = np.zeros(span, dtype=np.int64)
+        slot[keyed] = np.arange(len(keyed))
+        inverse = slot[key]
+        pairs = np.column_stack(
+            [day0 + keyed // (int(device.max()) + 1), keyed % (int(device.max()) + 1)]
+        )
+    else:
+        keyed, inverse = np.unique((local_day << 40) | device, return_inverse=True)
+        pairs = np.column_stack([keyed >> 40, keyed & ((1 << 40) - 1)])
     ids = np.empty(len(pairs), dtype=np.uint64)
     keys: dict[int, bytes] = {}
     for k, (day, dev) in enumerate(pairs.tolist()):
@@ -101,9 +120,10 @@ def pseudonymise(
         digest = hashlib.blake2b(int(dev).to_bytes(8, "little"), key=key, digest_size=8).digest()
         ids[k] = int.from_bytes(digest, "little")
     # distinct devices of one day must keep distinct ids
-    per_day = np.unique(np.column_stack([pairs[:, 0], ids.view(np.int64)]), axis=0)
-    if len(per_day) != len(pairs):
-        raise ValueError(
-            "pseudonymise: two devices of one day got the same id; draw another secret"
-        )
+    for day in np.unique(pairs[:, 0]):
+        of_day = ids[pairs[:, 0] == day]
+        if len(np.unique(of_day)) != len(of_day):
+            raise ValueError(
+                "pseudonymise: two devices of one day got the same id; draw another secret"
+            )
     return ids[np.asarray(inverse).ravel()]

@@ -34,8 +34,8 @@ import pandas as pd
 import simpy
 
 from sim.network.plan import NetworkPlan
-from sim.network.radio import RadioEnvironment
 from sim.network.pseudonyms import draw_secret, pseudonymise
+from sim.network.radio import RadioEnvironment
 from sim.network.records import OUTCOMES, PROCEDURES, RECORD_COLUMNS
 
 __all__ = ["ControlPlane", "Signalling", "SignallingConfig"]
