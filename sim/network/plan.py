@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pyproj import Transformer
 
 from sim.errors import CrowdsimError
 from sim.io import write_json
-from sim.streets import to_metres
 
 __all__ = [
     "CELL_COLUMNS",
@@ -44,6 +44,12 @@ CELL_COLUMNS: dict[str, str] = {
     "tracking_area": "int64",
     "temporary": "bool",
 }
+
+
+#: WGS84 -> Belgian Lambert 72 (the project's metric CRS), for site files in lon/lat. The
+#: plan is operator-side (DESIGN §1): it projects with pyproj itself rather than import
+#: the street module of the simulated world.
+_TO_METRES = Transformer.from_crs("EPSG:4326", "EPSG:31370", always_xy=True)
 
 
 class SiteDataError(CrowdsimError, ValueError):
@@ -171,7 +177,7 @@ def read_cells_csv(
     if has_xy:
         x, y = number("x"), number("y")
     else:
-        x, y = to_metres(number("lon"), number("lat"))
+        x, y = (np.asarray(v) for v in _TO_METRES.transform(number("lon"), number("lat")))
     cells = pd.DataFrame(
         {
             "cell_id": cell_id.astype(np.int64),
