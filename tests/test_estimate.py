@@ -23,7 +23,6 @@ from sim.estimate import (
     run_estimators,
 )
 from sim.estimate.em import em_deconvolve, poisson_loglik
-from sim.estimate.privacy import protect
 from sim.estimate.scaling import people_per_device, poisson_interval
 from sim.estimate.tiles import raster_for_plan
 from sim.network.plan import CELL_COLUMNS, NetworkPlan
@@ -299,21 +298,6 @@ def test_poisson_interval_is_garwood_and_honest_at_zero() -> None:
 
 
 # -- privacy ------------------------------------------------------------------------------
-@settings(max_examples=50, deadline=None)
-@given(
-    values=st.lists(st.floats(0, 200, allow_nan=False), min_size=1, max_size=40),
-    threshold=st.floats(0, 100, allow_nan=False),
-)
-def test_suppression_marks_exactly_the_zone_bins_below_the_threshold(values, threshold) -> None:
-    est = np.asarray(values)
-    out, _lo, _hi, suppressed = protect(
-        est, est * 0.9, est * 1.1, threshold=threshold, epsilon=None, sensitivity=1.0,
-        confidence=0.95, rng=np.random.default_rng(0),
-    )  # fmt: skip
-    np.testing.assert_array_equal(suppressed, est < threshold)
-    np.testing.assert_array_equal(out, est)  # marked, not changed or dropped
-
-
 def test_suppressed_rows_are_kept_in_the_table(world) -> None:
     plan, recs, *_ = world
     zones = square_zones(raster_for_plan(plan, tile_m=100, margin_m=1000).bounds, 200.0)

@@ -42,7 +42,7 @@ from sim.estimate.presence import (
     presence_counts,
     reference_instants,
 )
-from sim.estimate.privacy import protect
+from sim.estimate.privacy import laplace_counts
 from sim.estimate.scaling import people_per_device, poisson_interval
 from sim.estimate.tiles import ZoneSet, zone_sets
 from sim.network.plan import NetworkPlan
@@ -106,8 +106,11 @@ class Estimator:
     privacy_threshold
         Zone-bins with fewer people than this are marked suppressed (Proximus: 30).
     laplace_epsilon
-        If given, Laplace noise of scale (people per device) / epsilon is added to each
-        published zone-bin before suppression is decided.
+        If given, Laplace noise of scale 1 / epsilon is added to every cell's device count
+        in every bin before anything is estimated (sensitivity 1: a device counts in one
+        cell per bin), so the whole table is epsilon-DP per bin by post-processing
+        (:mod:`sim.estimate.privacy`). The run's release draws this noise once for all
+        methods instead (:func:`sim.estimate.release_estimates`).
     confidence
         Level of the [lower, upper] intervals.
     random_state
@@ -261,8 +264,37 @@ class Estimator:
         if not hasattr(self, "records_"):
             raise NotFittedError(f"{type(self).__name__}: call fit(records, plan) first")
         bins, width = check_bins(bins, self.plan_, error=EstimateInputError)
-        counts = self.cell_counts(bins, width=width)
+        return self.estimate_from_counts(self.cell_counts(bins, width=width), zones, bins)
+
+    def estimate_from_counts(
+        self, counts: np.ndarray, zones: Any, bins: pd.DatetimeIndex
+    ) -> pd.DataFrame:
+        """People per zone and bin from devices per cell (rows, plan order) and bin.
+
+        The step after :meth:`cell_counts`: lets several methods share one set of
+        counts (e.g. one draw of privacy noise) and takes counts from outside.
+
+        Parameters
+        ----------
+        counts
+            Devices per cell and bin, shape (cells, bins), finite and >= 0.
+        zones, bins
+            As in :meth:`estimate`.
+        """
+        if not hasattr(self, "plan_"):
+            raise NotFittedError(f"{type(self).__name__}: call fit first")
+        bins, _ = check_bins(bins, self.plan_, error=EstimateInputError)
+        counts = np.asarray(counts, dtype=np.float64)
+        if counts.shape != (self.plan_.n_cells, len(bins)):
+            raise EstimateInputError(
+                f"counts have shape {counts.shape}; need (cells = {self.plan_.n_cells}, "
+                f"bins = {len(bins)})"
+            )
+        if not np.isfinite(counts).all() or (counts < 0).any():
+            raise EstimateInputError("counts must be finite and >= 0")
         rng = np.random.default_rng(self.random_state)
+        if self.laplace_epsilon is not None:
+            counts = laplace_counts(counts, epsilon=self.laplace_epsilon, rng=rng)
         frames = []
         for zs in self._zone_sets(zones):
             devices = self._devices_per_zone(counts, zs)
@@ -293,6 +325,8 @@ class Estimator:
             self.records_, int(instant), window=pd.Timedelta(minutes=self.window_min)
         )[:, None]
         rng = np.random.default_rng(self.random_state)
+        if self.laplace_epsilon is not None:
+            counts = laplace_counts(counts, epsilon=self.laplace_epsilon, rng=rng)
         frames = [
             self._table(self._devices_per_zone(counts, zs), zs, bins, rng=rng)
             for zs in self._zone_sets(zones)
@@ -335,16 +369,8 @@ class Estimator:
         devices = np.maximum(devices, 0.0)
         lo, hi = poisson_interval(devices, confidence=self.confidence)
         f = self.people_per_device_
-        est, lower, upper, suppressed = protect(
-            devices * f,
-            lo * f,
-            hi * f,
-            threshold=self.privacy_threshold,
-            epsilon=self.laplace_epsilon,
-            sensitivity=f,
-            confidence=self.confidence,
-            rng=rng,
-        )
+        est, lower, upper = devices * f, lo * f, hi * f
+        suppressed = est < self.privacy_threshold
         n_zones, n_bins = devices.shape
         zone_codes = np.repeat(np.arange(n_zones, dtype=np.int32), n_bins)
         return pd.DataFrame(

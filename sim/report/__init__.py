@@ -334,6 +334,16 @@ def _course_table(ctx: RunContext) -> str:
     )
 
 
+def _view_caption(tables: RunTables) -> str:
+    """Says which table the grid maps and the animation draw."""
+    if tables.grid_view == "published":
+        return (
+            "The estimates are shown as published (estimates.parquet): a tile below the "
+            "privacy threshold is left blank, since the operator would publish nothing for it."
+        )
+    return "This run has one estimates table only: the maps show internal estimates."
+
+
 def _sections(
     ctx: RunContext,
     tables: RunTables,
@@ -385,7 +395,8 @@ def _sections(
                 (
                     paths["heatmaps_peak.png"],
                     f"Truth beside each method's estimate per grid tile at the peak (bin ending "
-                    f"{peak_text}, when most spectators line the course); one colour scale",
+                    f"{peak_text}, when most spectators line the course); one colour scale. "
+                    + _view_caption(tables),
                 )
             ],
         ),
@@ -396,7 +407,8 @@ def _sections(
                 (
                     paths["timeseries.png"],
                     "Named areas and course segments: truth and each method's estimate with "
-                    "its interval [lower, upper] (summed over the segments of a panel)",
+                    "its interval [lower, upper] (summed over the segments of a panel); the "
+                    "operator's internal estimates, which are not published",
                 )
             ],
         ),
@@ -472,7 +484,7 @@ def _sections(
                     paths["afternoon.gif"],
                     f"The afternoon, one frame every {GIF_FRAME_MIN:g} minutes (or fewer on "
                     f"long runs): truth (left) and the {method} estimate (right), the method "
-                    "with the lowest grid MAE",
+                    "with the lowest grid MAE. " + _view_caption(tables),
                 )
             ],
         ),
