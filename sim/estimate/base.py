@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from sim.errors import CrowdsimError
+from sim.estimate.outside import counts_matrix
 from sim.estimate.presence import (
     PreparedRecords,
     check_bins,
@@ -218,6 +219,8 @@ class Estimator:
         """
         self._check_params()
         self.plan_ = check_plan(plan, error=EstimateInputError)
+        self.cell_ids_ = plan.cells["cell_id"].astype(str).to_numpy(dtype=object)
+        self.counts_ = self.count_bins_ = None
         if isinstance(records, PreparedRecords):
             if records.plan is not plan:
                 raise EstimateInputError(
@@ -227,10 +230,60 @@ class Estimator:
         else:
             self.records_ = prepare_records(records, plan, error=EstimateInputError)
         self.counters_ = check_counters(counters, plan, error=EstimateInputError)
-        share = self.market_share if self.market_share is not None else plan.market_share
-        phones = (
-            self.phones_per_person if self.phones_per_person is not None else plan.phones_per_person
+        self._fit_scaling(plan)
+        self._fit_space(plan)
+        return self
+
+    def fit_counts(self, counts: pd.DataFrame, plan: NetworkPlan | None = None) -> Estimator:
+        """Fit on devices per cell and bin instead of records (outside data).
+
+        Parameters
+        ----------
+        counts
+            A table with columns ``cell_id``, ``bin`` (time-zone-aware bin start) and
+            ``devices`` (>= 0, may be fractional); a cell-bin absent from it counts 0.
+        plan
+            The operator's network plan, if there is one. Without it, the Bayes and EM
+            estimators need ``emission`` and ``tiles`` (their cells are the emission's
+            rows), and people are devices scaled by ``market_share`` and
+            ``phones_per_person`` (1 when not given: the output is then devices).
+
+        Returns
+        -------
+        Estimator
+            self, fitted; :meth:`estimate` then takes ``bins=None`` for every bin of the
+            counts. The real-time update (:meth:`estimate_minute`) needs records.
+
+        Raises
+        ------
+        EstimateInputError
+            Malformed counts (naming the row), a cell unknown to the plan or emission, or
+            missing spatial inputs.
+        """
+        self._check_params()
+        self.plan_ = None if plan is None else check_plan(plan, error=EstimateInputError)
+        known = (
+            plan.cells["cell_id"].astype(str).to_numpy(dtype=object)
+            if plan is not None
+            else self._outside_cells()
         )
+        matrix, cells, bins = counts_matrix(counts, cells=known, error=EstimateInputError)
+        self.cell_ids_, self.counts_, self.count_bins_ = cells, matrix, bins
+        self.records_ = None
+        self.counters_ = None
+        self._fit_scaling(plan)
+        self._fit_space(plan)
+        return self
+
+    def _outside_cells(self) -> np.ndarray | None:
+        """The cells a method knows without a plan (the emission's); None = the counts'."""
+        return None
+
+    def _fit_scaling(self, plan: NetworkPlan | None) -> None:
+        default_share = plan.market_share if plan is not None else 1.0
+        default_phones = plan.phones_per_person if plan is not None else 1.0
+        share = self.market_share if self.market_share is not None else default_share
+        phones = self.phones_per_person if self.phones_per_person is not None else default_phones
         share, phones = share * (1.0 + self.share_error), phones * (1.0 + self.phones_error)
         self.people_per_device_ = people_per_device(
             market_share=share,
@@ -239,10 +292,8 @@ class Estimator:
             roaming_market_share=self.roaming_market_share,
             error=EstimateInputError,
         )
-        self._fit_space(plan)
-        return self
 
-    def estimate(self, zones: Any, bins: pd.DatetimeIndex) -> pd.DataFrame:
+    def estimate(self, zones: Any, bins: pd.DatetimeIndex | None = None) -> pd.DataFrame:
         """People per zone and bin, with intervals and suppression marks.
 
         Parameters
@@ -255,14 +306,28 @@ class Estimator:
         bins
             Bin starts, time-zone-aware (converted to UTC), strictly increasing, inside the
             plan's period; the width is the smallest step (1 minute for a single bin).
+            After :meth:`fit_counts`: bins of the counts, None for all of them.
 
         Returns
         -------
         pandas.DataFrame
             Columns :data:`ESTIMATE_COLUMNS`, one row per zone and bin.
         """
+        if getattr(self, "counts_", None) is not None:
+            if bins is None:
+                return self.estimate_from_counts(self.counts_, zones, self.count_bins_)
+            bins = _aware_bins(bins)
+            where = self.count_bins_.get_indexer(bins)
+            if (where < 0).any():
+                raise EstimateInputError(
+                    f"bins: {bins[int(np.flatnonzero(where < 0)[0])].isoformat()} is not a bin "
+                    "of the counts"
+                )
+            return self.estimate_from_counts(self.counts_[:, where], zones, bins)
         if not hasattr(self, "records_"):
             raise NotFittedError(f"{type(self).__name__}: call fit(records, plan) first")
+        if bins is None:
+            raise EstimateInputError("bins: give the bin starts to estimate")
         bins, width = check_bins(bins, self.plan_, error=EstimateInputError)
         return self.estimate_from_counts(self.cell_counts(bins, width=width), zones, bins)
 
@@ -281,13 +346,16 @@ class Estimator:
         zones, bins
             As in :meth:`estimate`.
         """
-        if not hasattr(self, "plan_"):
+        if not hasattr(self, "cell_ids_"):
             raise NotFittedError(f"{type(self).__name__}: call fit first")
-        bins, _ = check_bins(bins, self.plan_, error=EstimateInputError)
+        if self.plan_ is not None:
+            bins, _ = check_bins(bins, self.plan_, error=EstimateInputError)
+        else:
+            bins = _aware_bins(bins)
         counts = np.asarray(counts, dtype=np.float64)
-        if counts.shape != (self.plan_.n_cells, len(bins)):
+        if counts.shape != (len(self.cell_ids_), len(bins)):
             raise EstimateInputError(
-                f"counts have shape {counts.shape}; need (cells = {self.plan_.n_cells}, "
+                f"counts have shape {counts.shape}; need (cells = {len(self.cell_ids_)}, "
                 f"bins = {len(bins)})"
             )
         if not np.isfinite(counts).all() or (counts < 0).any():
@@ -308,8 +376,11 @@ class Estimator:
         (:func:`~sim.estimate.presence.presence_at`), so it never touches a record later
         than the bin start plus the latency. Equal to the same bin of :meth:`estimate`.
         """
-        if not hasattr(self, "records_"):
-            raise NotFittedError(f"{type(self).__name__}: call fit(records, plan) first")
+        if getattr(self, "records_", None) is None:
+            raise NotFittedError(
+                f"{type(self).__name__}: the real-time update reads records; call "
+                "fit(records, plan) first"
+            )
         if self.mode != "realtime":
             raise EstimateInputError(
                 f"{type(self).__name__}: estimate_minute is the real-time update; mode is "
@@ -411,6 +482,16 @@ class Estimator:
             raise EstimateInputError(
                 f"{name}: laplace_epsilon = {self.laplace_epsilon}; must be > 0 or None"
             )
+
+
+def _aware_bins(bins: Any) -> pd.DatetimeIndex:
+    """Bin starts without a plan: aware, strictly increasing, in UTC."""
+    if not isinstance(bins, pd.DatetimeIndex) or bins.tz is None or len(bins) == 0:
+        raise EstimateInputError("bins: give a non-empty, time-zone-aware DatetimeIndex")
+    bins = bins.tz_convert("UTC").as_unit("ns")
+    if (np.diff(bins.asi8) <= 0).any():
+        raise EstimateInputError("bins: bin starts must be strictly increasing")
+    return bins
 
 
 def concat_estimates(frames: list[pd.DataFrame], *, consume: bool = False) -> pd.DataFrame:

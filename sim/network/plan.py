@@ -28,6 +28,7 @@ __all__ = [
     "SiteDataError",
     "add_event_cells",
     "generate_cells",
+    "generate_two_layer_cells",
     "read_cells_csv",
 ]
 
@@ -297,6 +298,65 @@ def generate_cells(
         }
     )
     return cells.astype(CELL_COLUMNS)
+
+
+def generate_two_layer_cells(
+    extent: tuple[float, float, float, float],
+    *,
+    rng: np.random.Generator,
+    macro_isd_m: float = 1000.0,
+    n_small: int = 20,
+    macro_power_dbm: float = 43.0,
+    macro_height_m: float = 30.0,
+    small_power_dbm: float = 30.0,
+    small_height_m: float = 6.0,
+    band_mhz: float = 1800.0,
+    tracking_area_m: float = 3000.0,
+) -> pd.DataFrame:
+    """A two-layer network: three-sector macro sites plus omni small cells.
+
+    The layout of the synthetic comparison in Ricciato & Coluccia (2020): a macro layer
+    on a jittered lattice of inter-site distance `macro_isd_m` (the same everywhere),
+    overlaid by `n_small` low-power, low omni small cells placed uniformly at random,
+    whose small footprints sit inside the macro cells'. Small cells get cell ids from
+    ``100_000``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Cells with the columns of :data:`CELL_COLUMNS`.
+    """
+    if n_small < 0:
+        raise ValueError(f"n_small = {n_small}; must be >= 0")
+    macro = generate_cells(
+        extent,
+        rng=rng,
+        isd_centre_m=macro_isd_m,
+        isd_growth_per_km=0.0,
+        isd_max_m=macro_isd_m,
+        power_dbm=macro_power_dbm,
+        height_m=macro_height_m,
+        band_mhz=band_mhz,
+        tracking_area_m=tracking_area_m,
+    )
+    xmin, ymin, xmax, ymax = extent
+    sx, sy = rng.uniform(xmin, xmax, n_small), rng.uniform(ymin, ymax, n_small)
+    first_site = int(macro["site_id"].max()) + 1 if len(macro) else 0
+    small = pd.DataFrame(
+        {
+            "cell_id": 100_000 + np.arange(n_small, dtype=np.int64),
+            "site_id": first_site + np.arange(n_small, dtype=np.int64),
+            "x": sx,
+            "y": sy,
+            "height_m": small_height_m,
+            "azimuth_deg": np.nan,
+            "power_dbm": small_power_dbm,
+            "band_mhz": band_mhz,
+            "tracking_area": _tracking_areas(sx, sy, tracking_area_m),
+            "temporary": False,
+        }
+    ).astype(CELL_COLUMNS)
+    return pd.concat([macro, small], ignore_index=True).astype(CELL_COLUMNS)
 
 
 def _tracking_areas(x: Any, y: Any, size_m: float) -> np.ndarray:
