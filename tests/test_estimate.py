@@ -77,9 +77,12 @@ def square_zones(bounds, side: float, system: str = "squares") -> gpd.GeoDataFra
     xmin, ymin, xmax, ymax = bounds
     gx, gy = np.meshgrid(np.arange(xmin, xmax, side), np.arange(ymin, ymax, side))
     gx, gy = gx.ravel(), gy.ravel()
+    # clipped to the bounds: a zone reaching beyond the estimators' tiles is an error
     frame = gpd.GeoDataFrame(
         {"zone": [f"z{i}" for i in range(gx.size)]},
-        geometry=shapely.box(gx, gy, gx + side, gy + side),
+        geometry=shapely.intersection(
+            shapely.box(gx, gy, gx + side, gy + side), shapely.box(xmin, ymin, xmax, ymax)
+        ),
         crs="EPSG:31370",
     )
     frame.attrs["system"] = system
