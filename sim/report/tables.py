@@ -291,7 +291,9 @@ class RunTables:
         small_path = internal if internal.is_file() else published
         if not small_path.is_file():
             return
-        self.grid_view = "published" if internal.is_file() else "internal"
+        split = internal.is_file() and published.is_file()
+        grid_path = published if split else small_path
+        self.grid_view = "published" if split else "internal"
         width = pd.Timedelta(seconds=self.bin_s)
         starts = [pd.Timestamp(t).tz_convert("UTC") - width for t in grid_times]
         columns = ["method", "zone_system", "zone", "bin", "estimate", "lower", "upper",
@@ -304,7 +306,7 @@ class RunTables:
         if starts:
             frames.append(
                 pd.read_parquet(
-                    published if internal.is_file() else small_path,
+                    grid_path,
                     columns=columns,
                     filters=[("zone_system", "==", "grid"), ("bin", "in", _as_arrow_times(starts))],
                 )
