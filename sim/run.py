@@ -200,7 +200,7 @@ def _estimators_stage(ctx: RunContext) -> str:
     """
     import pandas as pd
 
-    from sim.estimate import period_bins, run_estimators, write_estimates
+    from sim.estimate import period_bins, release_estimates, write_release
     from sim.network.plan import NetworkPlan
 
     assert ctx.crowd is not None, "the crowd stage gives the zone systems"
@@ -211,7 +211,7 @@ def _estimators_stage(ctx: RunContext) -> str:
     if records.empty:  # nobody with a phone of this operator: nothing to estimate from
         ctx.facts["estimators"] = {"methods": [], "rows": 0, "note": "no operator records"}
         return "no operator records (nobody carried a phone of this operator): no estimates"
-    table = run_estimators(
+    release = release_estimates(
         records,
         plan,
         ctx.crowd.zones,
@@ -220,15 +220,19 @@ def _estimators_stage(ctx: RunContext) -> str:
         counters=counters,
         random_state=np.random.default_rng(ctx.seeds["estimators"]),
         mode=cfg.mode,
+        timezone=ctx.scenario.event.timezone,
         share_error=cfg.share_error,
         phones_error=cfg.phones_error,
     )
-    ctx.outputs.append(write_estimates(table, ctx.out_dir / "estimates.parquet").name)
+    table = release.internal
+    ctx.outputs.extend(p.name for p in write_release(table, release.published, ctx.out_dir))
     ctx.facts["estimators"] = {
         "methods": list(dict.fromkeys(cfg.methods)),
         "mode": cfg.mode,
         "rows": len(table),
+        "published_rows": len(release.published),
         "suppressed_share": round(float(table["suppressed"].mean()), 4) if len(table) else 0.0,
+        "privacy": release.privacy,
     }
     return f"{len(table)} estimates ({', '.join(ctx.facts['estimators']['methods'])}, {cfg.mode})"
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sim.errors import RunFolderError
+from sim.estimate.output import INTERNAL_ESTIMATES_FILE, PUBLISHED_ESTIMATES_FILE
 from sim.io import write_json
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ __all__ = [
     "CELL_LOAD",
     "COURSE",
     "ESTIMATES",
+    "ESTIMATES_INTERNAL",
     "LOCK",
     "MANIFEST",
     "METRICS",
@@ -106,8 +108,10 @@ RECORDS = "records.parquet"
 CELL_LOAD = "cell_load.parquet"
 NETWORK_PLAN = "network_plan.json"
 CELLS = "cells.gpkg"
-#: Estimators stage.
-ESTIMATES = "estimates.parquet"
+#: Estimators stage: the published table and the operator's internal one (named where the
+#: estimators write them).
+ESTIMATES = PUBLISHED_ESTIMATES_FILE
+ESTIMATES_INTERNAL = INTERNAL_ESTIMATES_FILE
 #: Validation stage.
 METRICS = "metrics.parquet"
 METRICS_ZONES = "metrics_zones.parquet"

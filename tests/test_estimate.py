@@ -23,7 +23,6 @@ from sim.estimate import (
     run_estimators,
 )
 from sim.estimate.em import em_deconvolve, poisson_loglik
-from sim.estimate.privacy import protect
 from sim.estimate.scaling import people_per_device, poisson_interval
 from sim.estimate.tiles import raster_for_plan
 from sim.network.plan import CELL_COLUMNS, NetworkPlan
@@ -78,9 +77,12 @@ def square_zones(bounds, side: float, system: str = "squares") -> gpd.GeoDataFra
     xmin, ymin, xmax, ymax = bounds
     gx, gy = np.meshgrid(np.arange(xmin, xmax, side), np.arange(ymin, ymax, side))
     gx, gy = gx.ravel(), gy.ravel()
+    # clipped to the bounds: a zone reaching beyond the estimators' tiles is an error
     frame = gpd.GeoDataFrame(
         {"zone": [f"z{i}" for i in range(gx.size)]},
-        geometry=shapely.box(gx, gy, gx + side, gy + side),
+        geometry=shapely.intersection(
+            shapely.box(gx, gy, gx + side, gy + side), shapely.box(xmin, ymin, xmax, ymax)
+        ),
         crs="EPSG:31370",
     )
     frame.attrs["system"] = system
@@ -208,7 +210,7 @@ def textbook_em(
             lam = a @ x
             ratio = np.divide(counts[:, b], lam, out=np.zeros_like(lam), where=lam > 0)
             new = x * np.divide(a.T @ ratio, sens, out=np.zeros_like(x), where=sens > 0)
-            change = np.abs(new - x).sum() / x.sum()
+            change = np.abs(new - x).max()  # devices
             x = new
             n_iter[b] += 1
             if change < tol:
@@ -232,7 +234,7 @@ def test_em_gives_the_textbook_iteration_on_the_reduced_problem(
     counts = rng.poisson(rng.uniform(0.5, 30.0), (n_cells, n_bins)).astype(float)
     counts[rng.random(n_cells) < 0.4] = 0.0  # cells that count nobody
     counts[:, rng.random(n_bins) < 0.2] = 0.0  # empty bins
-    tol, max_iter = 10 ** rng.uniform(-7, -2), int(rng.integers(1, 400))
+    tol, max_iter = 10 ** rng.uniform(-6, -1), int(rng.integers(1, 400))
     want, want_iter = textbook_em(counts, a, tol, max_iter)
     monkeypatch.setattr(em, "BLOCK_BYTES", int(rng.integers(8, 400)))  # several tile blocks
     got = em_deconvolve(counts, csr_matrix(a), tol=tol, max_iter=max_iter)
@@ -299,21 +301,6 @@ def test_poisson_interval_is_garwood_and_honest_at_zero() -> None:
 
 
 # -- privacy ------------------------------------------------------------------------------
-@settings(max_examples=50, deadline=None)
-@given(
-    values=st.lists(st.floats(0, 200, allow_nan=False), min_size=1, max_size=40),
-    threshold=st.floats(0, 100, allow_nan=False),
-)
-def test_suppression_marks_exactly_the_zone_bins_below_the_threshold(values, threshold) -> None:
-    est = np.asarray(values)
-    out, _lo, _hi, suppressed = protect(
-        est, est * 0.9, est * 1.1, threshold=threshold, epsilon=None, sensitivity=1.0,
-        confidence=0.95, rng=np.random.default_rng(0),
-    )  # fmt: skip
-    np.testing.assert_array_equal(suppressed, est < threshold)
-    np.testing.assert_array_equal(out, est)  # marked, not changed or dropped
-
-
 def test_suppressed_rows_are_kept_in_the_table(world) -> None:
     plan, recs, *_ = world
     zones = square_zones(raster_for_plan(plan, tile_m=100, margin_m=1000).bounds, 200.0)

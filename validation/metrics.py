@@ -1,8 +1,10 @@
 """Scoring a run: join the truth and the estimates, and measure how far apart they are.
 
 The join (per zone system: grid, segment, area). ``truth_zones.parquet`` stamps a count
-with the END of its bin in local time; ``estimates.parquet`` with the START of its bin in
-UTC. A truth row is moved to its bin start (``time - bin width``, in UTC) and the two are
+with the END of its bin in local time; the estimates with the START of its bin in UTC.
+The estimates scored are the operator's internal table (``estimates_internal.parquet``;
+a run folder from before the release split has only ``estimates.parquet``, read instead).
+A truth row is moved to its bin start (``time - bin width``, in UTC) and the two are
 matched on (zone, bin start). The zone list is every zone of ``zones.gpkg`` plus any zone
 the estimates name; the bins are the bins the method estimated. Each method is scored on
 the full product zones x bins: a zone-bin absent from the truth had nobody in it (the
@@ -11,7 +13,9 @@ estimate of 0 with interval [0, 0] (the estimators write every zone-bin, so this
 happen in a normal run; ``filled_estimates`` counts it). The presence method's ``cell``
 system has no truth counterpart and is not scored. Estimates are scored as estimated,
 suppressed or not; what suppression costs is measured separately (``published`` metrics
-put 0 in every suppressed zone-bin, as a publisher showing nothing would).
+put 0 in every suppressed zone-bin, as a publisher showing nothing would), and so is
+what the whole release costs: the published table (``estimates.parquet``: one zone
+system, suppressed zone-bins empty, Laplace noise on the counts if on) is scored too.
 
 Metrics per method and zone system (``value``; ``n`` = how many items it is over), with
 T = truth and E = estimate of a zone-bin:
@@ -33,6 +37,11 @@ T = truth and E = estimate of a zone-bin:
 - ``suppressed_share``: share of zone-bins marked suppressed;
 - ``mae_published``, ``mape_published``: mae and mape with suppressed zone-bins as 0;
 - ``suppression_cost_mae``: ``mae_published - mae`` (people per zone-bin);
+- ``mae_released``, ``mape_released`` (the published system only): mae and mape of the
+  published table, a withheld zone-bin counted as 0; ``release_cost_mae`` =
+  ``mae_released - mae`` (everything the release costs) and ``noise_cost_mae`` =
+  ``mae_released - mae_published`` (what the noise adds to suppression), so error can
+  be plotted against the threshold k and epsilon;
 - ``kwd_mean_m``, ``kwd_median_m`` (grid only): the Kantorovich-Wasserstein distance
   between the estimated and the true distribution of people over the tiles, in metres
   (the mean distance a person of the estimate must be moved to match the truth), per bin
@@ -62,7 +71,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +79,7 @@ import numpy as np
 import pandas as pd
 
 from sim.errors import RunFolderError
+from sim.estimate.output import INTERNAL_ESTIMATES_FILE, PUBLISHED_ESTIMATES_FILE
 from sim.io import atomic_path, read_table, write_json
 from sim.runfolder import read_manifest
 
@@ -119,6 +129,10 @@ METRICS: dict[str, str] = {
     "mae_published": "low",
     "mape_published": "low",
     "suppression_cost_mae": "low",
+    "mae_released": "low",
+    "mape_released": "low",
+    "release_cost_mae": "low",
+    "noise_cost_mae": "low",
     "kwd_mean_m": "low",
     "kwd_median_m": "low",
     "kwd_pooled_share": "low",
@@ -147,6 +161,9 @@ class Joined:
         Suppression mark per bin and zone.
     filled_estimates
         Zone-bins the estimates did not name (scored as estimate 0).
+    released
+        The published estimate per bin and zone (0 where withheld), or None when the
+        system is not published or the run has no separate internal table.
     """
 
     method: str
@@ -160,6 +177,7 @@ class Joined:
     upper: np.ndarray
     suppressed: np.ndarray
     filled_estimates: int = 0
+    released: np.ndarray | None = None
 
     def select_bins(self, keep: np.ndarray) -> Joined:
         """The same join restricted to the bins where `keep` is true."""
@@ -175,19 +193,22 @@ class Joined:
             upper=self.upper[keep],
             suppressed=self.suppressed[keep],
             filled_estimates=self.filled_estimates,
+            released=None if self.released is None else self.released[keep],
         )
 
 
 # --------------------------------------------------------------------------- reading
 
 
+_ESTIMATE_COLUMNS = (
+    "method", "zone_system", "zone", "bin", "estimate", "lower", "upper", "suppressed",
+)  # fmt: skip
 #: Columns validation reads from each table of a run folder.
 _REQUIRED = {
     "truth_zones.parquet": ("time", "system", "zone", "people"),
-    "estimates.parquet": (
-        "method", "zone_system", "zone", "bin", "estimate", "lower", "upper", "suppressed",
-    ),
-}  # fmt: skip
+    PUBLISHED_ESTIMATES_FILE: _ESTIMATE_COLUMNS,
+    INTERNAL_ESTIMATES_FILE: _ESTIMATE_COLUMNS,
+}
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -274,7 +295,12 @@ def join_run(
     run = Path(run_dir)
     manifest = read_manifest(run)
     truth = _read_parquet(run / "truth_zones.parquet")
-    estimates = _read_parquet(run / "estimates.parquet")
+    estimates = _read_parquet(_internal_file(run))
+    published = (
+        _read_parquet(run / PUBLISHED_ESTIMATES_FILE)
+        if (run / INTERNAL_ESTIMATES_FILE).is_file()
+        else None
+    )
     bin_s = _bin_seconds(manifest, estimates)
     zone_lists = _zone_lists(run)
     truth = truth.assign(  # categorical: the grid's 10^6-row truth is matched by codes
@@ -297,8 +323,34 @@ def join_run(
             est = estimates[(estimates["method"] == method) & (estimates["zone_system"] == system)]
             if est.empty:
                 continue
-            out.append(_join_one(method, system, est, truth, zone_lists.get(system, []), bin_s))
+            joined = _join_one(method, system, est, truth, zone_lists.get(system, []), bin_s)
+            if published is not None:
+                joined = _with_release(joined, published)
+            out.append(joined)
     return out
+
+
+def _internal_file(run: Path) -> Path:
+    """The table validation scores: the internal one, or the only one of an older run."""
+    internal = run / INTERNAL_ESTIMATES_FILE
+    return internal if internal.is_file() else run / PUBLISHED_ESTIMATES_FILE
+
+
+def _with_release(joined: Joined, published: pd.DataFrame) -> Joined:
+    """`joined` with the published estimates of its method and system (0 if withheld)."""
+    pub = published[
+        (published["method"].astype(str) == joined.method).to_numpy()
+        & (published["zone_system"].astype(str) == joined.system).to_numpy()
+    ]
+    if pub.empty:
+        return joined
+    released = np.zeros_like(joined.estimate)
+    bi = joined.bins.get_indexer(pd.to_datetime(pub["bin"], utc=True))
+    zj = pd.Index(joined.zones.astype(str)).get_indexer(pub["zone"].astype(str))
+    ok = (bi >= 0) & (zj >= 0)
+    values = np.nan_to_num(pub["estimate"].to_numpy(np.float64), nan=0.0)
+    released[bi[ok], zj[ok]] = values[ok]
+    return replace(joined, released=released)
 
 
 def _join_one(
@@ -517,6 +569,13 @@ def score(
     m["mae_published"] = mean_over(np.abs(published - t))
     m["mape_published"] = mean_over(ape_pub, above)
     m["suppression_cost_mae"] = (m["mae_published"][0] - m["mae"][0], n)
+    if joined.released is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ape_rel = np.abs(joined.released - t) / t
+        m["mae_released"] = mean_over(np.abs(joined.released - t))
+        m["mape_released"] = mean_over(ape_rel, above)
+        m["release_cost_mae"] = (m["mae_released"][0] - m["mae"][0], n)
+        m["noise_cost_mae"] = (m["mae_released"][0] - m["mae_published"][0], n)
     # KWD on the grid
     kwd_bins = np.full(len(tt), math.nan)
     kwd_block = np.full(len(tt), math.nan)
@@ -721,7 +780,7 @@ def compute_metrics(
 
 def _estimated_pairs(run: Path) -> list[tuple[str, str]]:
     est = read_table(
-        run / "estimates.parquet",
+        _internal_file(run),
         required=(),
         columns=["method", "zone_system"],
         error=RunFolderError,

@@ -16,6 +16,7 @@ compares like for like with a truth counted at the bin end.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,25 +32,43 @@ from sim.estimate.base import (
 from sim.estimate.bayes import BayesEstimator
 from sim.estimate.cellcount import PresenceEstimator
 from sim.estimate.em import EMEstimator
-from sim.estimate.output import write_estimates
+from sim.estimate.output import (
+    INTERNAL_ESTIMATES_FILE,
+    PUBLISHED_ESTIMATES_FILE,
+    write_estimates,
+    write_release,
+)
 from sim.estimate.presence import PreparedRecords, prepare_records
+from sim.estimate.privacy import (
+    DEFAULT_PUBLISHED_SYSTEM,
+    check_partition,
+    laplace_counts,
+    privacy_budget,
+    published_view,
+)
+from sim.estimate.tiles import zone_sets
 from sim.estimate.voronoi import VoronoiEstimator
 from sim.network.plan import NetworkPlan
 
 __all__ = [
     "ESTIMATE_COLUMNS",
     "ESTIMATORS",
+    "INTERNAL_ESTIMATES_FILE",
+    "PUBLISHED_ESTIMATES_FILE",
     "BayesEstimator",
     "EMEstimator",
     "EstimateInputError",
     "Estimator",
     "NotFittedError",
     "PresenceEstimator",
+    "Release",
     "VoronoiEstimator",
     "make_estimators",
     "period_bins",
+    "release_estimates",
     "run_estimators",
     "write_estimates",
+    "write_release",
 ]
 
 #: Method name -> estimator class.
@@ -160,3 +179,103 @@ def run_estimators(
         est.fit(prepared, plan, counters=counters)
         frames.append(est.estimate(zone_systems, bins))
     return concat_estimates(frames, consume=True)
+
+
+@dataclass(eq=False)
+class Release:
+    """What a run's estimator stage produces (:func:`release_estimates`).
+
+    Attributes
+    ----------
+    internal
+        The operator's own table before release: every method and zone system, from the
+        exact counts, suppressed zone-bins marked but kept (validation scores this).
+    published
+        What would leave the operator: the published zone system only, suppressed
+        zone-bins without value or bounds, from noisy counts if differential privacy is
+        on (:mod:`sim.estimate.privacy`).
+    privacy
+        The release's facts for the manifest: threshold, published system, and the
+        privacy budget (:func:`sim.estimate.privacy.privacy_budget`).
+    """
+
+    internal: pd.DataFrame
+    published: pd.DataFrame
+    privacy: dict[str, Any] = field(default_factory=dict)
+
+
+def release_estimates(
+    records: pd.DataFrame,
+    plan: NetworkPlan,
+    zone_systems: Any,
+    bins: pd.DatetimeIndex,
+    config: Any,
+    *,
+    counters: pd.DataFrame | None = None,
+    random_state: int | np.random.Generator | None = None,
+    mode: str = "realtime",
+    timezone: str = "UTC",
+    published_system: str | None = None,
+    **overrides: Any,
+) -> Release:
+    """Run every estimator `config` lists; return the internal and the published tables.
+
+    The cell counts are computed once and shared by every method. With
+    ``config.laplace_epsilon`` set, one draw of Laplace noise on those counts feeds every
+    method's published figures, so the release costs epsilon per bin whatever the number
+    of methods and zone systems (:func:`~sim.estimate.privacy.privacy_budget`, over the
+    local days of `timezone`). Without noise, the published table is the internal one
+    restricted to the published system, with suppressed values removed.
+
+    Parameters
+    ----------
+    records, plan, zone_systems, bins, config, counters, mode, **overrides
+        As in :func:`run_estimators`.
+    random_state
+        Seed or generator for the noise.
+    timezone
+        The event's time zone (days of the privacy budget).
+    published_system
+        The one zone system published; default ``config.published_system`` if it has one,
+        else ``"grid"``. It must be a partition (:func:`check_partition`).
+
+    Raises
+    ------
+    EstimateInputError
+        The published system is not among the zone systems, or its zones overlap.
+    """
+    system = published_system or getattr(config, "published_system", None)
+    system = system or DEFAULT_PUBLISHED_SYSTEM
+    sets = {zs.system: zs for zs in zone_sets(zone_systems, error=EstimateInputError)}
+    if system not in sets:
+        raise EstimateInputError(
+            f"published system {system!r} is not among the zone systems "
+            f"({', '.join(sets) or 'none'})"
+        )
+    check_partition(sets[system], error=EstimateInputError)
+    rng = np.random.default_rng(random_state)
+    epsilon = config.laplace_epsilon
+    prepared = prepare_records(records, plan, error=EstimateInputError)
+    estimators = make_estimators(config, random_state=rng, mode=mode, **overrides)
+    for est in estimators:
+        est.set_params(laplace_epsilon=None)  # the internal table is exact
+        est.fit(prepared, plan, counters=counters)
+    counts = estimators[0].cell_counts(bins) if estimators else np.zeros((plan.n_cells, 0))
+    internal = concat_estimates(
+        [est.estimate_from_counts(counts, zone_systems, bins) for est in estimators]
+    )
+    if epsilon is None:
+        published = published_view(internal, system=system)
+    else:
+        noisy = laplace_counts(counts, epsilon=epsilon, rng=rng)
+        one = {system: sets[system]}
+        spatial = [est for est in estimators if est.method != "presence"]  # "cell" system
+        noisy_tables = [est.estimate_from_counts(noisy, one, bins) for est in spatial]
+        published = published_view(concat_estimates(noisy_tables), system=system)
+    privacy = {
+        "threshold": config.privacy_threshold,
+        "published_system": system,
+        "published_methods": sorted(map(str, published["method"].unique())),
+        "budget": privacy_budget(bins, epsilon=epsilon, timezone=timezone),
+    }
+    return Release(internal=internal, published=published, privacy=privacy)

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from sim.errors import CrowdsimError
+from sim.estimate.outside import counts_matrix
 from sim.estimate.presence import (
     PreparedRecords,
     check_bins,
@@ -42,7 +43,7 @@ from sim.estimate.presence import (
     presence_counts,
     reference_instants,
 )
-from sim.estimate.privacy import protect
+from sim.estimate.privacy import laplace_counts
 from sim.estimate.scaling import people_per_device, poisson_interval
 from sim.estimate.tiles import ZoneSet, zone_sets
 from sim.network.plan import NetworkPlan
@@ -106,8 +107,11 @@ class Estimator:
     privacy_threshold
         Zone-bins with fewer people than this are marked suppressed (Proximus: 30).
     laplace_epsilon
-        If given, Laplace noise of scale (people per device) / epsilon is added to each
-        published zone-bin before suppression is decided.
+        If given, Laplace noise of scale 1 / epsilon is added to every cell's device count
+        in every bin before anything is estimated (sensitivity 1: a device counts in one
+        cell per bin), so the whole table is epsilon-DP per bin by post-processing
+        (:mod:`sim.estimate.privacy`). The run's release draws this noise once for all
+        methods instead (:func:`sim.estimate.release_estimates`).
     confidence
         Level of the [lower, upper] intervals.
     random_state
@@ -217,6 +221,8 @@ class Estimator:
         """
         self._check_params()
         self.plan_ = check_plan(plan, error=EstimateInputError)
+        self.cell_ids_ = plan.cells["cell_id"].astype(str).to_numpy(dtype=object)
+        self.counts_ = self.count_bins_ = None
         if isinstance(records, PreparedRecords):
             if records.plan is not plan:
                 raise EstimateInputError(
@@ -226,10 +232,60 @@ class Estimator:
         else:
             self.records_ = prepare_records(records, plan, error=EstimateInputError)
         self.counters_ = check_counters(counters, plan, error=EstimateInputError)
-        share = self.market_share if self.market_share is not None else plan.market_share
-        phones = (
-            self.phones_per_person if self.phones_per_person is not None else plan.phones_per_person
+        self._fit_scaling(plan)
+        self._fit_space(plan)
+        return self
+
+    def fit_counts(self, counts: pd.DataFrame, plan: NetworkPlan | None = None) -> Estimator:
+        """Fit on devices per cell and bin instead of records (outside data).
+
+        Parameters
+        ----------
+        counts
+            A table with columns ``cell_id``, ``bin`` (time-zone-aware bin start) and
+            ``devices`` (>= 0, may be fractional); a cell-bin absent from it counts 0.
+        plan
+            The operator's network plan, if there is one. Without it, the Bayes and EM
+            estimators need ``emission`` and ``tiles`` (their cells are the emission's
+            rows), and people are devices scaled by ``market_share`` and
+            ``phones_per_person`` (1 when not given: the output is then devices).
+
+        Returns
+        -------
+        Estimator
+            self, fitted; :meth:`estimate` then takes ``bins=None`` for every bin of the
+            counts. The real-time update (:meth:`estimate_minute`) needs records.
+
+        Raises
+        ------
+        EstimateInputError
+            Malformed counts (naming the row), a cell unknown to the plan or emission, or
+            missing spatial inputs.
+        """
+        self._check_params()
+        self.plan_ = None if plan is None else check_plan(plan, error=EstimateInputError)
+        known = (
+            plan.cells["cell_id"].astype(str).to_numpy(dtype=object)
+            if plan is not None
+            else self._outside_cells()
         )
+        matrix, cells, bins = counts_matrix(counts, cells=known, error=EstimateInputError)
+        self.cell_ids_, self.counts_, self.count_bins_ = cells, matrix, bins
+        self.records_ = None
+        self.counters_ = None
+        self._fit_scaling(plan)
+        self._fit_space(plan)
+        return self
+
+    def _outside_cells(self) -> np.ndarray | None:
+        """The cells a method knows without a plan (the emission's); None = the counts'."""
+        return None
+
+    def _fit_scaling(self, plan: NetworkPlan | None) -> None:
+        default_share = plan.market_share if plan is not None else 1.0
+        default_phones = plan.phones_per_person if plan is not None else 1.0
+        share = self.market_share if self.market_share is not None else default_share
+        phones = self.phones_per_person if self.phones_per_person is not None else default_phones
         share, phones = share * (1.0 + self.share_error), phones * (1.0 + self.phones_error)
         self.people_per_device_ = people_per_device(
             market_share=share,
@@ -238,10 +294,8 @@ class Estimator:
             roaming_market_share=self.roaming_market_share,
             error=EstimateInputError,
         )
-        self._fit_space(plan)
-        return self
 
-    def estimate(self, zones: Any, bins: pd.DatetimeIndex) -> pd.DataFrame:
+    def estimate(self, zones: Any, bins: pd.DatetimeIndex | None = None) -> pd.DataFrame:
         """People per zone and bin, with intervals and suppression marks.
 
         Parameters
@@ -254,17 +308,63 @@ class Estimator:
         bins
             Bin starts, time-zone-aware (converted to UTC), strictly increasing, inside the
             plan's period; the width is the smallest step (1 minute for a single bin).
+            After :meth:`fit_counts`: bins of the counts, None for all of them.
 
         Returns
         -------
         pandas.DataFrame
             Columns :data:`ESTIMATE_COLUMNS`, one row per zone and bin.
         """
+        if getattr(self, "counts_", None) is not None:
+            if bins is None:
+                return self.estimate_from_counts(self.counts_, zones, self.count_bins_)
+            bins = _aware_bins(bins)
+            where = self.count_bins_.get_indexer(bins)
+            if (where < 0).any():
+                raise EstimateInputError(
+                    f"bins: {bins[int(np.flatnonzero(where < 0)[0])].isoformat()} is not a bin "
+                    "of the counts"
+                )
+            return self.estimate_from_counts(self.counts_[:, where], zones, bins)
         if not hasattr(self, "records_"):
             raise NotFittedError(f"{type(self).__name__}: call fit(records, plan) first")
+        if bins is None:
+            raise EstimateInputError("bins: give the bin starts to estimate")
         bins, width = check_bins(bins, self.plan_, error=EstimateInputError)
-        counts = self.cell_counts(bins, width=width)
+        return self.estimate_from_counts(self.cell_counts(bins, width=width), zones, bins)
+
+    def estimate_from_counts(
+        self, counts: np.ndarray, zones: Any, bins: pd.DatetimeIndex
+    ) -> pd.DataFrame:
+        """People per zone and bin from devices per cell (rows, plan order) and bin.
+
+        The step after :meth:`cell_counts`: lets several methods share one set of
+        counts (e.g. one draw of privacy noise) and takes counts from outside.
+
+        Parameters
+        ----------
+        counts
+            Devices per cell and bin, shape (cells, bins), finite and >= 0.
+        zones, bins
+            As in :meth:`estimate`.
+        """
+        if not hasattr(self, "cell_ids_"):
+            raise NotFittedError(f"{type(self).__name__}: call fit first")
+        if self.plan_ is not None:
+            bins, _ = check_bins(bins, self.plan_, error=EstimateInputError)
+        else:
+            bins = _aware_bins(bins)
+        counts = np.asarray(counts, dtype=np.float64)
+        if counts.shape != (len(self.cell_ids_), len(bins)):
+            raise EstimateInputError(
+                f"counts have shape {counts.shape}; need (cells = {len(self.cell_ids_)}, "
+                f"bins = {len(bins)})"
+            )
+        if not np.isfinite(counts).all() or (counts < 0).any():
+            raise EstimateInputError("counts must be finite and >= 0")
         rng = np.random.default_rng(self.random_state)
+        if self.laplace_epsilon is not None:
+            counts = laplace_counts(counts, epsilon=self.laplace_epsilon, rng=rng)
         frames = []
         for zs in self._zone_sets(zones):
             devices = self._devices_per_zone(counts, zs)
@@ -278,8 +378,11 @@ class Estimator:
         (:func:`~sim.estimate.presence.presence_at`), so it never touches a record later
         than the bin start plus the latency. Equal to the same bin of :meth:`estimate`.
         """
-        if not hasattr(self, "records_"):
-            raise NotFittedError(f"{type(self).__name__}: call fit(records, plan) first")
+        if getattr(self, "records_", None) is None:
+            raise NotFittedError(
+                f"{type(self).__name__}: the real-time update reads records; call "
+                "fit(records, plan) first"
+            )
         if self.mode != "realtime":
             raise EstimateInputError(
                 f"{type(self).__name__}: estimate_minute is the real-time update; mode is "
@@ -295,6 +398,8 @@ class Estimator:
             self.records_, int(instant), window=pd.Timedelta(minutes=self.window_min)
         )[:, None]
         rng = np.random.default_rng(self.random_state)
+        if self.laplace_epsilon is not None:
+            counts = laplace_counts(counts, epsilon=self.laplace_epsilon, rng=rng)
         frames = [
             self._table(self._devices_per_zone(counts, zs), zs, bins, rng=rng)
             for zs in self._zone_sets(zones)
@@ -337,16 +442,8 @@ class Estimator:
         devices = np.maximum(devices, 0.0)
         lo, hi = poisson_interval(devices, confidence=self.confidence)
         f = self.people_per_device_
-        est, lower, upper, suppressed = protect(
-            devices * f,
-            lo * f,
-            hi * f,
-            threshold=self.privacy_threshold,
-            epsilon=self.laplace_epsilon,
-            sensitivity=f,
-            confidence=self.confidence,
-            rng=rng,
-        )
+        est, lower, upper = devices * f, lo * f, hi * f
+        suppressed = est < self.privacy_threshold
         n_zones, n_bins = devices.shape
         zone_codes = np.repeat(np.arange(n_zones, dtype=np.int32), n_bins)
         return pd.DataFrame(
@@ -387,6 +484,16 @@ class Estimator:
             raise EstimateInputError(
                 f"{name}: laplace_epsilon = {self.laplace_epsilon}; must be > 0 or None"
             )
+
+
+def _aware_bins(bins: Any) -> pd.DatetimeIndex:
+    """Bin starts without a plan: aware, strictly increasing, in UTC."""
+    if not isinstance(bins, pd.DatetimeIndex) or bins.tz is None or len(bins) == 0:
+        raise EstimateInputError("bins: give a non-empty, time-zone-aware DatetimeIndex")
+    bins = bins.tz_convert("UTC").as_unit("ns")
+    if (np.diff(bins.asi8) <= 0).any():
+        raise EstimateInputError("bins: bin starts must be strictly increasing")
+    return bins
 
 
 def concat_estimates(frames: list[pd.DataFrame], *, consume: bool = False) -> pd.DataFrame:

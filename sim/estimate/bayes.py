@@ -18,6 +18,7 @@ import pandas as pd
 from scipy.sparse import csr_matrix
 
 from sim.estimate.base import EstimateInputError
+from sim.estimate.outside import TileGrid, emission_matrix
 from sim.estimate.spatial import SpatialEstimator
 from sim.estimate.tiles import TileRaster, coverage_matrix
 from sim.network.plan import NetworkPlan
@@ -25,11 +26,12 @@ from sim.network.plan import NetworkPlan
 __all__ = ["BayesEstimator", "tile_prior"]
 
 
-def tile_prior(prior: str | pd.DataFrame, raster: TileRaster) -> np.ndarray:
+def tile_prior(prior: Any, raster: TileRaster | TileGrid) -> np.ndarray:
     """Prior weight of each tile.
 
-    ``"uniform"``, or a table of points with ``x``, ``y`` and ``weight`` (EPSG:31370;
-    e.g. street-piece midpoints weighted by length) summed per tile.
+    ``"uniform"``, an array with one weight per tile (tile order), or a table of points
+    with ``x``, ``y`` and ``weight`` (EPSG:31370; e.g. street-piece midpoints weighted by
+    length) summed per tile.
 
     Raises
     ------
@@ -40,9 +42,17 @@ def tile_prior(prior: str | pd.DataFrame, raster: TileRaster) -> np.ndarray:
     if isinstance(prior, str):
         if prior != "uniform":
             raise EstimateInputError(
-                f"prior = {prior!r}: use 'uniform' or a table with x, y, weight columns"
+                f"prior = {prior!r}: use 'uniform', one weight per tile, or a table with x, "
+                "y, weight columns"
             )
         return np.ones(raster.n)
+    if isinstance(prior, np.ndarray | list | pd.Series):
+        w = np.asarray(prior, dtype=float).ravel()
+        if len(w) != raster.n:
+            raise EstimateInputError(f"prior: {len(w)} weights for {raster.n} tiles")
+        if not np.isfinite(w).all() or (w < 0).any() or not w.sum() > 0:
+            raise EstimateInputError("prior: weights must be finite, >= 0, not all 0")
+        return w
     if not isinstance(prior, pd.DataFrame) or not {"x", "y", "weight"} <= set(prior.columns):
         raise EstimateInputError("prior: a land-use prior is a DataFrame with x, y, weight")
     w = prior["weight"].to_numpy(dtype=float)
@@ -62,8 +72,12 @@ class BayesEstimator(SpatialEstimator):
     Parameters
     ----------
     prior
-        ``"uniform"`` or a land-use table (see :func:`tile_prior`). A cell whose coverage
-        holds no prior weight falls back to the uniform prior.
+        ``"uniform"``, one weight per tile, or a land-use table (see :func:`tile_prior`).
+        A cell whose coverage holds no prior weight falls back to the uniform prior.
+    emission
+        A user-supplied ``P(cell | tile)`` (:func:`~sim.estimate.outside.emission_matrix`:
+        a sparse cells x tiles matrix or a table of cell, tile, probability), e.g. from a
+        radio-planning tool; needs ``tiles``. None = the operator's textbook model.
     spread_db, max_cells, min_probability
         The operator's coverage model (:func:`~sim.estimate.tiles.coverage_matrix`).
     **kwargs
@@ -82,7 +96,8 @@ class BayesEstimator(SpatialEstimator):
     def __init__(
         self,
         *,
-        prior: str | pd.DataFrame = "uniform",
+        prior: Any = "uniform",
+        emission: Any = None,
         spread_db: float = 4.0,
         max_cells: int = 24,
         min_probability: float = 1e-3,
@@ -90,21 +105,19 @@ class BayesEstimator(SpatialEstimator):
     ) -> None:
         super().__init__(**kwargs)
         self.prior = prior
+        self.emission = emission
         self.spread_db = spread_db
         self.max_cells = max_cells
         self.min_probability = min_probability
 
-    def _fit_footprints(self, plan: NetworkPlan) -> None:
+    def _outside_cells(self) -> np.ndarray | None:
+        return outside_cells(self.emission)
+
+    def _fit_footprints(self, plan: NetworkPlan | None) -> None:
         if not self.spread_db >= 0 or not self.max_cells >= 1:
             raise EstimateInputError("BayesEstimator: need spread_db >= 0 and max_cells >= 1")
-        self.coverage_ = coverage_matrix(
-            plan,
-            self.raster_,
-            spread_db=self.spread_db,
-            max_cells=self.max_cells,
-            min_probability=self.min_probability,
-        )
-        self.prior_ = tile_prior(self.prior, self.raster_)
+        self.coverage_ = coverage_for(self, plan)
+        self.prior_ = tile_prior(self.prior, self.space_)
         self.posterior_ = posterior(self.coverage_, self.prior_)
 
     def tile_devices(self, counts: np.ndarray) -> np.ndarray:
@@ -127,3 +140,35 @@ def posterior(coverage: csr_matrix, prior: np.ndarray) -> csr_matrix:
     inv = 1.0 / np.where(row > 0, row, 1.0)
     a.data = a.data * np.repeat(inv, np.diff(a.indptr))
     return a
+
+
+def outside_cells(emission: Any) -> np.ndarray | None:
+    """The cells a user emission table names (None for a matrix: the counts name them)."""
+    if isinstance(emission, pd.DataFrame) and "cell" in emission.columns:
+        return pd.unique(emission["cell"].astype(str)).astype(object)
+    return None
+
+
+def coverage_for(est: Any, plan: NetworkPlan | None) -> csr_matrix:
+    """``P(cell | tile)`` of a Bayes or EM estimator: the user's emission model on the
+    user's tiles, or the operator's textbook model on the plan's raster."""
+    if est.emission is not None:
+        if est.grid_ is None:
+            raise EstimateInputError(
+                f"{type(est).__name__}: a user emission model needs its tile grid (tiles=)"
+            )
+        return emission_matrix(
+            est.emission, cells=est.cell_ids_, tiles=est.grid_.ids, error=EstimateInputError
+        )
+    if plan is None or est.grid_ is not None:
+        raise EstimateInputError(
+            f"{type(est).__name__}: user tiles need a user emission model (emission=); the "
+            "textbook coverage model needs the plan and its raster"
+        )
+    return coverage_matrix(
+        plan,
+        est.raster_,
+        spread_db=est.spread_db,
+        max_cells=est.max_cells,
+        min_probability=est.min_probability,
+    )

@@ -26,7 +26,7 @@ class PresenceEstimator(Estimator):
     method = "presence"
 
     def _zone_sets(self, zones: Any) -> list[ZoneSet]:
-        ids = self.plan_.cells["cell_id"].astype(str).to_numpy(dtype=object)
+        ids = np.asarray(self.cell_ids_, dtype=object)
         return [ZoneSet(system="cell", zone=ids, geometry=np.empty(0, dtype=object))]
 
     def _devices_per_zone(self, counts: np.ndarray, zs: ZoneSet) -> np.ndarray:

@@ -10,6 +10,7 @@ import shapely
 from scipy.sparse import csr_matrix
 
 from sim.estimate.base import EstimateInputError, Estimator
+from sim.estimate.outside import check_inside, tile_grid
 from sim.estimate.tiles import ZoneSet, overlap_matrix, raster_for_plan
 from sim.network.plan import NetworkPlan
 
@@ -24,36 +25,70 @@ class SpatialEstimator(Estimator):
     tile_m
         Side of the raster tiles, metres (100: the grid zone system's tiles).
     margin_m
-        How far the raster reaches beyond the outermost cells, metres; zones beyond it
-        get nothing.
+        How far the raster reaches beyond the outermost cells, metres. A zone with more
+        than 1% of its area beyond the tiles is an error, not a silent 0.
+    tiles
+        A user tile grid (GeoDataFrame with ``tile`` ids and polygons, EPSG:31370) instead
+        of the raster built from the plan (Bayes and EM; with ``emission``).
     **kwargs
         The parameters of :class:`~sim.estimate.base.Estimator`.
     """
 
-    def __init__(self, *, tile_m: float = 100.0, margin_m: float = 1000.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        tile_m: float = 100.0,
+        margin_m: float = 1000.0,
+        tiles: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.tile_m = tile_m
         self.margin_m = margin_m
+        self.tiles = tiles
 
-    def _fit_space(self, plan: NetworkPlan) -> None:
+    def _fit_space(self, plan: NetworkPlan | None) -> None:
         if not self.tile_m > 0 or not self.margin_m >= 0:
             raise EstimateInputError(
                 f"{type(self).__name__}: tile_m = {self.tile_m}, margin_m = {self.margin_m}; "
                 "need tile_m > 0 and margin_m >= 0"
             )
         self.__dict__.pop("_zone_cache", None)
-        self.raster_ = raster_for_plan(plan, tile_m=self.tile_m, margin_m=self.margin_m)
+        if self.tiles is not None:
+            self.grid_ = tile_grid(self.tiles, error=EstimateInputError)
+            self.raster_ = None
+        elif plan is None:
+            raise EstimateInputError(
+                f"{type(self).__name__}: without a network plan, give the tile grid (tiles=) "
+                "and the emission model (emission=)"
+            )
+        else:
+            self.raster_ = raster_for_plan(plan, tile_m=self.tile_m, margin_m=self.margin_m)
+            self.grid_ = None
         self._fit_footprints(plan)
 
-    def _fit_footprints(self, plan: NetworkPlan) -> None:
+    @property
+    def space_(self) -> Any:
+        """The tiles in use: the user's grid or the plan's raster (``n``, ``tile_of``)."""
+        return self.grid_ if self.grid_ is not None else self.raster_
+
+    def _fit_footprints(self, plan: NetworkPlan | None) -> None:
         """Compute the method's cell footprints on ``raster_``."""
         raise NotImplementedError
 
     def zone_matrix(self, zs: ZoneSet) -> csr_matrix:
         """Share of each raster tile in each zone, zones x tiles (cached per zone system)."""
-        return self._cached(
-            "tiles", zs, lambda: overlap_matrix(zs.geometry, self.raster_, normalise="tile")
-        )
+        return self._cached("tiles", zs, lambda: self._zone_matrix(zs))
+
+    def _zone_matrix(self, zs: ZoneSet) -> csr_matrix:
+        if self.grid_ is not None:
+            return self.grid_.zone_matrix(
+                zs.zone, zs.geometry, system=zs.system, error=EstimateInputError
+            )
+        m = overlap_matrix(zs.geometry, self.raster_, normalise="tile")
+        covered = np.asarray(m.sum(axis=1)).ravel() * self.raster_.tile_m**2
+        check_inside(zs.zone, zs.geometry, covered, system=zs.system, error=EstimateInputError)
+        return m
 
     def _cached(self, what: str, zs: ZoneSet, build: Callable[[], csr_matrix]) -> csr_matrix:
         """A zone matrix, built once per zone system (keyed by ids and zone bounds).

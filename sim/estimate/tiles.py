@@ -102,7 +102,7 @@ class ZoneSet:
 def zone_sets(zones: Any, *, error: type[Exception] = ValueError) -> list[ZoneSet]:
     """Normalise the accepted zone inputs to a list of :class:`ZoneSet`.
 
-    Accepted: ``sim.zones.Zones`` (anything with a ``systems`` mapping), a
+    Accepted: a :class:`ZoneSet`, ``sim.zones.Zones`` (anything with a ``systems`` mapping), a
     ``sim.zones.ZoneSystem`` (``name``, ``zone_ids``, ``geometry``), a GeoDataFrame with
     ``zone`` and ``geometry`` and a ``system`` column or ``attrs["system"]``, or a mapping
     from system name to a GeoDataFrame or zone system.
@@ -130,6 +130,8 @@ def _size(item: Any) -> int | None:
 
 
 def _one(item: Any, *, system: str | None, error: type[Exception]) -> list[ZoneSet]:
+    if isinstance(item, ZoneSet):
+        return [item]
     if all(hasattr(item, a) for a in ("name", "zone_ids", "geometry")) and not isinstance(
         item, pd.DataFrame
     ):

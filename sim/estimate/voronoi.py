@@ -15,6 +15,8 @@ import numpy as np
 import shapely
 from scipy.sparse import csr_matrix
 
+from sim.estimate.base import EstimateInputError
+from sim.estimate.outside import check_inside
 from sim.estimate.spatial import SpatialEstimator
 from sim.estimate.tiles import TileRaster, ZoneSet, overlap_matrix
 from sim.network.plan import NetworkPlan
@@ -82,7 +84,12 @@ class VoronoiEstimator(SpatialEstimator):
 
     method = "voronoi"
 
-    def _fit_footprints(self, plan: NetworkPlan) -> None:
+    def _fit_footprints(self, plan: NetworkPlan | None) -> None:
+        if plan is None or self.grid_ is not None:
+            raise EstimateInputError(
+                "VoronoiEstimator: Voronoi regions come from the plan's sites; give a plan "
+                "and no tiles"
+            )
         self.regions_ = cell_regions(plan, self.raster_)
         self.footprint_ = overlap_matrix(self.regions_, self.raster_, normalise="region")
 
@@ -95,6 +102,9 @@ class VoronoiEstimator(SpatialEstimator):
         return self._cached("cells", zs, lambda: self._cell_zone_matrix(zs))
 
     def _cell_zone_matrix(self, zs: ZoneSet) -> csr_matrix:
+        box = shapely.box(*self.raster_.bounds)
+        covered = shapely.area(shapely.intersection(zs.geometry, box))
+        check_inside(zs.zone, zs.geometry, covered, system=zs.system, error=EstimateInputError)
         tree = shapely.STRtree(zs.geometry)
         region_idx, zone_idx = tree.query(self.regions_, predicate="intersects")
         area = shapely.area(shapely.intersection(self.regions_[region_idx], zs.geometry[zone_idx]))

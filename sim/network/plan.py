@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pyproj import Transformer
 
 from sim.errors import CrowdsimError
 from sim.io import write_json
-from sim.streets import to_metres
 
 __all__ = [
     "CELL_COLUMNS",
@@ -28,6 +28,7 @@ __all__ = [
     "SiteDataError",
     "add_event_cells",
     "generate_cells",
+    "generate_two_layer_cells",
     "read_cells_csv",
 ]
 
@@ -44,6 +45,12 @@ CELL_COLUMNS: dict[str, str] = {
     "tracking_area": "int64",
     "temporary": "bool",
 }
+
+
+#: WGS84 -> Belgian Lambert 72 (the project's metric CRS), for site files in lon/lat. The
+#: plan is operator-side (DESIGN §1): it projects with pyproj itself rather than import
+#: the street module of the simulated world.
+_TO_METRES = Transformer.from_crs("EPSG:4326", "EPSG:31370", always_xy=True)
 
 
 class SiteDataError(CrowdsimError, ValueError):
@@ -171,7 +178,7 @@ def read_cells_csv(  # noqa: C901 - one check per column of the file, each with 
     if has_xy:
         x, y = number("x"), number("y")
     else:
-        x, y = to_metres(number("lon"), number("lat"))
+        x, y = (np.asarray(v) for v in _TO_METRES.transform(number("lon"), number("lat")))
     cells = pd.DataFrame(
         {
             "cell_id": cell_id.astype(np.int64),
@@ -291,6 +298,65 @@ def generate_cells(
         }
     )
     return cells.astype(CELL_COLUMNS)
+
+
+def generate_two_layer_cells(
+    extent: tuple[float, float, float, float],
+    *,
+    rng: np.random.Generator,
+    macro_isd_m: float = 1000.0,
+    n_small: int = 20,
+    macro_power_dbm: float = 43.0,
+    macro_height_m: float = 30.0,
+    small_power_dbm: float = 30.0,
+    small_height_m: float = 6.0,
+    band_mhz: float = 1800.0,
+    tracking_area_m: float = 3000.0,
+) -> pd.DataFrame:
+    """A two-layer network: three-sector macro sites plus omni small cells.
+
+    The layout of the synthetic comparison in Ricciato & Coluccia (2020): a macro layer
+    on a jittered lattice of inter-site distance `macro_isd_m` (the same everywhere),
+    overlaid by `n_small` low-power, low omni small cells placed uniformly at random,
+    whose small footprints sit inside the macro cells'. Small cells get cell ids from
+    ``100_000``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Cells with the columns of :data:`CELL_COLUMNS`.
+    """
+    if n_small < 0:
+        raise ValueError(f"n_small = {n_small}; must be >= 0")
+    macro = generate_cells(
+        extent,
+        rng=rng,
+        isd_centre_m=macro_isd_m,
+        isd_growth_per_km=0.0,
+        isd_max_m=macro_isd_m,
+        power_dbm=macro_power_dbm,
+        height_m=macro_height_m,
+        band_mhz=band_mhz,
+        tracking_area_m=tracking_area_m,
+    )
+    xmin, ymin, xmax, ymax = extent
+    sx, sy = rng.uniform(xmin, xmax, n_small), rng.uniform(ymin, ymax, n_small)
+    first_site = int(macro["site_id"].max()) + 1 if len(macro) else 0
+    small = pd.DataFrame(
+        {
+            "cell_id": 100_000 + np.arange(n_small, dtype=np.int64),
+            "site_id": first_site + np.arange(n_small, dtype=np.int64),
+            "x": sx,
+            "y": sy,
+            "height_m": small_height_m,
+            "azimuth_deg": np.nan,
+            "power_dbm": small_power_dbm,
+            "band_mhz": band_mhz,
+            "tracking_area": _tracking_areas(sx, sy, tracking_area_m),
+            "temporary": False,
+        }
+    ).astype(CELL_COLUMNS)
+    return pd.concat([macro, small], ignore_index=True).astype(CELL_COLUMNS)
 
 
 def _tracking_areas(x: Any, y: Any, size_m: float) -> np.ndarray:

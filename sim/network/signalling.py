@@ -34,6 +34,7 @@ import pandas as pd
 import simpy
 
 from sim.network.plan import NetworkPlan
+from sim.network.pseudonyms import draw_secret, pseudonymise
 from sim.network.radio import RadioEnvironment
 from sim.network.records import OUTCOMES, PROCEDURES, RECORD_COLUMNS
 
@@ -167,6 +168,8 @@ class Signalling:
         Function of seconds since start giving the burst weight in [0, 1].
     config
         Timers, rates and capacities.
+    timezone
+        The event's time zone: pseudonyms rotate at its local midnight.
     """
 
     def __init__(
@@ -182,8 +185,10 @@ class Signalling:
         dt_s: float,
         burst: Callable[[float], float] | None = None,
         config: SignallingConfig | None = None,
+        timezone: str = "Europe/Brussels",
     ) -> None:
         self.cfg = config or SignallingConfig()
+        self.timezone = timezone
         self.owner = np.asarray(owner, dtype=np.int64)
         self.activity = np.asarray(activity, dtype=np.int64)
         self.spectator = np.asarray(spectator, dtype=bool)
@@ -498,13 +503,11 @@ class Signalling:
         }  # fmt: skip
 
     def records(self, *, salt: np.random.Generator) -> pd.DataFrame:
-        """The operator's records: pseudonymous ids, salt rotating daily (local days)."""
+        """The operator's records: pseudonymous ids, keyed per local day of the event's time
+        zone (:mod:`sim.network.pseudonyms`); `salt` draws the run's secret."""
         raw = self.raw_records()
         times = self.start + pd.to_timedelta(raw["t_s"], unit="s")
-        day = times.tz_convert("Europe/Brussels").normalize().asi8 // 86_400_000_000_000
-        days, day_index = np.unique(day, return_inverse=True)
-        salts = salt.integers(0, 2**63, size=len(days), dtype=np.uint64)
-        ids = _mix64(raw["device"].astype(np.uint64) ^ salts[day_index])
+        ids = pseudonymise(raw["device"], times, secret=draw_secret(salt), timezone=self.timezone)
         cell_id = self.plan.cells["cell_id"].to_numpy()[raw["cell"]]
         frame = pd.DataFrame({
             "time": times.tz_convert("UTC"),
@@ -557,12 +560,3 @@ class Signalling:
             "queue_delay_ms": mean_delay * 1000.0,
             **by_procedure,
         })  # fmt: skip
-
-
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser: a bijective scramble of 64-bit ids (a keyed pseudonym)."""
-    z = z.astype(np.uint64, copy=True)
-    with np.errstate(over="ignore"):
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))

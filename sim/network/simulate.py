@@ -174,7 +174,7 @@ def build_network(
     engine = Signalling(
         devices.owner[mine], devices.activity[mine], np.asarray(spectator)[devices.owner[mine]],
         plan=plan, radio=radio, rng=rng, start=start, dt_s=dt_s, burst=race_burst(event),
-        config=signalling,
+        config=signalling, timezone=event.timezone,
     )  # fmt: skip
     seconds["devices_s"] = time.perf_counter() - t0
     return NetworkRun(plan=plan, radio=radio, devices=devices, signalling=engine, seconds=seconds)

@@ -293,18 +293,29 @@ def _moments_caption(d: Drawing) -> str:
     return f"The crowd (truth, people per grid tile) at {at}"
 
 
+def _view_caption(d: Drawing) -> str:
+    """Say which table the grid maps and the animation draw."""
+    if d.tables.grid_view == "published":
+        return (
+            "The estimates are shown as published (estimates.parquet): a tile below the "
+            "privacy threshold is left blank, since the operator would publish nothing for it."
+        )
+    return "This run has one estimates table only: the maps show internal estimates."
+
+
 def _peak_caption(d: Drawing) -> str:
     peak = "" if d.peak is None else f"{d.peak:%H:%M}"
     return (
         f"Truth beside each method's estimate per grid tile at the peak (bin ending {peak}, "
-        "when most spectators line the course); one colour scale"
+        "when most spectators line the course); one colour scale. " + _view_caption(d)
     )
 
 
 def _afternoon_caption(d: Drawing) -> str:
     return (
         f"The afternoon, one frame every {GIF_FRAME_MIN:g} minutes (or fewer on long runs): "
-        f"truth (left) and the {d.method} estimate (right), the method with the lowest grid MAE"
+        f"truth (left) and the {d.method} estimate (right), the method with the lowest grid "
+        "MAE. " + _view_caption(d)
     )
 
 
@@ -350,7 +361,8 @@ FIGURES: tuple[Figure, ...] = (
         "Start, finish and course segments over time",
         _text(
             "Named areas and course segments: truth and each method's estimate with its "
-            "interval [lower, upper] (summed over the segments of a panel)"
+            "interval [lower, upper] (summed over the segments of a panel); the operator's "
+            "internal estimates, which are not published"
         ),
         lambda d, dest: plot_time_series(d.tables, dest, dpi=d.dpi),
     ),

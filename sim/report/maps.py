@@ -187,7 +187,7 @@ def plot_peak_heatmaps(
     for ax, (name, image) in zip(axes.ravel(), panels, strict=False):
         base.draw(ax, course=True)
         im = _tile_image(ax, grid, image, norm)
-        title = "truth" if name == "truth" else f"estimate: {name}"
+        title = "truth" if name == "truth" else f"{tables.grid_view} estimate: {name}"
         ax.set_title(f"{title} ({np.nansum(image):,.0f} people)", fontsize=9, color=TRUTH_COLOUR)
     for ax in axes.ravel()[len(panels) :]:
         ax.set_visible(False)
@@ -195,7 +195,10 @@ def plot_peak_heatmaps(
     fig.colorbar(
         im, ax=axes, shrink=0.7, label=_tile_label(grid) + f" (blank below {BLANK_BELOW:g})"
     )
-    fig.suptitle(f"Truth vs estimates at the peak, bin ending {peak:%H:%M} {tables.timezone}")
+    fig.suptitle(
+        f"Truth vs estimates at the peak, bin ending {peak:%H:%M} {tables.timezone}\n"
+        + _view_note(tables)
+    )
     return save(fig, dest, dpi=dpi)
 
 
@@ -347,7 +350,8 @@ def write_afternoon_gif(
     for ax, name in zip(axes, ("truth", f"estimate: {method}"), strict=True):
         lines.append(base.draw(ax))
         ims.append(_tile_image(ax, grid, empty, norm))
-        ax.set_title(f"{name} (dark blue line: the course)", fontsize=10)
+        ax.set_title(f"{name} (dark blue line: the course)\n" + (
+            _view_note(tables) if name != "truth" else "ground truth"), fontsize=8)  # fmt: skip
     fig.colorbar(ims[0], ax=axes, shrink=0.8, label=_tile_label(grid))
     head = fig.suptitle(f"00:00 {tables.timezone}: truth vs {method} (people per tile)")
     canvas = fig.canvas
@@ -384,3 +388,10 @@ def write_afternoon_gif(
             optimize=False,
         )
     return dest
+
+
+def _view_note(tables: RunTables) -> str:
+    """Which estimates a grid map draws (the published view by default)."""
+    if tables.grid_view == "published":
+        return "estimates as published: suppressed tiles (below the threshold) left blank"
+    return "internal estimates (this run has no separate published table)"

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sim.estimate.output import INTERNAL_ESTIMATES_FILE, PUBLISHED_ESTIMATES_FILE
+
 __all__ = ["GridRaster", "RunTables"]
 
 #: Systems small enough to read whole (one row per zone and bin).
@@ -135,6 +137,10 @@ class RunTables:
     grid_methods
         Methods that estimated grid tiles, in the order of the estimates (set by
         :meth:`load_details`).
+    grid_view
+        Which table the grid maps draw: ``"published"`` (``estimates.parquet``, what would
+        leave the operator: suppressed tiles blank) or ``"internal"`` (a run folder from
+        before the split, with one table only).
     """
 
     out_dir: Path
@@ -148,6 +154,7 @@ class RunTables:
     cell_load: pd.DataFrame | None
     grid_methods: list[str]
     grid_ids: list[str]
+    grid_view: str = "internal"
     _grid_estimates: pd.DataFrame | None = field(default=None, repr=False)
     _grid_truth: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -275,27 +282,37 @@ class RunTables:
         at `grid_times` too).
         """
         self._grid_truth = self._read_grid_truth(grid_times)
-        path = self.out_dir / "estimates.parquet"
-        if not path.is_file():
+        internal = self.out_dir / INTERNAL_ESTIMATES_FILE
+        published = self.out_dir / PUBLISHED_ESTIMATES_FILE
+        # areas and segments are compared with the truth: the operator's internal table;
+        # the grid maps show what would be published (suppressed tiles blank, noise if
+        # on), unless the run predates the split and has one table only
+        small_path = internal if internal.is_file() else published
+        if not small_path.is_file():
             return
+        split = internal.is_file() and published.is_file()
+        grid_path = published if split else small_path
+        self.grid_view = "published" if split else "internal"
         width = pd.Timedelta(seconds=self.bin_s)
         starts = [pd.Timestamp(t).tz_convert("UTC") - width for t in grid_times]
-        filters: list[list[tuple[str, str, Any]]] = [[("zone_system", "in", list(SMALL_SYSTEMS))]]
+        columns = ["method", "zone_system", "zone", "bin", "estimate", "lower", "upper",
+                   "suppressed"]  # fmt: skip
+        frames = [
+            pd.read_parquet(
+                small_path, columns=columns, filters=[("zone_system", "in", list(SMALL_SYSTEMS))]
+            )
+        ]
         if starts:
-            filters.append([("zone_system", "==", "grid"), ("bin", "in", _as_arrow_times(starts))])
-        frame = pd.read_parquet(
-            path,
-            columns=[
-                "method",
-                "zone_system",
-                "zone",
-                "bin",
-                "estimate",
-                "lower",
-                "upper",
-                "suppressed",
-            ],
-            filters=filters,
+            frames.append(
+                pd.read_parquet(
+                    grid_path,
+                    columns=columns,
+                    filters=[("zone_system", "==", "grid"), ("bin", "in", _as_arrow_times(starts))],
+                )
+            )
+        frame = pd.concat(
+            [f.astype({"method": str, "zone_system": str, "zone": str}) for f in frames],
+            ignore_index=True,
         )
         is_grid = (frame["zone_system"] == "grid").to_numpy()
         small = frame[~is_grid].reset_index(drop=True)
