@@ -87,7 +87,7 @@ class Bottleneck:
 
     @property
     def grid_columns(self) -> np.ndarray:
-        """y of the start grid's columns: half a spacing, then 0.3 m, from the walls."""
+        """Y of the start grid's columns: half a spacing, then 0.3 m, from the walls."""
         a = self.spacing_m
         return np.arange(a / 2, self.room_width_m - 0.3, a)
 

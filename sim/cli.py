@@ -314,8 +314,11 @@ def verify(
         list[str] | None, typer.Option("--case", help="Run only this case (repeatable).")
     ] = None,
 ) -> None:
-    """Check a model against the literature: a table of expected vs measured, then one
-    JSON object on the last line; exit status 1 if a check fails."""
+    """Check a model against the literature.
+
+    Prints a table of expected vs measured, then one JSON object on the last line; exit
+    status 1 if a check fails.
+    """
     if suite != "crowd":
         raise _fail(CrowdsimError(f"verify: unknown suite {suite!r}; allowed: 'crowd'"))
     from sim.crowd.verify import format_table, run_cases
@@ -333,8 +336,11 @@ def verify(
 
 
 def _writable_folder(out: Path) -> None:
-    """Check a file can be written in `out` (created for the test, removed again if it
-    was not there), or say why not: before a command works for minutes to write there."""
+    """Check a file can be written in `out`, or say why not.
+
+    Done before a command works for minutes to write there; `out` is created for the test
+    and removed again if it was not there.
+    """
     import tempfile
 
     if out.exists() and not out.is_dir():

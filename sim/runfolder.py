@@ -492,9 +492,11 @@ class FolderLock:
         self._fd = None
 
     def __enter__(self) -> FolderLock:
+        """Take the lock."""
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
+        """Release the lock."""
         self.release()
 
 

@@ -16,8 +16,8 @@ from matplotlib.colors import CenteredNorm
 from matplotlib.ticker import MaxNLocator
 
 from sim.io import atomic_path
+from sim.plotting import street_segments
 
-from .measures import edge_segments
 from .walking import ACROSS_OFFSET_M, FREE_SPEED_MPS
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def plot_comparison(comparison: Comparison, dest: Path, *, dpi: int = 110) -> Pa
     grid = fig.add_gridspec(1, 2, width_ratios=[1.7, 1])
     ax = fig.add_subplot(grid[0, 0])
     keep = streets.edge_u < streets.edge_v
-    base = edge_segments(streets, np.flatnonzero(keep))
+    base = street_segments(streets, np.flatnonzero(keep))
     ax.add_collection(LineCollection(base, colors="0.8", linewidths=0.4, zorder=1))
     cx, cy = streets.x[course.nodes], streets.y[course.nodes]
     ax.plot(cx, cy, color="0.2", linewidth=6, alpha=0.25, solid_capstyle="round", zorder=2,
@@ -43,7 +43,7 @@ def plot_comparison(comparison: Comparison, dest: Path, *, dpi: int = 110) -> Pa
     half = float(changed["difference"].abs().max()) if len(changed) else 0.0
     norm = CenteredNorm(vcenter=0.0, halfrange=max(half, 1e-3))
     lines = LineCollection(
-        edge_segments(streets, changed["edge"].to_numpy()),
+        street_segments(streets, changed["edge"].to_numpy()),
         cmap="RdBu_r",
         norm=norm,
         linewidths=2.4,

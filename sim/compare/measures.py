@@ -15,6 +15,7 @@ import shapely
 from sim import runfolder
 from sim.errors import CrowdsimError, RunFolderError
 from sim.io import read_table
+from sim.plotting import street_segments
 from sim.runfolder import RunFolder
 from sim.streets import Streets
 from sim.streets import to_metres as _to_metres
@@ -26,7 +27,6 @@ __all__ = [
     "METRICS",
     "OUTCOMES",
     "density_measures",
-    "edge_segments",
     "estimate_measures",
     "outcome_measures",
     "signalling_measures",
@@ -73,7 +73,7 @@ def _rows(measure: str, unit: str, places: list[str], a: Any, b: Any) -> list[di
 
 
 def _edge_lines(streets: Streets, edges: np.ndarray) -> np.ndarray:
-    return shapely.linestrings(edge_segments(streets, edges))
+    return shapely.linestrings(street_segments(streets, edges))
 
 
 def _zone_figures(
@@ -351,14 +351,3 @@ def _metrics(run: RunFolder) -> pd.Series:
     )
     frame = frame[frame["metric"].isin(list(METRICS))]
     return frame.set_index(["method", "zone_system", "metric"])["value"].astype(float)
-
-
-def edge_segments(streets: Streets, edges: np.ndarray) -> np.ndarray:
-    u, v = streets.edge_u[edges], streets.edge_v[edges]
-    return np.stack(
-        [
-            np.column_stack([streets.x[u], streets.y[u]]),
-            np.column_stack([streets.x[v], streets.y[v]]),
-        ],
-        axis=1,
-    )

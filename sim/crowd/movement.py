@@ -166,9 +166,11 @@ class Credit:
         self.credit, self.cap, self.occ = credit, cap, occ
 
     def __len__(self) -> int:
+        """Number of accumulators."""
         return len(self.credit)
 
     def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        """Whole walkers the accumulators at `index` let through now."""
         out = np.floor(self.credit[index]).astype(np.int64)
         if self.cap is not None and self.occ is not None:
             np.minimum(out, self.cap[index] - self.occ[index], out=out)

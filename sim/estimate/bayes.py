@@ -150,8 +150,11 @@ def outside_cells(emission: Any) -> np.ndarray | None:
 
 
 def coverage_for(est: Any, plan: NetworkPlan | None) -> csr_matrix:
-    """``P(cell | tile)`` of a Bayes or EM estimator: the user's emission model on the
-    user's tiles, or the operator's textbook model on the plan's raster."""
+    """``P(cell | tile)`` of a Bayes or EM estimator.
+
+    The user's emission model on the user's tiles, or the operator's textbook model on the
+    plan's raster.
+    """
     if est.emission is not None:
         if est.grid_ is None:
             raise EstimateInputError(

@@ -64,8 +64,11 @@ class TileGrid:
     def zone_matrix(
         self, zone_ids: np.ndarray, zones: np.ndarray, *, system: str, error: type[Exception]
     ) -> csr_matrix:
-        """Share of each tile in each zone, zones x tiles; a zone outside the tiles is an
-        error (more than :data:`OUTSIDE_TOLERANCE` of its area not covered)."""
+        """Share of each tile in each zone, zones x tiles.
+
+        A zone outside the tiles is an error (more than :data:`OUTSIDE_TOLERANCE` of its
+        area not covered).
+        """
         zones = np.asarray(zones, dtype=object)
         z, t = self._tree.query(zones, predicate="intersects")
         area = shapely.area(shapely.intersection(zones[z], self.geometry[t]))
@@ -215,8 +218,10 @@ def counts_matrix(
     cells: np.ndarray | None,
     error: type[Exception] = ValueError,
 ) -> tuple[np.ndarray, np.ndarray, pd.DatetimeIndex]:
-    """Devices per cell (rows) and bin (columns) from a table of ``cell_id``, ``bin``,
-    ``devices`` (one row per cell and bin; absent pairs are 0).
+    """Devices per cell (rows) and bin (columns) from a table of counts.
+
+    The table has ``cell_id``, ``bin``, ``devices``: one row per cell and bin; absent
+    pairs are 0.
 
     Parameters
     ----------

@@ -503,8 +503,11 @@ class Signalling:
         }  # fmt: skip
 
     def records(self, *, salt: np.random.Generator) -> pd.DataFrame:
-        """The operator's records: pseudonymous ids, keyed per local day of the event's time
-        zone (:mod:`sim.network.pseudonyms`); `salt` draws the run's secret."""
+        """The operator's records, with pseudonymous ids.
+
+        Ids are keyed per local day of the event's time zone (:mod:`sim.network.pseudonyms`);
+        `salt` draws the run's secret.
+        """
         raw = self.raw_records()
         times = self.start + pd.to_timedelta(raw["t_s"], unit="s")
         ids = pseudonymise(raw["device"], times, secret=draw_secret(salt), timezone=self.timezone)

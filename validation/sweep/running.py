@@ -247,8 +247,11 @@ def _run_locked(
 
 
 def _plan(sweep: Sweep, out: Path) -> tuple[dict[str, dict[str, Any]], list[SweepRun]]:
-    """Each run's entry of ``sweep.json`` (reused when its folder holds it whole), and the
-    runs to do; an earlier attempt's folder of a run to do is removed."""
+    """Each run's entry of ``sweep.json``, and the runs to do.
+
+    An entry is reused when its folder holds the run whole; an earlier attempt's folder of
+    a run to do is removed.
+    """
     previous = _previous_runs(out)
     entries: dict[str, dict[str, Any]] = {}
     todo: list[SweepRun] = []
