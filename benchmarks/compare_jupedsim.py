@@ -479,7 +479,7 @@ class _Outcomes(list):
         print(format_table([outcome]).splitlines()[-1], file=sys.stderr, flush=True)
 
 
-def run(
+def run(  # noqa: C901 - the measurement, step by step: each simulator, each case
     *,
     people: int = 300,
     widths: Sequence[float] = (1.0, 2.0, 4.0),

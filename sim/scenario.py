@@ -333,7 +333,7 @@ class RouteConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _start_to_finish(self) -> RouteConfig:
+    def _start_to_finish(self) -> RouteConfig:  # noqa: C901 - one rule of the route each
         kinds = [w.kind for w in self.waypoints]
         if kinds[0] != "start" or kinds[-1] != "finish":
             raise ValueError("the first waypoint needs kind = 'start' and the last kind = 'finish'")

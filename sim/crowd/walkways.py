@@ -216,7 +216,7 @@ class WalkwayModel(CrowdModel):
 
     # ------------------------------------------------------------------ walkers
 
-    def add_walkers(
+    def add_walkers(  # noqa: C901 - one check per argument, each with its own message
         self,
         origin: Sequence[int] | np.ndarray | None,
         destination: Sequence[int] | np.ndarray,

@@ -46,7 +46,7 @@ def day_key(secret: bytes, day: str) -> bytes:
     return hashlib.blake2b(day.encode("ascii"), key=secret, person=b"crowdsim-day").digest()
 
 
-def pseudonymise(
+def pseudonymise(  # noqa: C901 - input checks, then one keyed hash per (day, device)
     device: np.ndarray,
     times: pd.DatetimeIndex | pd.Series,
     *,
