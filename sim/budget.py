@@ -69,7 +69,7 @@ def memory_budget() -> float:
             )
         return gb * 1e9
     try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        total = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):  # not on this platform
         total = 16e9
     return BUDGET_SHARE * float(total)

@@ -190,16 +190,16 @@ def emission_matrix(
             f"emission: give a sparse matrix (cells x tiles) or a table with cell, tile, "
             f"probability; got {type(emission).__name__}"
         )
-    column = np.asarray(a.sum(axis=0)).ravel()
-    if (column > 1 + 1e-6).any():
-        j = int(np.flatnonzero(column > 1 + 1e-6)[0])
+    per_tile = np.asarray(a.sum(axis=0)).ravel()
+    if (per_tile > 1 + 1e-6).any():
+        j = int(np.flatnonzero(per_tile > 1 + 1e-6)[0])
         raise error(
-            f"emission: tile {tiles[j]!r}: P(cell | tile) sums to {column[j]:.4f} over the "
+            f"emission: tile {tiles[j]!r}: P(cell | tile) sums to {per_tile[j]:.4f} over the "
             "cells; it may not exceed 1"
         )
-    row = np.asarray(a.sum(axis=1)).ravel()
-    if (row <= 0).any():
-        i = int(np.flatnonzero(row <= 0)[0])
+    per_cell = np.asarray(a.sum(axis=1)).ravel()
+    if (per_cell <= 0).any():
+        i = int(np.flatnonzero(per_cell <= 0)[0])
         raise error(f"emission: cell {cells[i]!r} has probability 0 on every tile")
     return a
 

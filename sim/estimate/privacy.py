@@ -112,7 +112,11 @@ def privacy_budget(
         "timezone": timezone,
         "bins_per_day": per_day,
         "epsilon_per_day": spent,
-        "epsilon_per_day_max": None if eps is None else max(spent.values(), default=0.0),
+        "epsilon_per_day_max": (
+            None
+            if eps is None
+            else max((round(eps * n, 10) for n in per_day.values()), default=0.0)
+        ),
     }
 
 
