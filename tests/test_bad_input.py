@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import math
+import shutil
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,11 @@ from typer.testing import CliRunner
 
 from sim import budget
 from sim.cli import app
-from sim.errors import CrowdsimError, ScenarioError
+from sim.errors import CrowdsimError, RunFolderError, ScenarioError
 from sim.io import read_table
 from sim.scenario import load_scenario
 from tests.conftest import SCENARIOS
+from validation.metrics import join_run
 
 runner = CliRunner()
 SMOKE: dict[str, Any] = tomllib.loads((SCENARIOS / "smoke.toml").read_text(encoding="utf-8"))
@@ -338,14 +340,9 @@ def test_read_table_names_missing_damaged_and_wrong_tables(tmp_path: Path) -> No
         read_table(good, required=(), columns=["z"], error=CrowdsimError)
 
 
-def _fake_run(folder: Path) -> Path:
-    """A run folder whose manifest names the smoke scenario (enough to reach the tables)."""
-    folder.mkdir()
-    (folder / "manifest.json").write_text(
-        '{"status": "ok", "scenario": {"name": "smoke", "event": {"timezone": "UTC"}}}',
-        encoding="utf-8",
-    )
-    return folder
+def _copy_of_smoke(smoke_run: Path, folder: Path) -> Path:
+    """A finished run folder of the smoke scenario that a test may damage."""
+    return Path(shutil.copytree(smoke_run, folder))
 
 
 def _bounds(tmp_path: Path, limit: str = "0.5") -> Path:
@@ -359,30 +356,33 @@ def _bounds(tmp_path: Path, limit: str = "0.5") -> Path:
     return path
 
 
-def test_validate_names_a_damaged_table(tmp_path: Path) -> None:
-    run = _fake_run(tmp_path / "run")
-    pd.DataFrame({"time": [1], "system": ["area"], "zone": ["a"], "people": [1]}).to_parquet(
-        run / "truth_zones.parquet"
-    )
+def test_validate_names_a_damaged_table(smoke_run: Path, tmp_path: Path) -> None:
+    run = _copy_of_smoke(smoke_run, tmp_path / "run")
     whole = (run / "truth_zones.parquet").read_bytes()
     (run / "truth_zones.parquet").write_bytes(whole[:-40])
     result = runner.invoke(app, ["validate", str(run), "--bounds", str(_bounds(tmp_path))])
     exits_2_naming(result, "truth_zones.parquet", "damaged")
 
 
-def test_validate_names_the_wrong_table(tmp_path: Path) -> None:
-    run = _fake_run(tmp_path / "run")
+def test_scoring_names_the_wrong_table(smoke_run: Path, tmp_path: Path) -> None:
+    """Past the run folder's checks (a library call on the folder), the reader still names
+    a table that is not the one expected."""
+    run = _copy_of_smoke(smoke_run, tmp_path / "run")
     # the street table copied over the zone table
     pd.DataFrame({"time": [1], "edge": [0], "density": [0.1]}).to_parquet(
         run / "truth_zones.parquet"
     )
     result = runner.invoke(app, ["validate", str(run), "--bounds", str(_bounds(tmp_path))])
-    exits_2_naming(result, "truth_zones.parquet", "not the expected table", "system")
+    exits_2_naming(result, "truth_zones.parquet", "another run")
+    with pytest.raises(RunFolderError, match=r"truth_zones\.parquet.*not the expected table"):
+        join_run(run)
 
 
 @pytest.mark.parametrize("limit", ["nan", "inf", "-inf"])
-def test_bounds_file_with_nan_or_inf_is_refused(tmp_path: Path, limit: str) -> None:
-    run = _fake_run(tmp_path / "run")
+def test_bounds_file_with_nan_or_inf_is_refused(
+    smoke_run: Path, tmp_path: Path, limit: str
+) -> None:
+    run = smoke_run
     path = _bounds(tmp_path, limit)
     result = runner.invoke(app, ["validate", str(run), "--bounds", str(path)])
     exits_2_naming(result, str(path), "bound[0].max", "finite")
