@@ -549,6 +549,14 @@ class BackgroundConfig(_Section):
     activity_places: int = Field(
         48, ge=1, le=1000, description="number of activity places (shops, parks) (assumption)"
     )
+    activity_place_min_width_m: Metres = Field(
+        8.0,
+        ge=0,
+        description=(
+            "an activity place only at a street node whose ways out are together at least"
+            " this wide: a 4 m street passing through, not the end of a narrow way (assumption)"
+        ),
+    )
     trip_decay_m: Metres = Field(
         800.0, gt=0, description="trip destinations weighted exp(-walk/this) (assumption)"
     )

@@ -27,6 +27,7 @@ from sim.crowd.movement import (
 )
 from sim.crowd.routing import RoutingTables
 from sim.crowd.walkgraph import build_walk_graph
+from sim.crowd.world import draw_places
 from sim.errors import ScenarioError
 from sim.scenario import Scenario, parse_scenario
 from sim.streets import Streets, StreetSource, streets_from_graph, streets_from_sketch
@@ -456,3 +457,43 @@ def test_a_walker_held_by_a_full_street_detours_after_its_patience() -> None:
     for _ in range(120):
         model.step()
     assert p.state[0] == WAITING and p.edge[0] == -1 and model.detours == 0
+
+
+# ----------------------------------------------------------------------------- activity places
+
+
+def _places(seed: int, **background: Any) -> tuple[np.ndarray, Streets]:
+    data = tiny_scenario(background={"count": 10, **background})
+    scenario, streets, course = tiny_world(data)
+    g = build_walk_graph(streets, course, scenario)
+    rng = np.random.default_rng(seed)
+    return draw_places(scenario, g, streets.n_nodes, rng=rng), streets
+
+
+def test_an_activity_place_is_never_at_the_end_of_a_narrow_dead_end() -> None:
+    # Rue Sud is a 2.5 m footway: its dead end (6) has 2.5 m of ways out, its middle (5) 5 m
+    dead_end, middle = 6, 5
+    drawn: set[int] = set()
+    for seed in range(40):
+        places, streets = _places(seed, activity_places=3)
+        drawn |= {int(streets.node_id[n]) for n in places}
+        assert len(places) == len(set(places.tolist()))  # one place per node
+    assert dead_end not in drawn and middle not in drawn
+    assert drawn  # the wide nodes get the places
+    # with no width asked for, the dead end can be drawn: the rule is what keeps it out
+    loose: set[int] = set()
+    for seed in range(40):
+        places, streets = _places(seed, activity_places=3, activity_place_min_width_m=0.0)
+        loose |= {int(streets.node_id[n]) for n in places}
+    assert dead_end in loose
+
+
+def test_activity_places_same_seed_same_places() -> None:
+    a, _ = _places(7, activity_places=2)
+    b, _ = _places(7, activity_places=2)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_no_node_wide_enough_for_a_place_is_named() -> None:
+    with pytest.raises(ScenarioError, match="activity_place_min_width_m = 500 m"):
+        _places(0, activity_place_min_width_m=500.0)

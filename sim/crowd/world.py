@@ -22,7 +22,7 @@ from sim.scenario import Scenario
 from sim.streets import Streets, to_metres
 from sim.zones import Places, Zones, build_places, build_zones
 
-__all__ = ["CrowdWorld", "build_world"]
+__all__ = ["CrowdWorld", "build_world", "draw_places"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,7 +40,7 @@ class CrowdWorld:
     origin_node, origin_exits
         Street node of each spectator origin, and the nodes its people come out at.
     place_node
-        Street node of each background activity place.
+        Street node of each background activity place (:func:`draw_places`).
     routes
         Routing tables toward stretches, then origins, then places (rows in that order:
         :attr:`o0` and :attr:`p0` are the first origin and first place row).
@@ -104,13 +104,7 @@ def build_world(
         scenario.event, stretches.course_m, course.length_m, course=course
     )
     origin_node = _snap_origins(scenario, streets)
-    n_places = people_cfg.background.activity_places if people_cfg.background.count else 0
-    street_nodes = np.arange(streets.n_nodes)
-    place_node = (
-        rng.choice(street_nodes, size=min(n_places, len(street_nodes)), replace=False)
-        if n_places
-        else np.zeros(0, dtype=np.int64)
-    )
+    place_node = draw_places(scenario, g, streets.n_nodes, rng=rng)
     origin_exits = _exits(scenario, streets, origin_node)
     dests = [*stretches.nodes, *origin_exits, *([n] for n in place_node)]
     # viewing room: one directed edge per segment holds the viewers of that segment
@@ -138,6 +132,50 @@ def build_world(
         places=places,
         zones=build_zones(places, course, (cx, cy), scenario),
     )
+
+
+def draw_places(
+    scenario: Scenario, g: WalkGraph, n_street_nodes: int, *, rng: np.random.Generator
+) -> np.ndarray:
+    """Draw the background's activity places: street nodes that can carry their visitors.
+
+    A place is drawn uniformly among the street nodes whose ways out (on the walking
+    graph, with no closure) are together at least
+    ``people.background.activity_place_min_width_m`` wide. Real shops, offices and venues
+    sit on streets that carry their visitors; a node drawn among all nodes can be the end
+    of a 2 m service way, and the one place in a district then sends thousands of trips
+    through 2 m, a queue no real place has. A 4 m street passing through has 8 m of ways
+    out, so the default 8 m keeps every ordinary street and drops only dead ends and
+    narrow ways. The draw stays uniform among those nodes (no weight by width): how much
+    activity a street has is not in the street data, and a weight would add a second
+    assumption.
+
+    Returns
+    -------
+    numpy.ndarray
+        The street node of each place (none when there is no background).
+
+    Raises
+    ------
+    ScenarioError
+        No street node is wide enough. (With fewer wide nodes than
+        ``people.background.activity_places``, each wide node gets one place.)
+    """
+    bg = scenario.people.background
+    if not bg.count:
+        return np.zeros(0, dtype=np.int64)
+    street = g.eu < n_street_nodes
+    ways_out = np.bincount(g.eu[street], weights=g.width[street], minlength=n_street_nodes)
+    wide = np.flatnonzero(ways_out >= bg.activity_place_min_width_m)
+    if not len(wide):
+        raise ScenarioError(
+            f"{scenario.where('people.background.activity_place_min_width_m')} = "
+            f"{bg.activity_place_min_width_m:g} m: none of the {n_street_nodes} street nodes "
+            f"has ways out that wide together, so the background has nowhere to go; "
+            f"lower it (the widest node has {ways_out.max():g} m)."
+        )
+    n = min(bg.activity_places, len(wide))  # one place per node (small worlds have few)
+    return rng.choice(wide, size=n, replace=False).astype(np.int64)
 
 
 def _snap_origins(scenario: Scenario, streets: Streets) -> np.ndarray:
