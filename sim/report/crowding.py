@@ -4,8 +4,10 @@ The worst moment of each street segment, the worst places of the run, and how cr
 develops over the afternoon.
 
 Reads ``truth_edges.parquet`` (one row per street segment and bin with somebody on it):
-the level of service there is Fruin's walkway level from the flow per metre of usable
-width per minute (A < 23, B < 33, C < 49, D < 66, E < 82, F >= 82; DESIGN §3).
+the level of service there is the worse of Fruin's walkway level from the flow per metre
+of usable width per minute (A < 23, B < 33, C < 49, D < 66, E < 82, F >= 82) and from
+the space per person (A >= 3.3, B >= 2.3, C >= 1.4, D >= 0.9, E >= 0.46, F below, m²;
+DESIGN §3), so a standing jam reads F.
 """
 
 from __future__ import annotations

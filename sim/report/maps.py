@@ -291,8 +291,8 @@ def plot_los_map(
         )
         zoom.set_title(f"Around the worst place (1), {2 * zoom_m / 1000:g} km wide", fontsize=9)
     fig.suptitle(
-        "Worst walkway level of service reached on each street segment (Fruin, "
-        "from flow per metre of usable width)"
+        "Worst walkway level of service reached on each street segment (Fruin: the worse "
+        "of the flow and the density readings)"
     )
     return save(fig, dest, dpi=dpi)
 
