@@ -73,11 +73,19 @@ def test_same_seed_same_outputs_different_seed_different(tmp_path: Path) -> None
 def test_every_stage_of_the_smoke_run_honours_the_operator_wall(smoke_run: Path) -> None:
     records = pd.read_parquet(smoke_run / "records.parquet")
     assert list(records.columns) == ["time", "device", "cell_id", "procedure", "outcome"]
-    estimates = pd.read_parquet(smoke_run / "estimates.parquet")
+    # the operator's internal table: every value, never negative, inside its interval
+    estimates = pd.read_parquet(smoke_run / "estimates_internal.parquet")
     assert (estimates["estimate"] >= 0).all() and estimates["estimate"].notna().all()
     assert (estimates["lower"] <= estimates["estimate"]).all()
     assert (estimates["estimate"] <= estimates["upper"]).all()
     assert set(estimates["method"]) == {"presence", "voronoi", "bayes", "em"}
+    # the published table: nothing left of a suppressed zone-bin, the rest as internal
+    published = pd.read_parquet(smoke_run / "estimates.parquet")
+    hidden = published["suppressed"].to_numpy(dtype=bool)
+    assert hidden.any() and not hidden.all()
+    assert published.loc[hidden, ["estimate", "lower", "upper"]].isna().all().all()
+    shown = published[~hidden]
+    assert (shown["estimate"] >= 0).all() and shown["estimate"].notna().all()
     truth = pd.read_parquet(smoke_run / "truth_zones.parquet")
     assert (truth["people"] >= 0).all() and (truth["spectators"] <= truth["people"]).all()
 
