@@ -6,9 +6,11 @@ coverage model) and ``em`` (Ricciato et al. 2020 ML-EM deconvolution), each scal
 devices to people by the operator's beliefs and marked for privacy. Only operator data
 enters: records, counters, the network plan (the operator wall, DESIGN §1).
 
-The run stage calls :func:`run_estimators` with the records, the estimating operator's
+The run stage calls :func:`release_estimates` with the records, the estimating operator's
 plan, the zone systems (``sim.zones.Zones``), the bin starts (:func:`period_bins`) and
-``scenario.estimators``, and writes the result with :func:`write_estimates`. The ``bin``
+``scenario.estimators``, and writes its internal and published tables with
+:func:`write_release`; :func:`run_estimators` is the plain table of every method, for
+scripts and tests. The ``bin``
 column is the bin *start*; an estimate describes the instant ``min(start + latency,
 end)`` (real time) or the bin end (batch), so ``latency_min`` equal to the bin width
 compares like for like with a truth counted at the bin end.
