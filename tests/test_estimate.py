@@ -333,12 +333,18 @@ def test_an_empty_bin_gives_zero_with_honest_bounds(world) -> None:
     plan, recs, *_ = world
     zones = square_zones(raster_for_plan(plan, tile_m=100, margin_m=1000).bounds, 1000.0)
     late = pd.DatetimeIndex([T0 + pd.Timedelta(minutes=100)])  # nobody seen within 60 min
+    # people carry a device with probability r = 0.36: nobody seen leaves room for a few;
+    # the exact binomial bound on N with none of N seen is ln(0.025) / ln(1 - r) = 8.3
+    exact = np.log(0.025) / np.log(1 - 0.36)
     for cls in (VoronoiEstimator, BayesEstimator, EMEstimator):
         out = cls(**OPEN).fit(recs, plan).estimate(zones, late)
+        # share 1, one phone each: every person is seen, so nobody is there
+        assert (out[["estimate", "lower", "upper"]] == 0).all().all()
+        thinned = cls(market_share=0.4, phones_per_person=0.9, **OPEN).fit(recs, plan)
+        out = thinned.estimate(zones, late)
         assert (out["estimate"] == 0).all() and (out["lower"] == 0).all()
-        assert (out["upper"] > 0).all() and not out[
-            ["estimate", "lower", "upper"]
-        ].isna().any().any()
+        np.testing.assert_allclose(out["upper"], exact, rtol=0.1)
+        assert not out[["estimate", "lower", "upper"]].isna().any().any()
 
 
 def test_run_estimators_writes_every_listed_method_in_one_table(world) -> None:

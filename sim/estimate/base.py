@@ -11,16 +11,21 @@ step a method defines) -> people (scaling) -> intervals -> privacy.
 Only operator-side data enters (DESIGN §1): the records, per-cell counters and the
 network plan. ``tests/test_operator_wall.py`` checks the imports of this package.
 
-Bounds. ``lower`` and ``upper`` are a ``confidence`` (95%) interval for the people of a
-zone-bin from sampling alone: the zone's device count D (the method's output) is taken
-as Poisson, since owning a phone of this operator thins the crowd at random and a
-method spreading a cell's devices over zones thins them again, and the exact Garwood
-interval of D is scaled by the people per device (:mod:`sim.estimate.scaling`); with
-Laplace noise it is widened by the noise's quantile (:mod:`sim.estimate.privacy`). It
-does *not* cover the error of the spatial model (coverage that differs from the
-operator's belief), of the beliefs in market share and phones per person, of devices
-silent for longer than the window, nor the EM's extra variance: validation measures
-how often the truth falls outside. An empty zone-bin gets 0 and ``[0, 3.69 f]``.
+Bounds. ``lower`` and ``upper`` are a ``confidence`` (default 95%) interval for the
+people of a zone-bin (:mod:`sim.estimate.intervals`). They carry where the devices of
+each cell may be (the method's location posterior: a zone's device count is a sum of
+independent Bernoullis, one per device, with ``P(zone | cell)`` from the method's
+prior, fitted density or footprint; for EM optionally the uncertainty of its fitted
+density), who carries a device (binomial thinning by market share and phones per
+person), the stated uncertainty of those beliefs (``share_error``, ``phones_error``)
+and Laplace noise when it is on. On a world that follows the method's own model they
+cover at their nominal level (``tests/test_intervals.py``). They do *not* hold a
+coverage model that differs from the world's radio, a crowd whose density differs from
+the method's prior, devices silent for longer than the window, nor the part of EM's
+density the counts cannot identify: validation measures how often the truth falls
+outside, per method and zone system. The presence method (zone = cell) has no location
+part. An empty zone-bin gets 0 and ``[0, u]`` with u the people who could stand there
+unseen (0 when every person carries a device).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from sim.errors import CrowdsimError
+from sim.estimate.intervals import belief_uncertainty, people_interval
 from sim.estimate.outside import counts_matrix
 from sim.estimate.presence import (
     PreparedRecords,
@@ -44,14 +50,18 @@ from sim.estimate.presence import (
     reference_instants,
 )
 from sim.estimate.privacy import laplace_counts
-from sim.estimate.scaling import people_per_device, poisson_interval
+from sim.estimate.scaling import people_per_device
 from sim.estimate.tiles import ZoneSet, zone_sets
 from sim.network.plan import NetworkPlan
 
 __all__ = ["ESTIMATE_COLUMNS", "EstimateInputError", "Estimator", "NotFittedError"]
 
-#: Columns of ``estimates.parquet`` and their dtypes. ``mode`` says whether an estimate
-#: could have been shown live (``realtime``) or used the whole day (``batch``).
+#: Columns of ``estimates.parquet`` and their dtypes. ``estimate`` is people; ``lower``
+#: and ``upper`` bound them with the estimator's nominal level ``confidence`` (default
+#: 95%, written in the manifest's estimator facts under ``intervals``), carrying the
+#: location and sampling uncertainty described in :mod:`sim.estimate.intervals`.
+#: ``mode`` says whether an estimate could have been shown live (``realtime``) or used
+#: the whole day (``batch``).
 ESTIMATE_COLUMNS: dict[str, object] = {
     "method": "category",
     "zone_system": "category",
@@ -334,7 +344,12 @@ class Estimator:
         return self.estimate_from_counts(self.cell_counts(bins, width=width), zones, bins)
 
     def estimate_from_counts(
-        self, counts: np.ndarray, zones: Any, bins: pd.DatetimeIndex
+        self,
+        counts: np.ndarray,
+        zones: Any,
+        bins: pd.DatetimeIndex,
+        *,
+        noise_epsilon: float | None = None,
     ) -> pd.DataFrame:
         """People per zone and bin from devices per cell (rows, plan order) and bin.
 
@@ -347,6 +362,9 @@ class Estimator:
             Devices per cell and bin, shape (cells, bins), finite and >= 0.
         zones, bins
             As in :meth:`estimate`.
+        noise_epsilon
+            The counts already carry Laplace noise of scale ``1 / noise_epsilon`` (as the
+            release's shared draw does): the intervals are widened for it.
         """
         if not hasattr(self, "cell_ids_"):
             raise NotFittedError(f"{type(self).__name__}: call fit first")
@@ -362,13 +380,38 @@ class Estimator:
             )
         if not np.isfinite(counts).all() or (counts < 0).any():
             raise EstimateInputError("counts must be finite and >= 0")
+        if noise_epsilon is not None and not noise_epsilon > 0:
+            raise EstimateInputError(f"noise_epsilon = {noise_epsilon}; must be > 0 or None")
         rng = np.random.default_rng(self.random_state)
+        epsilon = noise_epsilon
         if self.laplace_epsilon is not None:
             counts = laplace_counts(counts, epsilon=self.laplace_epsilon, rng=rng)
-        frames = []
-        for zs in self._zone_sets(zones):
-            devices = self._devices_per_zone(counts, zs)
-            frames.append(self._table(devices, zs, bins, rng=rng))
+            epsilon = self.laplace_epsilon
+        return self._tables(counts, self._zone_sets(zones), bins, epsilon=epsilon, rng=rng)
+
+    def _tables(
+        self,
+        counts: np.ndarray,
+        sets: list[ZoneSet],
+        bins: pd.DatetimeIndex,
+        *,
+        epsilon: float | None,
+        rng: np.random.Generator,
+        live: bool = False,
+    ) -> pd.DataFrame:
+        """Devices per zone, their location variance, then the tables of every system.
+
+        `live`: the real-time minute update, where a method may use a cheaper bound.
+        """
+        devices = [self._devices_per_zone(counts, zs) for zs in sets]
+        noise_var = 0.0 if epsilon is None else 2.0 / epsilon**2  # Laplace variance
+        variances = self._device_variances(
+            counts, sets, devices, noise_var=noise_var, rng=rng, bins=bins, live=live
+        )
+        frames = [
+            self._table(d, zs, bins, rng=rng, device_var=v)
+            for d, zs, v in zip(devices, sets, variances, strict=True)
+        ]
         return concat_estimates(frames, consume=True)
 
     def estimate_minute(self, zones: Any, bin_start: pd.Timestamp) -> pd.DataFrame:
@@ -400,11 +443,9 @@ class Estimator:
         rng = np.random.default_rng(self.random_state)
         if self.laplace_epsilon is not None:
             counts = laplace_counts(counts, epsilon=self.laplace_epsilon, rng=rng)
-        frames = [
-            self._table(self._devices_per_zone(counts, zs), zs, bins, rng=rng)
-            for zs in self._zone_sets(zones)
-        ]
-        return concat_estimates(frames, consume=True)
+        return self._tables(
+            counts, self._zone_sets(zones), bins, epsilon=self.laplace_epsilon, rng=rng, live=True
+        )
 
     def cell_counts(
         self, bins: pd.DatetimeIndex, *, width: pd.Timedelta | None = None
@@ -430,6 +471,40 @@ class Estimator:
         """Devices per zone (rows) and bin (columns) from devices per cell and bin."""
         raise NotImplementedError
 
+    #: How a method's intervals place a cell's devices (the manifest's interval facts).
+    location_model: ClassVar[str] = "none: a zone is one cell (sampling and noise only)"
+
+    def _device_variances(
+        self,
+        counts: np.ndarray,
+        sets: list[ZoneSet],
+        devices: list[np.ndarray],
+        *,
+        noise_var: float,
+        rng: np.random.Generator,
+        bins: pd.DatetimeIndex,
+        live: bool = False,
+    ) -> list[np.ndarray]:
+        """Variance of each zone-bin's device count given the cell counts.
+
+        A method whose zones are its cells (presence) knows where its devices are: only
+        the count noise is left. Spatial methods return the variance of their location
+        posterior (:mod:`sim.estimate.intervals`). `live` is the real-time minute update.
+        """
+        return [np.full(d.shape, noise_var) for d in devices]
+
+    def interval_facts(self) -> dict[str, Any]:
+        """What the ``lower``/``upper`` columns mean, for the manifest."""
+        return {
+            "confidence": self.confidence,
+            "location": self.location_model,
+            "sampling": "binomial thinning by people per device, negative-binomial "
+            "people given devices",
+            "belief_relative_sd": round(belief_uncertainty(self.share_error, self.phones_error), 6),
+            "distribution": "Gamma with the interval's mean and variance",
+            "realtime": "the same as in batch",
+        }
+
     # -- shared tail: people, intervals, privacy --------------------------------------------
     def _table(
         self,
@@ -438,11 +513,19 @@ class Estimator:
         bins: pd.DatetimeIndex,
         *,
         rng: np.random.Generator,
+        device_var: np.ndarray | None = None,
     ) -> pd.DataFrame:
+        """The table of one zone system; `device_var` None = no location uncertainty."""
         devices = np.maximum(devices, 0.0)
-        lo, hi = poisson_interval(devices, confidence=self.confidence)
         f = self.people_per_device_
-        est, lower, upper = devices * f, lo * f, hi * f
+        lower, upper = people_interval(
+            devices,
+            np.zeros_like(devices) if device_var is None else device_var,
+            people_per_device=f,
+            confidence=self.confidence,
+            belief_sd=belief_uncertainty(self.share_error, self.phones_error),
+        )
+        est = devices * f
         suppressed = est < self.privacy_threshold
         n_zones, n_bins = devices.shape
         zone_codes = np.repeat(np.arange(n_zones, dtype=np.int32), n_bins)

@@ -11,7 +11,7 @@ the cells' counts are not fitted jointly, unlike EM).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ from scipy.sparse import csr_matrix
 from sim.estimate.base import EstimateInputError
 from sim.estimate.outside import TileGrid, emission_matrix
 from sim.estimate.spatial import SpatialEstimator
-from sim.estimate.tiles import TileRaster, coverage_matrix
+from sim.estimate.tiles import TileRaster, ZoneSet, coverage_matrix
 from sim.network.plan import NetworkPlan
 
 __all__ = ["BayesEstimator", "tile_prior"]
@@ -120,9 +120,19 @@ class BayesEstimator(SpatialEstimator):
         self.prior_ = tile_prior(self.prior, self.space_)
         self.posterior_ = posterior(self.coverage_, self.prior_)
 
+    location_model: ClassVar[str] = (
+        "posterior P(tile | cell) with the prior; calibrated where devices follow the prior"
+    )
+
     def tile_devices(self, counts: np.ndarray) -> np.ndarray:
         """Devices per tile: ``sum_i c_i P(tile | cell i)``."""
         return np.asarray(self.posterior_.T @ counts)
+
+    def zone_given_cell(self, zs: ZoneSet) -> csr_matrix:
+        """``P(zone | cell) = sum_t w_zt P(t | cell)``, zones x cells (cached per system)."""
+        return self._cached(
+            "posterior", zs, lambda: csr_matrix(self.zone_matrix(zs) @ self.posterior_.T)
+        )
 
 
 def posterior(coverage: csr_matrix, prior: np.ndarray) -> csr_matrix:

@@ -6,10 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import shapely
 from scipy.sparse import csr_matrix
 
 from sim.estimate.base import EstimateInputError, Estimator
+from sim.estimate.intervals import fixed_location_moments
 from sim.estimate.outside import check_inside, tile_grid
 from sim.estimate.tiles import ZoneSet, overlap_matrix, raster_for_plan
 from sim.network.plan import NetworkPlan
@@ -90,7 +92,7 @@ class SpatialEstimator(Estimator):
         check_inside(zs.zone, zs.geometry, covered, system=zs.system, error=EstimateInputError)
         return m
 
-    def _cached(self, what: str, zs: ZoneSet, build: Callable[[], csr_matrix]) -> csr_matrix:
+    def _cached(self, what: str, zs: ZoneSet, build: Callable[[], Any]) -> Any:
         """A zone matrix, built once per zone system (keyed by ids and zone bounds).
 
         So the real-time minute update does not redo the geometry.
@@ -109,3 +111,32 @@ class SpatialEstimator(Estimator):
 
     def _devices_per_zone(self, counts: np.ndarray, zs: ZoneSet) -> np.ndarray:
         return np.asarray(self.zone_matrix(zs) @ self.tile_devices(counts))
+
+    def zone_given_cell(self, zs: ZoneSet) -> csr_matrix | None:
+        """``P(zone | cell)`` of a device seen in a cell, zones x cells, if fixed over bins.
+
+        None: the method's location model changes with the bin, or it has none and its
+        intervals hold sampling only.
+        """
+        return None
+
+    def _device_variances(
+        self,
+        counts: np.ndarray,
+        sets: list[ZoneSet],
+        devices: list[np.ndarray],
+        *,
+        noise_var: float,
+        rng: np.random.Generator,
+        bins: pd.DatetimeIndex,
+        live: bool = False,
+    ) -> list[np.ndarray]:
+        """Location-posterior variance per zone-bin (:mod:`sim.estimate.intervals`)."""
+        out = []
+        for zs, d in zip(sets, devices, strict=True):
+            q = self.zone_given_cell(zs)
+            if q is None:
+                out.append(np.full(d.shape, noise_var))
+            else:
+                out.append(fixed_location_moments(counts, q, noise_var=noise_var)[1])
+        return out

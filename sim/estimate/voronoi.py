@@ -11,6 +11,8 @@ the same wedge. Devices of a cell are spread uniformly by area: zone z receives
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import shapely
 from scipy.sparse import csr_matrix
@@ -96,6 +98,15 @@ class VoronoiEstimator(SpatialEstimator):
     def tile_devices(self, counts: np.ndarray) -> np.ndarray:
         """Devices per tile: each cell's devices spread over its region by area."""
         return np.asarray(self.footprint_.T @ counts)
+
+    location_model: ClassVar[str] = (
+        "uniform over each cell's Voronoi region; calibrated where devices are uniform and "
+        "camp on the nearest site's sector"
+    )
+
+    def zone_given_cell(self, zs: ZoneSet) -> csr_matrix:
+        """``P(zone | cell)``: the share of the cell's region in the zone."""
+        return self.cell_zone_matrix(zs)
 
     def cell_zone_matrix(self, zs: ZoneSet) -> csr_matrix:
         """Share of each cell's region inside each zone, zones x cells (exact areas)."""
