@@ -233,6 +233,7 @@ def _estimators_stage(ctx: RunContext) -> str:
         "published_rows": len(release.published),
         "suppressed_share": round(float(table["suppressed"].mean()), 4) if len(table) else 0.0,
         "privacy": release.privacy,
+        "intervals": release.intervals,
     }
     return f"{len(table)} estimates ({', '.join(ctx.facts['estimators']['methods'])}, {cfg.mode})"
 

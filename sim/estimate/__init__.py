@@ -199,11 +199,15 @@ class Release:
     privacy
         The release's facts for the manifest: threshold, published system, and the
         privacy budget (:func:`sim.estimate.privacy.privacy_budget`).
+    intervals
+        What ``lower``/``upper`` mean, per method (:meth:`Estimator.interval_facts`): the
+        nominal level, the location model, the real-time bound.
     """
 
     internal: pd.DataFrame
     published: pd.DataFrame
     privacy: dict[str, Any] = field(default_factory=dict)
+    intervals: dict[str, Any] = field(default_factory=dict)
 
 
 def release_estimates(
@@ -272,7 +276,9 @@ def release_estimates(
         noisy = laplace_counts(counts, epsilon=epsilon, rng=rng)
         one = {system: sets[system]}
         spatial = [est for est in estimators if est.method != "presence"]  # "cell" system
-        noisy_tables = [est.estimate_from_counts(noisy, one, bins) for est in spatial]
+        noisy_tables = [
+            est.estimate_from_counts(noisy, one, bins, noise_epsilon=epsilon) for est in spatial
+        ]
         published = published_view(concat_estimates(noisy_tables), system=system)
     privacy = {
         "threshold": config.privacy_threshold,
@@ -280,4 +286,5 @@ def release_estimates(
         "published_methods": sorted(map(str, published["method"].unique())),
         "budget": privacy_budget(bins, epsilon=epsilon, timezone=timezone),
     }
-    return Release(internal=internal, published=published, privacy=privacy)
+    intervals = {est.method: est.interval_facts() for est in estimators}
+    return Release(internal=internal, published=published, privacy=privacy, intervals=intervals)
