@@ -75,6 +75,10 @@ ESTIMATE_COLUMNS: dict[str, object] = {
 }
 
 
+#: Zone-bins whose interval is computed at a time (keeps the temporaries near 100 MB).
+_INTERVAL_BLOCK = 1 << 20
+
+
 class EstimateInputError(CrowdsimError, ValueError):
     """Records, counters, plan, zones or bins given to an estimator are not usable."""
 
@@ -518,13 +522,18 @@ class Estimator:
         """The table of one zone system; `device_var` None = no location uncertainty."""
         devices = np.maximum(devices, 0.0)
         f = self.people_per_device_
-        lower, upper = people_interval(
-            devices,
-            np.zeros_like(devices) if device_var is None else device_var,
-            people_per_device=f,
-            confidence=self.confidence,
-            belief_sd=belief_uncertainty(self.share_error, self.phones_error),
-        )
+        lower = np.empty(devices.shape, dtype=np.float32)
+        upper = np.empty(devices.shape, dtype=np.float32)
+        rows = max(1, _INTERVAL_BLOCK // max(devices.shape[1], 1))  # bounded temporaries
+        for lo in range(0, devices.shape[0], rows):
+            part = slice(lo, lo + rows)
+            lower[part], upper[part] = people_interval(
+                devices[part],
+                np.zeros_like(devices[part]) if device_var is None else device_var[part],
+                people_per_device=f,
+                confidence=self.confidence,
+                belief_sd=belief_uncertainty(self.share_error, self.phones_error),
+            )
         est = devices * f
         suppressed = est < self.privacy_threshold
         n_zones, n_bins = devices.shape

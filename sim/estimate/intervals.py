@@ -61,8 +61,11 @@ independent of the rest: the variance becomes ``var (1 + u^2) + u^2 mean^2``.
 **The interval.** The people's distribution is taken as a Gamma with that mean and
 variance (a moment match: it keeps a small count's right skew, which the normal does
 not), and ``[lower, upper]`` are its ``(1 - confidence) / 2`` and ``(1 + confidence) / 2``
-quantiles, widened if needed to contain the estimate. Zero mean and variance give
-``[0, 0]``.
+quantiles, each moved out by half a person (the count is whole: a continuity
+correction, without which a zone-bin holding a trace of the method's mass, and nobody,
+would be counted as missed) and widened if needed to contain the estimate. A zero
+variance gives ``[estimate, estimate]``, so zero devices with every person carrying
+one give ``[0, 0]``.
 
 What the interval does not hold: a coverage model that differs from the world
 (shadowing, buildings), people whose density differs from the method's lambda (a crowd
@@ -352,6 +355,11 @@ def people_interval(
     if belief_sd > 0:
         var = var * (1.0 + belief_sd**2) + (belief_sd * mean) ** 2
     lower, upper = gamma_interval(mean, var, confidence=confidence)
+    # people are whole: the Gamma stands for a count, so each end moves out by half a
+    # person (continuity correction); a zone-bin whose truth may well be 0 gets lower 0
+    spread = var > 0
+    lower = np.where(spread, np.maximum(lower - 0.5, 0.0), lower)
+    upper = np.where(spread, upper + 0.5, upper)
     estimate = f * d
     return np.minimum(lower, estimate), np.maximum(upper, estimate)
 
