@@ -1,4 +1,4 @@
-"""From devices to people, and the sampling intervals that go with the counts.
+"""From devices to people; the Garwood interval of a Poisson count.
 
 The operator sees devices, not people. A device count D is turned into people by the
 operator's beliefs: ``people = D * f`` with
@@ -10,13 +10,10 @@ inbound roamers and s_r the share of foreign visitors' phones it believes roam o
 The records carry no roaming flag, so rho is a belief too (0 by default). With s = p = 1
 and no roaming, f = 1: device counts are people counts unchanged.
 
-Intervals: people carry an operator phone independently of where they stand, so the
-devices of a zone are a thinned (binomial, ~Poisson) sample of its people, and a spatial
-method spreading each cell's devices over zones is again a thinning. The device count of
-a zone-bin is therefore treated as Poisson, and its exact (Garwood) interval, scaled by f,
-bounds the people. This covers sampling noise only: not a wrong coverage model, wrong
-beliefs about shares, devices that are off or silent longer than the window, or the
-smoothing of the EM; validation measures how often the truth falls outside.
+The estimators' intervals are in :mod:`sim.estimate.intervals` (location, thinning,
+beliefs, noise). :func:`poisson_interval` here is the exact (Garwood) interval of a
+Poisson count, the sampling-only bound the estimators used before; it is kept for
+comparison with the new intervals and as a plain tool for anyone with a count.
 """
 
 from __future__ import annotations
