@@ -127,7 +127,8 @@ class Estimator:
         (:mod:`sim.estimate.privacy`). The run's release draws this noise once for all
         methods instead (:func:`sim.estimate.release_estimates`).
     confidence
-        Level of the [lower, upper] intervals.
+        Nominal level of the [lower, upper] intervals (:mod:`sim.estimate.intervals`);
+        the run's manifest states it (``facts.estimators.intervals``).
     random_state
         Seed or ``numpy.random.Generator`` for the noise; same seed, same output.
     """
@@ -423,7 +424,9 @@ class Estimator:
 
         Reads only the records in ``[r - W, r)`` with r the bin's reference instant
         (:func:`~sim.estimate.presence.presence_at`), so it never touches a record later
-        than the bin start plus the latency. Equal to the same bin of :meth:`estimate`.
+        than the bin start plus the latency. Its estimates equal the same bin of
+        :meth:`estimate`; so do its bounds, except where a method uses a cheaper bound in
+        real time (EM skips its density bootstrap: ``interval_facts()["realtime"]``).
         """
         if getattr(self, "records_", None) is None:
             raise NotFittedError(
