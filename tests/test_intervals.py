@@ -378,3 +378,16 @@ def test_bad_bootstrap_parameters_are_refused(params, match) -> None:
     plan, recs, _ = tiny_world()
     with pytest.raises(EstimateInputError, match=match):
         EMEstimator(**params).fit(recs, plan)
+
+
+def test_vanishing_densities_give_finite_bounds_without_overflow() -> None:
+    # EM leaves densities of 1e-310 on tiles it emptied; 1 / lambda would overflow
+    a = csr_matrix(np.array([[0.5, 0.5, 0.0], [0.5, 0.5, 1.0]]))
+    zones = csr_matrix(np.eye(3))
+    dens = np.array([[1e-310], [1e-320], [4.0]])
+    counts = np.array([[3.0], [4.0]])
+    mean, var = density_location_moments(counts, a, dens, zone_pairs(a, zones))
+    assert np.isfinite(mean).all() and np.isfinite(var).all()
+    lo, hi = people_interval(np.array([1e-310, 0.0, 4.0]), np.array([1e-300, 0.0, 0.0]),
+                             people_per_device=1.0, confidence=0.95)  # fmt: skip
+    assert np.isfinite(lo).all() and np.isfinite(hi).all() and lo[0] == 0.0

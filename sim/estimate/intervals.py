@@ -97,6 +97,9 @@ __all__ = [
 
 #: Bytes of one block of (cell, zone) pairs x bins in :func:`density_location_moments`.
 BLOCK_BYTES = 1 << 26
+#: Cell means (devices) below which a cell is taken to hold nobody (EM leaves densities
+#: of 1e-300 and less, whose inverse overflows).
+_NEGLIGIBLE = 1e-200
 #: Gamma shapes from which the Wilson–Hilferty quantile is used (error < 0.2% there).
 _WH_FROM = 30.0
 #: Smallest Gamma shape tabulated; a smaller one is taken at this shape (its quantiles
@@ -220,10 +223,10 @@ def density_location_moments(
     step = max(1, BLOCK_BYTES // (8 * max(pairs.spread.shape[0], 1)))
     for lo in range(0, n_bins, step):
         b = slice(lo, min(lo + step, n_bins))
-        lam = np.asarray(a @ u[:, b])
-        inv = np.divide(1.0, lam, out=np.zeros_like(lam), where=lam > 0)
-        g = np.asarray(pairs.spread @ u[:, b])  # sum_t a_ct w_zt lambda_t per pair
-        g *= inv[pairs.cell]  # q_cz
+        lam = np.asarray(a @ u[:, b])[pairs.cell]
+        g = np.asarray(pairs.spread @ u[:, b])  # sum_t a_ct w_zt lambda_t per pair, <= lam
+        np.divide(g, lam, out=g, where=lam > _NEGLIGIBLE)  # q_cz
+        g[lam <= _NEGLIGIBLE] = 0.0
         first = c[pairs.cell, b] * g
         mean[:, b] = pairs.members @ first
         g *= g  # q^2
@@ -290,7 +293,7 @@ def bootstrap_density_variance(
 
     def posterior_mean(cols: np.ndarray, dens: np.ndarray) -> np.ndarray:
         lam = np.asarray(a @ dens)
-        ratio = np.divide(c[:, cols], lam, out=np.zeros_like(lam), where=lam > 0)
+        ratio = np.divide(c[:, cols], lam, out=np.zeros_like(lam), where=lam > _NEGLIGIBLE)
         return np.asarray(w @ (dens * np.asarray(at @ ratio)))
 
     root = int(rng.integers(2**63)) if keys is not None else 0
@@ -378,7 +381,9 @@ def gamma_interval(
     v = np.maximum(np.asarray(var, dtype=np.float64), 0.0)
     lower = m.copy()
     upper = m.copy()
-    spread = (v > 0) & (m > 0)
+    spread = (v > 0) & (m > _NEGLIGIBLE)
+    lower[~spread & (m <= _NEGLIGIBLE)] = 0.0
+    upper[~spread & (m <= _NEGLIGIBLE)] = 0.0
     if not spread.any():
         return lower, upper
     ms, vs = m[spread], v[spread]
