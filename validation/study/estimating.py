@@ -84,6 +84,7 @@ class RunScores:
     metrics: pd.DataFrame  # variant, method, zone_system, metric, value, n
     per_zone: pd.DataFrame  # segment and area systems: peaks, their times and errors
     per_bin: pd.DataFrame  # totals per bin, their error, KWD
+    #: per variant, estimate_s and score_s (as they were when computed, for kept scores)
     seconds: dict[str, dict[str, float]] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)
 
@@ -203,23 +204,28 @@ def _key(folder: RunFolder, what: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _read_cached(entry: Path, key: str) -> list[pd.DataFrame] | None:
+def _read_cached(entry: Path, key: str) -> tuple[list[pd.DataFrame], dict[str, float]] | None:
+    """A kept score's tables and the seconds it took, if its key is `key`."""
     try:
-        if json.loads((entry / _KEY_FILE).read_text(encoding="utf-8")).get("key") != key:
+        record = json.loads((entry / _KEY_FILE).read_text(encoding="utf-8"))
+        if record.get("key") != key:
             return None
-        return [pd.read_parquet(entry / f"{name}.parquet") for name in _PARTS]
+        frames = [pd.read_parquet(entry / f"{name}.parquet") for name in _PARTS]
+        return frames, dict(record.get("seconds") or {})
     except (OSError, ValueError, TypeError, AttributeError):
         return None  # absent, damaged, or of other code: scored again
 
 
-def _write_cached(entry: Path, key: str, frames: Sequence[pd.DataFrame]) -> None:
+def _write_cached(
+    entry: Path, key: str, frames: Sequence[pd.DataFrame], seconds: dict[str, float]
+) -> None:
     """Store one score: the tables first, the key last (a key means a whole entry)."""
     shutil.rmtree(entry, ignore_errors=True)
     entry.mkdir(parents=True)
     for name, frame in zip(_PARTS, frames, strict=True):
         with atomic_path(entry / f"{name}.parquet") as tmp:
             frame.to_parquet(tmp, index=False)
-    write_json({"key": key}, entry / _KEY_FILE)
+    write_json({"key": key, "seconds": seconds}, entry / _KEY_FILE)
 
 
 def score_variants(
@@ -249,17 +255,19 @@ def score_variants(
     """
     scoring = {"floor": floor, "kwd_max_bins": kwd_max_bins}
     flat_key = _key(folder, {"flat": True, **scoring})
-    flat = _read_cached(work / _FLAT_DIR, flat_key) if reuse else None
+    kept_flat = _read_cached(work / _FLAT_DIR, flat_key) if reuse else None
+    flat = None if kept_flat is None else kept_flat[0]
     data: OperatorData | None = None
     out = RunScores(metrics=pd.DataFrame(), per_zone=pd.DataFrame(), per_bin=pd.DataFrame())
     parts: list[list[pd.DataFrame]] = []
     for variant in variants:
         cfg = variant_config(folder.scenario.estimators, variant)
-        key = _key(folder, {"variant": variant.model_dump(), "config": cfg.model_dump(), **scoring})
-        cached = _read_cached(work / variant.label, key) if reuse else None
-        # without a cached flat reference, the first grid variant is scored again for it
-        if cached is not None and (flat is not None or not _has_grid(cached[0])):
-            parts.append(cached)
+        key = _key(folder, {"method": variant.method, "config": cfg.model_dump(), **scoring})
+        kept = _read_cached(work / variant.label, key) if reuse else None
+        # without a kept flat reference, the first grid variant is scored again for it
+        if kept is not None and (flat is not None or not _has_grid(kept[0][0])):
+            parts.append(kept[0])
+            out.seconds[variant.label] = kept[1]
             out.reused.append(variant.label)
             continue
         data = data or read_operator_data(folder)
@@ -276,14 +284,15 @@ def score_variants(
             kwd_max_bins,
             want_flat=flat is None,
         )
-        out.seconds[variant.label] = {
+        seconds = {
             "estimate_s": round(t1 - t0, 3),
             "score_s": round(time.perf_counter() - t1, 3),
         }
-        _write_cached(work / variant.label, key, frames)
+        out.seconds[variant.label] = seconds
+        _write_cached(work / variant.label, key, frames, seconds)
         if flat_rows is not None:
             flat = [flat_rows, _no_rows(), _no_rows()]
-            _write_cached(work / _FLAT_DIR, flat_key, flat)
+            _write_cached(work / _FLAT_DIR, flat_key, flat, {})
         parts.append(frames)
     shutil.rmtree(work / _SCRATCH, ignore_errors=True)
     if flat is not None:

@@ -224,7 +224,11 @@ def _literature(inputs: PageInputs, variants: list[str]) -> list[str]:
             ratio = float(sub.loc["voronoi", "kwd_m"] / sub.loc["em", "kwd_m"])
             paper = RICCIATO_2020["voronoi"] / RICCIATO_2020["em"]
             line += f" Voronoi's KWD is {ratio:.2f} times EM's (paper: {paper:.1f} times)" + (
-                "; the gap the paper finds mostly vanishes here." if ratio < 1.5 else "."
+                ": EM is the farther of the two here, the reverse of the paper."
+                if ratio < 1.0
+                else ": a much smaller gap than the paper's."
+                if ratio < paper / 2
+                else "."
             )
         out.append(line)
     out += [
@@ -326,7 +330,10 @@ def _results(inputs: PageInputs, scenario: str, title: str) -> list[str]:
         out += [f"### {_SYSTEM_NAMES[system]}", ""]
         out.append(_table(["variant", *(HEADLINE[m] for m in metrics)], rows))
         out.append("")
-        mine = [w for w in inputs.winners if w.scenario == scenario and w.zone_system == system]
+        mine = sorted(
+            (w for w in inputs.winners if w.scenario == scenario and w.zone_system == system),
+            key=lambda w: list(HEADLINE).index(w.metric),
+        )
         if mine:
             out += [f"- {_winner_sentence(w, inputs.nominal)}" for w in mine]
             out.append("")
@@ -348,6 +355,79 @@ def _win_counts(winners: list[Winner], scenario: str) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
+def segment_peak_error(
+    per_zone: pd.DataFrame, scenario: str, variant: str, *, floor: float
+) -> float:
+    """Signed error of the course segments' peaks: median over segments, then over seeds.
+
+    (estimated peak - true peak) / true peak of each segment whose true peak is at least
+    `floor`; NaN without such a segment.
+    """
+    seg = per_zone[
+        (per_zone["scenario"] == scenario)
+        & (per_zone["variant"] == variant)
+        & (per_zone["zone_system"] == "segment")
+        & (per_zone["peak_truth"] >= floor)
+    ]
+    per_run = seg.groupby("run_id")["peak_error"].median()
+    return float(per_run.median()) if len(per_run) else math.nan
+
+
+def _in_short(inputs: PageInputs) -> list[str]:
+    """The page's first section: the computed headline of each scenario."""
+    out = ["## In short", ""]
+    lookup = _lookup(inputs.summary)
+    floor = inputs.study.spec.floor
+    for scenario, title in _titles(inputs):
+        best = {(w.zone_system, w.metric): w for w in inputs.winners if w.scenario == scenario}
+        mape = "; ".join(
+            f"{_SYSTEM_NAMES[s]} {best[(s, 'mape')].best} ({fmt('mape', best[(s, 'mape')].value)})"
+            for s in SYSTEMS
+            if (s, "mape") in best
+        )
+        line = f"- **{title}**: lowest median MAPE on the {mape}"
+        if ("grid", "kwd_mean_m") in best:
+            w = best[("grid", "kwd_mean_m")]
+            line += f"; closest spatial distribution (KWD) {w.best} ({fmt(w.metric, w.value)} m)"
+        wins = _win_counts(inputs.winners, scenario)
+        if wins:
+            top, n = next(iter(wins.items()))
+            line += f"; best median in {n} of {sum(wins.values())} zone system-metric pairs: {top}"
+        out.append(line + ".")
+        peaks = {
+            v: segment_peak_error(inputs.per_zone, scenario, v, floor=floor)
+            for v in _variant_labels(inputs)
+        }
+        peaks = {v: p for v, p in peaks.items() if math.isfinite(p)}
+        if peaks:
+            lo, hi = min(peaks.values()), max(peaks.values())
+            word = "undercount" if hi < 0 else "overcount" if lo > 0 else "miscount"
+            small, large = sorted((abs(lo), abs(hi)))
+            lag = [
+                lookup[(scenario, v, "segment", "peak_time_error_median_abs_min")]["median"]
+                for v in peaks
+                if (scenario, v, "segment", "peak_time_error_median_abs_min") in lookup
+            ]
+            out.append(
+                f"  Every variant {word}s the course segments at their peak, by "
+                f"{_span(small, large, '{:.0%}')} (median over segments and seeds)"
+                + (
+                    f"; it places the segments' peaks {_span(min(lag), max(lag), '{:.0f}')} "
+                    "min from the true ones (median over segments and seeds)."
+                    if lag
+                    else "."
+                )
+            )
+    out.append("")
+    return out
+
+
+def _span(low: float, high: float, form: str) -> str:
+    """Two values as a range in `form`, or "about" one when both read the same."""
+    a, b = form.format(low), form.format(high)
+    return f"about {a}" if a == b else f"{a}-{b}"
+
+
 def _why(inputs: PageInputs) -> list[str]:
     """Indicators of the failures the issue names, per scenario and variant (computed)."""
     out = [
@@ -366,14 +446,7 @@ def _why(inputs: PageInputs) -> list[str]:
     for scenario, title in _titles(inputs):
         rows = []
         for v in _variant_labels(inputs):
-            seg = inputs.per_zone[
-                (inputs.per_zone["scenario"] == scenario)
-                & (inputs.per_zone["variant"] == v)
-                & (inputs.per_zone["zone_system"] == "segment")
-                & (inputs.per_zone["peak_truth"] >= inputs.study.spec.floor)
-            ]
-            per_run = seg.groupby("run_id")["peak_error"].median()
-            peak = float(per_run.median()) if len(per_run) else math.nan
+            peak = segment_peak_error(inputs.per_zone, scenario, v, floor=inputs.study.spec.floor)
             rows.append(
                 [
                     v,
@@ -429,11 +502,11 @@ def _setup(inputs: PageInputs) -> list[str]:
         if len(est):
             timing += f" Estimating and scoring all variants again took {est.median():.0f} s a run."
         out.append(
-            f"- **{entry.title}** (`{entry.name}`): scenario `{base.name}`: {base.description} "
-            f"Sweep `{_rel(sweep.source, study.source.parent)}`: {sweep.spec.replications} "
-            f"replications, root seed {sweep.seed}.{timing}"
+            f"- **{entry.title}** (`{entry.name}`): scenario `{base.name}` "
+            f"(`{_rel(sweep.base)}`): {base.description} Sweep `{_rel(sweep.source)}`: "
+            f"{sweep.spec.replications} replications, root seed {sweep.seed}.{timing}"
         )
-    out += ["", "The variants (`" + _rel(study.variants_file, study.source.parent) + "`):", ""]
+    out += ["", "The variants (`" + _rel(study.variants_file) + "`):", ""]
     rows = [
         [
             v.label,
@@ -468,11 +541,13 @@ def _setup(inputs: PageInputs) -> list[str]:
     return out
 
 
-def _rel(path: Path, start: Path) -> str:
+def _rel(path: Path) -> str:
+    """`path` relative to the working folder (the repository), else its name alone."""
     try:
-        return os.path.relpath(path, start)
+        shown = os.path.relpath(path, Path.cwd())
     except ValueError:  # another drive
         return path.name
+    return path.name if shown.startswith("..") else Path(shown).as_posix()
 
 
 def render_page(inputs: PageInputs) -> str:
@@ -488,6 +563,7 @@ def render_page(inputs: PageInputs) -> str:
         "account of the published papers is written by hand.",
         "",
     ]
+    out += _in_short(inputs)
     out += _setup(inputs)
     for scenario, title in _titles(inputs):
         out += _results(inputs, scenario, title)
@@ -540,13 +616,8 @@ def render_readme_block(inputs: PageInputs, *, page: str = "docs/estimators.md")
         wins = _win_counts(inputs.winners, scenario)
         if wins:
             total = sum(wins.values())
-            lines.append(
-                f"- {title}: best median in "
-                + ", ".join(
-                    f"{n} of {total} (zone system, metric) pairs for {v}" for v, n in wins.items()
-                )
-                + "."
-            )
+            listed = ", ".join(f"{n} for {v}" for v, n in wins.items())
+            lines.append(f"- {title}: best median in {total} zone system-metric pairs: {listed}.")
     lines += ["", README_END]
     return "\n".join(lines)
 
