@@ -298,6 +298,10 @@ def study(
     workers: Annotated[
         int | None, typer.Option(help="Local processes per sweep (unless the study sets it).")
     ] = None,
+    replications: Annotated[
+        int | None,
+        typer.Option(help="Use only the first N replications of each sweep (a preview)."),
+    ] = None,
     rescore: Annotated[
         bool, typer.Option("--rescore", help="Score every variant again, kept scores too.")
     ] = False,
@@ -311,6 +315,8 @@ def study(
     from validation.study import run_study
 
     command = f"crowdsim study {study_file} --out {out}"
+    if replications is not None:
+        command += f" --replications {replications}"
     try:
         _writable_folder(out)
         result = run_study(
@@ -320,6 +326,7 @@ def study(
             readme=readme,
             workers=workers,
             progress=not quiet,
+            replications=replications,
             rescore=rescore,
             command=command,
             log=None if quiet else typer.echo,

@@ -185,6 +185,17 @@ def test_bad_sweep_is_named_with_its_scenario(tmp_path: Path) -> None:
         load_study(path)
 
 
+def test_first_replications_keeps_the_first_seeds(tmp_path: Path) -> None:
+    from validation.study.running import first_replications
+
+    study = load_study(study_files(tmp_path, replications=3))
+    first = first_replications(study, 2)
+    assert [r.run_id for r in first.sweeps["smoke"].runs] == ["p000-r000", "p000-r001"]
+    assert first.sweeps["smoke"].runs[1].spawn_key == study.sweeps["smoke"].runs[1].spawn_key
+    with pytest.raises(StudyError, match="--replications 0: needs at least 1"):
+        first_replications(study, 0)
+
+
 def test_command_exits_2_on_a_bad_variants_file(tmp_path: Path) -> None:
     path = study_files(tmp_path, variants='[[variant]]\nlabel = "a"\nmethod = "hmm2"\n')
     out = runner.invoke(app, ["study", str(path), "--out", str(tmp_path / "out")])

@@ -22,6 +22,7 @@ from validation.metrics import GRID_ONLY, SYSTEMS
 from validation.study.estimating import FLAT
 from validation.study.spec import Study, StudyError, Variant
 from validation.study.summary import HEADLINE, Winner
+from validation.sweep import Sweep
 
 __all__ = [
     "BOTTA_2015",
@@ -504,7 +505,7 @@ def _setup(inputs: PageInputs) -> list[str]:
         out.append(
             f"- **{entry.title}** (`{entry.name}`): scenario `{base.name}` "
             f"(`{_rel(sweep.base)}`): {base.description} Sweep `{_rel(sweep.source)}`: "
-            f"{sweep.spec.replications} replications, root seed {sweep.seed}.{timing}"
+            f"{_shown_replications(sweep)}, root seed {sweep.seed}.{timing}"
         )
     out += ["", "The variants (`" + _rel(study.variants_file) + "`):", ""]
     rows = [
@@ -539,6 +540,14 @@ def _setup(inputs: PageInputs) -> list[str]:
         "",
     ]
     return out
+
+
+def _shown_replications(sweep: Sweep) -> str:
+    shown = len({r.replication for r in sweep.runs})
+    total = sweep.spec.replications
+    if shown == total:
+        return f"{total} replications"
+    return f"the first {shown} of its {total} replications (`--replications {shown}`)"
 
 
 def _rel(path: Path) -> str:

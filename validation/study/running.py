@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import time
@@ -59,6 +60,7 @@ def run_study(
     readme: str | os.PathLike[str] | None = None,
     workers: int | None = None,
     progress: bool = True,
+    replications: int | None = None,
     rescore: bool = False,
     command: str | None = None,
     log: Callable[[str], None] | None = None,
@@ -86,6 +88,9 @@ def run_study(
         Local processes per sweep, unless the study file sets a scenario's ``workers``.
     progress
         Progress bars over the runs.
+    replications
+        Use only the first this many replications (seeds) of each sweep: a preview, or
+        what there was time to run; the page says how many of the sweep's it shows.
     rescore
         Estimate and score every variant again, even where a score of the same run,
         variant and code is kept (``DIR/<scenario>/scores/``).
@@ -108,6 +113,8 @@ def run_study(
     """
     if not isinstance(study, Study):
         study = load_study(study)
+    if replications is not None:
+        study = first_replications(study, replications)
     say = log or (lambda _: None)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -119,6 +126,23 @@ def run_study(
     with FolderLock(out, what="study"):
         how = _How(workers=workers, progress=progress, reuse=not rescore, command=command)
         return _run_locked(study, out, docs, readme_path, how, say)
+
+
+def first_replications(study: Study, n: int) -> Study:
+    """`study` with only the first `n` replications of each sweep.
+
+    Raises
+    ------
+    StudyError
+        `n` is below 1.
+    """
+    if n < 1:
+        raise StudyError(f"--replications {n}: needs at least 1")
+    sweeps = {
+        name: dataclasses.replace(sweep, runs=[r for r in sweep.runs if r.replication < n])
+        for name, sweep in study.sweeps.items()
+    }
+    return dataclasses.replace(study, sweeps=sweeps)
 
 
 def update_readme_check(readme: Path) -> None:
@@ -181,7 +205,7 @@ def _run_locked(
                 "replication": entry_run["replication"],
                 "status": entry_run["status"],
                 "error": entry_run["error"],
-                "seconds": entry_run.get("seconds"),
+                "seconds": None,  # the run's stages, from its manifest (below)
                 "reused": bool(entry_run.get("reused")),
             }
             if entry_run["status"] == "ok":
@@ -241,6 +265,8 @@ def _score_run(
         verify=False,  # the sweep has just checked every file of the runs it reused
         purpose="the study",
     )
+    timings = folder.manifest.get("timings_s") or {}
+    row["seconds"] = round(sum(float(t) for t in timings.values()), 3) if timings else None
     network = folder.facts.get("network") or {}
     procedures = network.get("procedures") or 0
     row["rejected_share"] = (network.get("rejected", 0) / procedures) if procedures else None
@@ -265,13 +291,11 @@ def _score_run(
 
 
 def _scored_line(scenario: str, row: dict[str, Any]) -> str:
-    done = ", ".join(
-        f"{label} {t['estimate_s'] + t['score_s']:.0f} s"
-        for label, t in row["variant_seconds"].items()
-    )
-    kept = ", ".join(row["scores_reused"])
+    kept = row["scores_reused"]
+    seconds = {v: t for v, t in row["variant_seconds"].items() if v not in kept}
+    done = ", ".join(f"{v} {t['estimate_s'] + t['score_s']:.0f} s" for v, t in seconds.items())
     return f"{scenario}/{row['run_id']}: scored {done or 'nothing'}" + (
-        f"; kept {kept}" if kept else ""
+        f"; kept {', '.join(kept)}" if kept else ""
     )
 
 
