@@ -166,13 +166,9 @@ def variant_config(
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            err = dict(err)
             loc = tuple(err["loc"])
-            if loc and loc[0] == "methods":
-                err["loc"] = ("method",)
-            else:
-                err["loc"] = ("options", *loc)
-            problems.append(f"{where}: {describe_error(err, root=EstimatorsConfig)}")
+            named = {**err, "loc": ("method",) if loc[:1] == ("methods",) else ("options", *loc)}
+            problems.append(f"{where}: {describe_error(named, root=EstimatorsConfig)}")
         raise StudyError("\n".join(problems)) from None
 
 

@@ -117,13 +117,13 @@ class Winner:
 
 def _badness(metric: str, values: np.ndarray, target: float | None) -> np.ndarray:
     """How bad each value is (lower is better) by the metric's direction."""
+    values = np.asarray(values, dtype=float)
     if metric.startswith("coverage") and target is not None:
-        return np.abs(values - target)  # an interval is honest at its stated level
-    direction = METRICS.get(metric, "low")
-    if direction == "high":
-        return -values
-    if direction == "zero":
-        return np.abs(values)
+        values = np.abs(values - target)  # an interval is honest at its stated level
+    elif METRICS.get(metric, "low") == "high":
+        values = -values
+    elif METRICS.get(metric, "low") == "zero":
+        values = np.abs(values)
     return values
 
 
