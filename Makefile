@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench study clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: lint
 
 bench: $(BIN)/.installed
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+# The estimator study: runs (reused when finished), docs/estimators.md and the README table.
+study: $(BIN)/.installed
+	$(BIN)/crowdsim study scenarios/study/estimators.toml --out runs/study
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -286,6 +286,63 @@ def sweep(
 
 
 @app.command()
+def study(
+    study_file: Annotated[Path, typer.Argument(help="Study TOML file (variants, scenarios).")],
+    out: Annotated[Path, typer.Option("--out", help="Study folder to write (or resume).")],
+    docs: Annotated[
+        Path | None, typer.Option(help="Folder of the page estimators.md and its figures/.")
+    ] = Path("docs"),
+    readme: Annotated[
+        Path | None, typer.Option(help="README whose study block gets the summary table.")
+    ] = Path("README.md"),
+    workers: Annotated[
+        int | None, typer.Option(help="Local processes per sweep (unless the study sets it).")
+    ] = None,
+    replications: Annotated[
+        int | None,
+        typer.Option(help="Use only the first N replications of each sweep (a preview)."),
+    ] = None,
+    rescore: Annotated[
+        bool, typer.Option("--rescore", help="Score every variant again, kept scores too.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Compare estimator variants on the same runs over seeds; write the page and table.
+
+    Finished runs already in OUT are reused, so a second call only estimates and scores
+    again. Exit 0 when done (runs that failed are left out and listed), 2 on bad input.
+    """
+    from validation.study import run_study
+
+    command = f"crowdsim study {study_file} --out {out}"
+    if replications is not None:
+        command += f" --replications {replications}"
+    try:
+        _writable_folder(out)
+        result = run_study(
+            study_file,
+            out,
+            docs=docs,
+            readme=readme,
+            workers=workers,
+            progress=not quiet,
+            replications=replications,
+            rescore=rescore,
+            command=command,
+            log=None if quiet else typer.echo,
+        )
+    except CrowdsimError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"study folder: {result.out_dir}")
+    for name, failed in result.failed.items():
+        for run_id in failed:
+            typer.echo(f"  {name}/{run_id}: failed, left out (see its sweep.json)")
+    for path in result.written:
+        if path.suffix in (".md", ".png") or path.name.lower().startswith("readme"):
+            typer.echo(f"wrote {path}")
+
+
+@app.command()
 def compare(
     run_a: Annotated[Path, typer.Argument(help="Baseline run folder (A).")],
     run_b: Annotated[Path, typer.Argument(help="Variant run folder (B); differences are B - A.")],
