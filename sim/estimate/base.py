@@ -236,6 +236,31 @@ class Estimator:
         self._fit_space(plan)
         return self
 
+    def fit_plan(self, plan: NetworkPlan, *, counters: pd.DataFrame | None = None) -> Estimator:
+        """Prepare on the network plan alone, for counts counted elsewhere.
+
+        A streaming run counts devices per cell as the records arrive
+        (:class:`~sim.estimate.live.LivePresence`) and hands the counts to
+        :meth:`estimate_from_counts`; what the method prepares from the plan (scaling,
+        footprints) is what :meth:`fit` prepares; no records are kept, so the real-time
+        update of a record-reading method (:meth:`estimate_minute`) is not available.
+
+        Raises
+        ------
+        EstimateInputError
+            The plan has no cells or is malformed, counters are malformed, or a parameter
+            is out of range.
+        """
+        self._check_params()
+        self.plan_ = check_plan(plan, error=EstimateInputError)
+        self.cell_ids_ = plan.cells["cell_id"].astype(str).to_numpy(dtype=object)
+        self.counts_ = self.count_bins_ = None
+        self.records_ = None
+        self.counters_ = check_counters(counters, plan, error=EstimateInputError)
+        self._fit_scaling(plan)
+        self._fit_space(plan)
+        return self
+
     def fit_counts(self, counts: pd.DataFrame, plan: NetworkPlan | None = None) -> Estimator:
         """Fit on devices per cell and bin instead of records (outside data).
 

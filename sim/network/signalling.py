@@ -230,6 +230,10 @@ class Signalling:
         self._load: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.ticks = 0
         self.unreachable_device_ticks = 0
+        # where each tick's record chunks and MME batches start (for a streaming run)
+        self._tick_chunk: list[int] = []
+        self._tick_batch: list[int] = []
+        self._first_unsettled = 0
 
     # ------------------------------------------------------------------ one tick
     def step(self, t_s: float, x: np.ndarray, y: np.ndarray, present: np.ndarray) -> None:
@@ -250,6 +254,8 @@ class Signalling:
         present
             Which persons are in the study area (the others' phones are elsewhere).
         """
+        self._tick_chunk.append(len(self._rec))
+        self._tick_batch.append(len(self.mme.delay))
         tick = self._sense(t_s, x, y, present)
         self._arrive(tick)
         self._idle(tick)
@@ -485,10 +491,12 @@ class Signalling:
             raise RuntimeError("call finish() first: the MME may still hold queued batches")
         return self._raw
 
-    def _collect(self) -> dict[str, np.ndarray]:
+    def _collect(self, chunks: list[tuple[np.ndarray, ...]] | None = None) -> dict[str, np.ndarray]:
+        """Records of `chunks` (default all) in time order, with the MME's outcomes."""
+        chunks = self._rec if chunks is None else chunks
         empty = (np.zeros(0), *(np.zeros(0, np.int64),) * 2, *(np.zeros(0, np.int8),) * 2,
                  np.zeros(0, np.int64))  # fmt: skip
-        cols = list(zip(*self._rec, strict=True)) if self._rec else [[e] for e in empty]
+        cols = list(zip(*chunks, strict=True)) if chunks else [[e] for e in empty]
         t, dev, cell, proc, outcome, batch = (np.concatenate(c) for c in cols)
         dropped = np.append(np.asarray(self.mme.dropped, dtype=bool), False)
         delay = np.append(np.asarray(self.mme.delay, dtype=float), 0.0)
@@ -521,45 +529,107 @@ class Signalling:
         })  # fmt: skip
         return frame.astype(RECORD_COLUMNS)
 
-    def cell_load(self) -> pd.DataFrame:
+    def cell_load(self, minutes: range | None = None) -> pd.DataFrame:
         """Counters per cell per minute.
 
         Peak connected users, rejections, MME messages (in all and by procedure) and mean
         MME queueing delay of the cell's procedures.
+
+        Parameters
+        ----------
+        minutes
+            Minutes since the start to tabulate (default every one, after :meth:`finish`).
+            A streaming run asks for a minute once :meth:`settled` says its counters are
+            final; the rows are those of the whole table.
         """
         per_min = max(1, round(60.0 / self.dt))
         n_min = (self.ticks + per_min - 1) // per_min
-        connected = np.zeros((n_min, self.n_cells), dtype=np.int64)
-        rejections = np.zeros((n_min, self.n_cells), dtype=np.int64)
-        for tick, conn, rej in self._load:
-            m = tick // per_min
+        if minutes is None:
+            raw, lo, hi = self.raw_records(), 0, n_min
+        else:
+            lo, hi = minutes.start, minutes.stop
+            if not 0 <= lo <= hi <= n_min or not self.settled(hi * 60.0):
+                raise RuntimeError(
+                    f"cell_load: minutes {lo}..{hi} are not all simulated and settled "
+                    f"({n_min} minutes so far)"
+                )
+            first = int(np.floor(lo * 60.0 / self.dt + 1e-9))
+            last = int(np.ceil(hi * 60.0 / self.dt - 1e-9))  # the ticks that reach the minutes
+            raw = self._collect(self._rec[self._chunk_at(first) : self._chunk_at(last)])
+        n_rows = hi - lo
+        connected = np.zeros((n_rows, self.n_cells), dtype=np.int64)
+        rejections = np.zeros((n_rows, self.n_cells), dtype=np.int64)
+        for tick, conn, rej in self._load[lo * per_min : hi * per_min]:
+            m = tick // per_min - lo
             np.maximum(connected[m], conn, out=connected[m])
             rejections[m] += rej
-        raw = self.raw_records()
         minute = np.minimum((raw["t_s"] // 60).astype(np.int64), n_min - 1)
-        flat = minute * self.n_cells + raw["cell"]
+        inside = (minute >= lo) & (minute < hi)
+        if not inside.all():
+            raw = {k: v[inside] for k, v in raw.items()}
+            minute = minute[inside]
+        flat = (minute - lo) * self.n_cells + raw["cell"]
+        size = n_rows * self.n_cells
         cost = self.msgs[raw["procedure"]] * (raw["outcome"] != REJECTED)
-        messages = np.bincount(flat, weights=cost, minlength=n_min * self.n_cells)
+        messages = np.bincount(flat, weights=cost, minlength=size)
         by_procedure = {
             f"messages_{name}": np.bincount(
                 flat[raw["procedure"] == code], weights=cost[raw["procedure"] == code],
-                minlength=n_min * self.n_cells,
+                minlength=size,
             ).astype(np.int64)
             for code, name in enumerate(PROCEDURES)
         }  # fmt: skip
-        counted = np.bincount(flat, minlength=n_min * self.n_cells)
-        delay = np.bincount(flat, weights=raw["delay_s"], minlength=n_min * self.n_cells)
+        counted = np.bincount(flat, minlength=size)
+        delay = np.bincount(flat, weights=raw["delay_s"], minlength=size)
         delay = delay.astype(float)  # an empty bincount is integer
         mean_delay = np.divide(delay, counted, out=np.zeros_like(delay), where=counted > 0)
-        minutes = self.start + pd.to_timedelta(
-            np.repeat(np.arange(n_min), self.n_cells), unit="min"
+        minutes_ = self.start + pd.to_timedelta(
+            np.repeat(np.arange(lo, hi), self.n_cells), unit="min"
         )
         return pd.DataFrame({
-            "minute": minutes.tz_convert("UTC"),
-            "cell_id": np.tile(self.plan.cells["cell_id"].to_numpy(), n_min),
+            "minute": minutes_.tz_convert("UTC"),
+            "cell_id": np.tile(self.plan.cells["cell_id"].to_numpy(), n_rows),
             "connected_users": connected.ravel(),
             "rejections": rejections.ravel(),
             "messages": messages.astype(np.int64),
             "queue_delay_ms": mean_delay * 1000.0,
             **by_procedure,
         })  # fmt: skip
+
+    # ------------------------------------------------------------------ streaming
+    def settled(self, t_s: float) -> bool:
+        """Whether every procedure before `t_s` is simulated and taken by the MME.
+
+        Then the outcomes and queueing delays of the records before `t_s`, and the
+        counters of the minutes that end by `t_s`, are final.
+        """
+        ticks = int(np.ceil(t_s / self.dt - 1e-9))  # ticks that start before t_s
+        if ticks > self.ticks:
+            return False
+        upto = self._tick_batch[ticks] if ticks < self.ticks else len(self.mme.delay)
+        delay, first = self.mme.delay, self._first_unsettled
+        while first < len(delay) and not np.isnan(delay[first]):
+            first += 1
+        self._first_unsettled = first  # batches before it are all served: it only grows
+        return first >= upto
+
+    def _chunk_at(self, tick: int) -> int:
+        """Index in the record chunks where `tick` starts."""
+        return self._tick_chunk[tick] if tick < self.ticks else len(self._rec)
+
+    def new_records(self, cursor: int) -> tuple[dict[str, np.ndarray], int]:
+        """The records written since `cursor` (a count of record chunks), and the new cursor.
+
+        Raw, as :meth:`raw_records` (device and cell indices), plus ``time_ns``: the time
+        the records table will carry (ns since the epoch, UTC). Outcomes may still change
+        from ``ok`` to ``dropped`` until the MME has taken the records (:meth:`settled`).
+        """
+        chunks = self._rec[cursor:]
+        empty = (np.zeros(0), *(np.zeros(0, np.int64),) * 2, *(np.zeros(0, np.int8),) * 2)
+        cols = list(zip(*chunks, strict=True)) if chunks else [[e] for e in empty]
+        t, dev, cell, proc, outcome = (np.concatenate(c) for c in cols[:5])
+        times = self.start + pd.to_timedelta(t, unit="s")
+        time_ns = pd.DatetimeIndex(times.tz_convert("UTC")).as_unit("ns").asi8
+        raw = {"t_s": t, "time_ns": time_ns, "device": dev.astype(np.int64), "cell": cell,
+               "procedure": proc.astype(np.int8), "outcome": outcome.astype(np.int8)}  # fmt: skip
+        return raw, len(self._rec)
