@@ -273,6 +273,8 @@ def _simulate_stage(ctx: RunContext) -> str:
         if display is not None:
             display.close()
     t3 = time.perf_counter()
+    counts, timings = stream.presence.counts, stream.timings
+    del stream  # it holds the crowd and the network: let them go once written
     crowd_note = _write_crowd(ctx, model)
     del model
     t4 = time.perf_counter()
@@ -281,11 +283,11 @@ def _simulate_stage(ctx: RunContext) -> str:
     t5 = time.perf_counter()
     cfg = scenario.estimators
     if cfg.mode == "realtime" and counts_suffice(cfg):
-        ctx.live_counts = stream.presence.counts
+        ctx.live_counts = counts
     ctx.part_timings["simulate"] = {
         "crowd_setup_s": round(t1 - t0, 3),
         "network_setup_s": round(t2 - t1, 3),
-        **stream.timings,
+        **timings,
         "write_crowd_s": round(t4 - t3, 3),
         "write_network_s": round(t5 - t4, 3),
     }

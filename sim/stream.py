@@ -230,7 +230,9 @@ class Stream:
         )
         self._cursor = 0
         self._n_dev = max(1, len(self.signalling.owner))
-        self._day0: int | None = None
+        self._start_ns = pd.Timestamp(self.start).as_unit("ns").value
+        self._dt_ns = round(self.dt * 1e9)
+        self._midnights = _local_midnights(self.start, self.duration_s, timezone)
         self._emitted = 0
         self._records_at_bin: list[int] = [0]
         self._wall0 = self._shown = time.perf_counter()
@@ -259,7 +261,7 @@ class Stream:
             t0 = timer.add("crowd", t0)
             signalling.step(snap.t_s - dt, snap.x, snap.y, snap.present)
             t0 = timer.add("network", t0)
-            self._take_records(crowd.tick * dt)
+            self._take_records(crowd.tick)
             timer.add("presence", t0)
             self._emit_ready(final=False)
             if self.on_progress is not None and (
@@ -271,13 +273,24 @@ class Stream:
         t0 = time.perf_counter()
         signalling.finish()
         timer.add("network", t0)
-        self._take_records(math.inf)
+        self._take_records(None)
         self._emit_ready(final=True)
         return self
 
     # ------------------------------------------------------------------ presence
-    def _take_records(self, now_s: float) -> None:
-        """Count the new records; close the bins whose reference instant has passed."""
+    def _take_records(self, tick: int | None) -> None:
+        """Count the new records and close the bins whose reference instant has passed.
+
+        `tick` ticks are done (None: all, the network finished). The records are taken
+        only when an instant is due, so once per bin rather than once per tick.
+        """
+        if tick is None:
+            now_ns = np.iinfo(np.int64).max
+        else:  # every record of the ticks done is earlier than this (integer ns)
+            now_ns = self._start_ns + tick * self._dt_ns
+            due = self.presence.next_instant()
+            if due is None or due > now_ns:
+                return
         raw, self._cursor = self.signalling.new_records(self._cursor)
         if len(raw["t_s"]):
             self.presence.add(
@@ -287,29 +300,12 @@ class Stream:
                 raw["procedure"] == _DETACH,
                 order=raw["t_s"],
             )
-        if math.isinf(now_s):
-            now_ns = np.iinfo(np.int64).max
-        else:  # the time the records table gives `now_s` (the same conversion)
-            now_ns = int(
-                pd.DatetimeIndex([self.start + pd.to_timedelta(now_s, unit="s")])
-                .as_unit("ns")
-                .asi8[0]
-            )
         self.presence.close_until(now_ns)
 
     def _keys(self, device: np.ndarray, time_ns: np.ndarray) -> np.ndarray:
         """Device keys: (local day, device), which map one to one onto the pseudonyms."""
-        local = (
-            pd.DatetimeIndex(time_ns.view("datetime64[ns]"))
-            .tz_localize("UTC")
-            .tz_convert(self.timezone)
-            .tz_localize(None)
-            .to_numpy()
-        )
-        day = local.astype("datetime64[D]").astype(np.int64)
-        if self._day0 is None:
-            self._day0 = int(day.min())
-        return (day - self._day0) * self._n_dev + device
+        day = np.searchsorted(self._midnights, time_ns, side="right")
+        return day * self._n_dev + device
 
     # ------------------------------------------------------------------ frames
     def _emit_ready(self, *, final: bool) -> None:
@@ -361,6 +357,18 @@ class Stream:
             wall_s=wall,
             eta_s=eta,
         )
+
+
+def _local_midnights(start: pd.Timestamp, duration_s: float, timezone: str) -> np.ndarray:
+    """UTC ns of the local midnights from the day before `start` to the day after the end.
+
+    A record's local day is the number of these at or before it (pseudonyms rotate there).
+    """
+    first = pd.Timestamp(start).tz_convert(timezone).normalize() - pd.Timedelta(days=1)
+    days = int(duration_s // 86400) + 3
+    local = pd.date_range(first.tz_localize(None), periods=days, freq="D")
+    utc = local.tz_localize(timezone, ambiguous=False, nonexistent="shift_forward")
+    return utc.tz_convert("UTC").as_unit("ns").asi8
 
 
 def _minutes_of(j: int, bin_s: float) -> range:

@@ -227,7 +227,9 @@ class Signalling:
         self.mme = ControlPlane(workers=self.cfg.mme_workers, message_s=self.cfg.mme_message_s,
                                 timeout_s=self.cfg.mme_timeout_s)  # fmt: skip
         self._rec: list[tuple[np.ndarray, ...]] = []
-        self._load: list[tuple[int, np.ndarray, np.ndarray]] = []
+        # per minute of ticks: peak connected users and rejections per cell
+        self._per_min = max(1, round(60.0 / self.dt))
+        self._load: list[tuple[np.ndarray, np.ndarray]] = []
         self.ticks = 0
         self.unreachable_device_ticks = 0
         # where each tick's record chunks and MME batches start (for a streaming run)
@@ -406,9 +408,13 @@ class Signalling:
         self._emit(tick.t_s, tick.ok, OK)
         self._emit(tick.t_s, tick.rejected, REJECTED)
         rejected_cells = np.concatenate([c for _, _, c in tick.rejected])
-        self._load.append(
-            (self.ticks, self._in_use.copy(), np.bincount(rejected_cells, minlength=self.n_cells))
-        )
+        rejections = np.bincount(rejected_cells, minlength=self.n_cells)
+        if self.ticks % self._per_min == 0:  # a new minute of ticks
+            self._load.append((self._in_use.copy(), rejections))
+        else:
+            connected, rejected = self._load[-1]
+            np.maximum(connected, self._in_use, out=connected)
+            rejected += rejections
         self.ticks += 1
         self.mme.run_until(tick.t_s + self.dt)
 
@@ -481,9 +487,15 @@ class Signalling:
 
     # ------------------------------------------------------------------ outputs
     def finish(self) -> None:
-        """Serve what the MME still has queued; the records are complete after this."""
+        """Serve what the MME still has queued; the records are complete after this.
+
+        The records are then held once, in time order (:meth:`raw_records`); the chunks
+        they were written in are dropped.
+        """
         self.mme.finish()
         self._raw = self._collect()
+        self._rec = []
+        self._tick_chunk = []
 
     def raw_records(self) -> dict[str, np.ndarray]:
         """Records with device and cell indices and MME outcomes (after :meth:`finish`)."""
@@ -542,8 +554,7 @@ class Signalling:
             A streaming run asks for a minute once :meth:`settled` says its counters are
             final; the rows are those of the whole table.
         """
-        per_min = max(1, round(60.0 / self.dt))
-        n_min = (self.ticks + per_min - 1) // per_min
+        n_min = len(self._load)
         if minutes is None:
             raw, lo, hi = self.raw_records(), 0, n_min
         else:
@@ -553,16 +564,12 @@ class Signalling:
                     f"cell_load: minutes {lo}..{hi} are not all simulated and settled "
                     f"({n_min} minutes so far)"
                 )
-            first = int(np.floor(lo * 60.0 / self.dt + 1e-9))
-            last = int(np.ceil(hi * 60.0 / self.dt - 1e-9))  # the ticks that reach the minutes
-            raw = self._collect(self._rec[self._chunk_at(first) : self._chunk_at(last)])
+            raw = self._records_of_minutes(lo, hi)
         n_rows = hi - lo
         connected = np.zeros((n_rows, self.n_cells), dtype=np.int64)
         rejections = np.zeros((n_rows, self.n_cells), dtype=np.int64)
-        for tick, conn, rej in self._load[lo * per_min : hi * per_min]:
-            m = tick // per_min - lo
-            np.maximum(connected[m], conn, out=connected[m])
-            rejections[m] += rej
+        for m, (conn, rej) in enumerate(self._load[lo:hi]):
+            connected[m], rejections[m] = conn, rej
         minute = np.minimum((raw["t_s"] // 60).astype(np.int64), n_min - 1)
         inside = (minute >= lo) & (minute < hi)
         if not inside.all():
@@ -613,9 +620,17 @@ class Signalling:
         self._first_unsettled = first  # batches before it are all served: it only grows
         return first >= upto
 
-    def _chunk_at(self, tick: int) -> int:
-        """Index in the record chunks where `tick` starts."""
-        return self._tick_chunk[tick] if tick < self.ticks else len(self._rec)
+    def _records_of_minutes(self, lo: int, hi: int) -> dict[str, np.ndarray]:
+        """The records (raw, time order) of the ticks that reach minutes `lo` to `hi`."""
+        first = int(np.floor(lo * 60.0 / self.dt + 1e-9))
+        last = int(np.ceil(hi * 60.0 / self.dt - 1e-9))
+        if getattr(self, "_raw", None) is not None:  # finished: the records are in time order
+            t = self._raw["t_s"]
+            a = np.searchsorted(t, first * self.dt, side="left")
+            b = len(t) if last >= self.ticks else np.searchsorted(t, last * self.dt, side="left")
+            return {k: v[a:b] for k, v in self._raw.items()}
+        at = [self._tick_chunk[k] if k < self.ticks else len(self._rec) for k in (first, last)]
+        return self._collect(self._rec[at[0] : at[1]])
 
     def new_records(self, cursor: int) -> tuple[dict[str, np.ndarray], int]:
         """The records written since `cursor` (a count of record chunks), and the new cursor.
