@@ -26,6 +26,7 @@ how often the truth falls outside. An empty zone-bin gets 0 and ``[0, 3.69 f]``.
 from __future__ import annotations
 
 import inspect
+import weakref
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -479,7 +480,7 @@ class Estimator:
                 "zone_system": pd.Categorical.from_codes(
                     np.zeros(n_zones * n_bins, dtype=np.int8), categories=[zs.system]
                 ),
-                "zone": pd.Categorical.from_codes(zone_codes, categories=pd.Index(zs.zone)),
+                "zone": pd.Categorical.from_codes(zone_codes, dtype=_zone_dtype(zs)),
                 "bin": _utc(np.tile(bins.asi8, n_zones)),
                 "estimate": est.ravel().astype(np.float32),
                 "lower": lower.ravel().astype(np.float32),
@@ -511,6 +512,22 @@ class Estimator:
             )
 
 
+_ZONE_DTYPES: weakref.WeakKeyDictionary[ZoneSet, pd.CategoricalDtype] = weakref.WeakKeyDictionary()
+
+
+def _zone_dtype(zs: ZoneSet) -> pd.CategoricalDtype:
+    """The zone column's dtype of a zone set, built once: tables of one zone set share it.
+
+    A streaming run builds a small table per method and minute; with one dtype their
+    stacking (:func:`concat_estimates`) needs no union of categories. Kept while the
+    zone set lives.
+    """
+    dtype = _ZONE_DTYPES.get(zs)
+    if dtype is None:
+        dtype = _ZONE_DTYPES[zs] = pd.CategoricalDtype(pd.Index(zs.zone))
+    return dtype
+
+
 def _aware_bins(bins: Any) -> pd.DatetimeIndex:
     """Bin starts without a plan: aware, strictly increasing, in UTC."""
     if not isinstance(bins, pd.DatetimeIndex) or bins.tz is None or len(bins) == 0:
@@ -529,9 +546,16 @@ def concat_estimates(frames: list[pd.DataFrame], *, consume: bool = False) -> pd
     """
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in ESTIMATE_COLUMNS.items()})
+    if consume and len(frames) == 1 and list(frames[0].columns) == list(ESTIMATE_COLUMNS):
+        return frames[0]  # given up by the caller: nothing to stack
     out: dict[str, Any] = {}
     for column, dtype in ESTIMATE_COLUMNS.items():
-        if dtype == "category":
+        first = frames[0][column].dtype if dtype == "category" else None
+        if first is not None and all(f[column].dtype is first for f in frames[1:]):
+            # one dtype (e.g. the zones of one zone set): the codes stack as they are
+            codes = np.concatenate([f[column].cat.codes.to_numpy() for f in frames])
+            out[column] = pd.Categorical.from_codes(codes, dtype=first)
+        elif dtype == "category":
             cats = pd.Index(
                 pd.unique(np.concatenate([f[column].cat.categories.to_numpy() for f in frames]))
             )
