@@ -101,6 +101,8 @@ class RunContext:
     zones: Any = None  # the zone systems (sim.zones.Zones), from the crowd's world
     #: real-time presence counts per cell and bin, taken by the stream (None: batch path)
     live_counts: Any = None
+    #: estimators the stream fitted on the plan for its frames (reused by the release)
+    live_estimators: list[Any] = field(default_factory=list)
     #: called with each sim.stream.MinuteFrame of the streaming run
     on_minute: Callable[[Any], None] | None = None
     progress: bool = False
@@ -218,6 +220,16 @@ def _build_network(ctx: RunContext, people: Any, rng: np.random.Generator) -> An
     )
 
 
+def _as_written(plan: Any) -> Any:
+    """`plan` as ``network_plan.json`` will hold it (the file rounds the coordinates)."""
+    import tempfile
+
+    from sim.network.plan import NetworkPlan
+
+    with tempfile.TemporaryDirectory(prefix="crowdsim-plan-") as tmp:
+        return NetworkPlan.from_json(plan.to_json(Path(tmp) / "network_plan.json"))
+
+
 def _write_network(ctx: RunContext, net: Any, rng: np.random.Generator) -> str:
     """Write what the operator sees (records, counters, plan); record the network's facts."""
     from sim.network.simulate import write_network_outputs
@@ -254,12 +266,14 @@ def _simulate_stage(ctx: RunContext) -> str:
     t1 = time.perf_counter()
     rng = np.random.default_rng(ctx.seeds["network"])
     net = _build_network(ctx, model.people, rng)
+    plan = _as_written(net.plan)  # what the estimators read: the plan's file
     t2 = time.perf_counter()
     display = ProgressDisplay(scenario.event.duration_s) if ctx.progress else None
     try:
         stream = Stream(
             model,
             net,
+            plan=plan,
             zones=model.zones,
             config=scenario.estimators,
             bin_s=scenario.zones.bin_s,
@@ -274,6 +288,7 @@ def _simulate_stage(ctx: RunContext) -> str:
             display.close()
     t3 = time.perf_counter()
     counts, timings = stream.presence.counts, stream.timings
+    ctx.live_estimators = stream.fitted_estimators
     del stream  # it holds the crowd and the network: let them go once written
     crowd_note = _write_crowd(ctx, model)
     del model
@@ -322,7 +337,10 @@ def _estimators_stage(ctx: RunContext) -> str:
         **_estimator_params(cfg),
     }
     if ctx.live_counts is not None:  # counted in real time by the stream
-        release = release_from_counts(ctx.live_counts, plan, ctx.zones, bins, cfg, **common)
+        release = release_from_counts(
+            ctx.live_counts, plan, ctx.zones, bins, cfg, fitted=ctx.live_estimators, **common
+        )
+        ctx.live_estimators = []
         source = "live counts"
     else:
         records = pd.read_parquet(ctx.out_dir / "records.parquet")

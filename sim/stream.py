@@ -162,6 +162,9 @@ class Stream:
         A new :class:`~sim.crowd.CrowdModel` (tick 0).
     network
         The network built for it (:func:`sim.network.simulate.build_network`).
+    plan
+        The operator's plan as its ``network_plan.json`` holds it (the estimators'
+        view; default the network's own, whose coordinates the file rounds).
     zones
         The zone systems (``crowd.zones``).
     config
@@ -198,6 +201,7 @@ class Stream:
         crowd: Any,
         network: Any,
         *,
+        plan: Any = None,
         zones: Any,
         config: Any,
         bin_s: float,
@@ -210,7 +214,7 @@ class Stream:
         self.crowd = crowd
         self.network = network
         self.signalling = network.signalling
-        self.plan = network.plan
+        self.plan = network.plan if plan is None else plan
         self.config = config
         self.timezone = timezone
         self.on_minute = on_minute
@@ -244,6 +248,11 @@ class Stream:
                 self.plan, zones, self.bins, config, noise_seed=noise_seed,
                 params=estimator_params or {},
             )  # fmt: skip
+
+    @property
+    def fitted_estimators(self) -> list[Any]:
+        """The estimators fitted on the plan for the frames (none without frames)."""
+        return list(self._frames.estimators) if self._frames is not None else []
 
     @property
     def timings(self) -> dict[str, float]:

@@ -168,6 +168,27 @@ def test_pseudonyms_rotate_daily() -> None:
     assert rec["device"].nunique() == len(ids_per_day)
 
 
+def test_records_in_chunks_are_the_records_with_one_pseudonym_per_device_and_day() -> None:
+    from sim.network.pseudonyms import draw_secret, pseudonymise
+
+    xs = np.full((40, 30), 500.0) + np.arange(30) * 40.0
+    busy = replace(QUIET, data_per_h=(0, 0, 20.0), sms_per_h=5.0)
+    sig, raw = simulate(line_plan((1, 2)), xs, config=busy, dt=1800.0)  # 20 h: two days
+    whole = sig.records(salt=np.random.default_rng(5))
+    chunks = list(sig.iter_records(salt=np.random.default_rng(5), rows=7))
+    assert len(chunks) == -(-len(whole) // 7) and max(map(len, chunks)) == 7
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole)
+    # the ids are the keyed hash of (local day, device), record by record
+    times = START + pd.to_timedelta(raw["t_s"], unit="s")
+    expected = pseudonymise(
+        raw["device"], times, secret=draw_secret(np.random.default_rng(5)),
+        timezone="Europe/Brussels",
+    )  # fmt: skip
+    np.testing.assert_array_equal(whole["device"].to_numpy(), expected)
+    days = whole["time"].dt.tz_convert("Europe/Brussels").dt.date
+    assert days.nunique() == 2
+
+
 def test_devices_follow_ownership_and_shares() -> None:
     rng = np.random.default_rng(0)
     dev = assign_devices(200_000, rng=rng, market_shares={"proximus": 0.4, "orange": 0.28,

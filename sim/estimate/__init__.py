@@ -18,6 +18,7 @@ compares like for like with a truth counted at the bin end.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -290,6 +291,7 @@ def release_from_counts(
     random_state: int | np.random.Generator | None = None,
     timezone: str = "UTC",
     published_system: str | None = None,
+    fitted: Sequence[Estimator] = (),
     **overrides: Any,
 ) -> Release:
     """The release of :func:`release_estimates` from real-time presence counts.
@@ -306,6 +308,10 @@ def release_from_counts(
         time with the window and latency of `config`.
     plan, zone_systems, bins, config, counters, random_state, timezone, published_system
         As in :func:`release_estimates`.
+    fitted
+        Estimators already fitted on `plan` (:meth:`Estimator.fit_plan`) from the same
+        `config` and overrides, e.g. those that drew a streaming run's frames: a method
+        found there is not fitted again.
 
     Raises
     ------
@@ -321,13 +327,31 @@ def release_from_counts(
         )
     system, sets = _published_system(zone_systems, config, published_system)
     rng = np.random.default_rng(random_state)
-    estimators = make_estimators(config, random_state=rng, mode="realtime", **overrides)
-    for est in estimators:
+    ready = {type(est): est for est in fitted if _same_plan(getattr(est, "plan_", None), plan)}
+    estimators = []
+    for est in make_estimators(config, random_state=rng, mode="realtime", **overrides):
         est.set_params(laplace_epsilon=None)  # the internal table is exact
-        est.fit_plan(plan, counters=counters)
+        if type(est) in ready:  # the fitted one: same parameters, same plan
+            est = ready[type(est)].set_params(random_state=rng, laplace_epsilon=None)
+        else:
+            est.fit_plan(plan, counters=counters)
+        estimators.append(est)
     counts = np.asarray(counts, dtype=np.float64)
     return _release(estimators, counts, zone_systems, bins, config, system=system, sets=sets,
                     rng=rng, timezone=timezone)  # fmt: skip
+
+
+def _same_plan(a: NetworkPlan | None, b: NetworkPlan) -> bool:
+    """Whether two plans hold the same cells and beliefs (e.g. one file read twice)."""
+    if a is b:
+        return True
+    return (
+        a is not None
+        and (a.operator, a.market_share, a.phones_per_person) == (b.operator, b.market_share,
+                                                                 b.phones_per_person)
+        and tuple(a.period) == tuple(b.period)
+        and a.cells.equals(b.cells)
+    )  # fmt: skip
 
 
 def _published_system(

@@ -26,7 +26,7 @@ state proceeds as if it had succeeded (no retry model yet).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -528,18 +528,67 @@ class Signalling:
         Ids are keyed per local day of the event's time zone (:mod:`sim.network.pseudonyms`);
         `salt` draws the run's secret.
         """
+        return pd.concat(list(self.iter_records(salt=salt)), ignore_index=True)
+
+    def iter_records(
+        self, *, salt: np.random.Generator, rows: int = 1_000_000
+    ) -> Iterator[pd.DataFrame]:
+        """The operator's records in time order, `rows` at a time (:meth:`records`).
+
+        A full run holds tens of millions of records: written chunk by chunk, they never
+        exist whole as a table. Each pair (local day, device) gets its pseudonym once,
+        all pairs of the run together (so two devices of a day can never share an id).
+        """
         raw = self.raw_records()
-        times = self.start + pd.to_timedelta(raw["t_s"], unit="s")
-        ids = pseudonymise(raw["device"], times, secret=draw_secret(salt), timezone=self.timezone)
-        cell_id = self.plan.cells["cell_id"].to_numpy()[raw["cell"]]
-        frame = pd.DataFrame({
-            "time": times.tz_convert("UTC"),
-            "device": ids,
-            "cell_id": cell_id,
-            "procedure": pd.Categorical.from_codes(raw["procedure"], categories=PROCEDURES),
-            "outcome": pd.Categorical.from_codes(raw["outcome"], categories=OUTCOMES),
-        })  # fmt: skip
-        return frame.astype(RECORD_COLUMNS)
+        n = len(raw["t_s"])
+        secret = draw_secret(salt)
+        n_dev = max(1, len(self.owner))
+        midnights, days_of = self._local_days(raw["t_s"])
+        seen = np.zeros(len(midnights) * n_dev, dtype=bool)
+        for lo in range(0, n, rows):
+            seen[days_of(lo, lo + rows) * n_dev + raw["device"][lo : lo + rows]] = True
+        pairs = np.flatnonzero(seen)
+        noon = pd.DatetimeIndex(midnights[pairs // n_dev] + 12 * 3600 * 10**9, tz="UTC")
+        ids = pseudonymise(pairs % n_dev, noon, secret=secret, timezone=self.timezone)
+        slot = np.zeros(len(seen), dtype=np.int64)
+        slot[pairs] = np.arange(len(pairs))
+        del seen
+        cell_ids = self.plan.cells["cell_id"].to_numpy()
+        for lo in range(0, max(n, 1), rows):
+            hi = min(lo + rows, n)
+            times = self.start + pd.to_timedelta(raw["t_s"][lo:hi], unit="s")
+            key = days_of(lo, hi) * n_dev + raw["device"][lo:hi]
+            frame = pd.DataFrame({
+                "time": times.tz_convert("UTC"),
+                "device": ids[slot[key]],
+                "cell_id": cell_ids[raw["cell"][lo:hi]],
+                "procedure": pd.Categorical.from_codes(raw["procedure"][lo:hi],
+                                                       categories=PROCEDURES),
+                "outcome": pd.Categorical.from_codes(raw["outcome"][lo:hi], categories=OUTCOMES),
+            })  # fmt: skip
+            yield frame.astype(RECORD_COLUMNS)
+
+    def _local_days(self, t_s: np.ndarray) -> tuple[np.ndarray, Callable[[int, int], np.ndarray]]:
+        """Local midnights (UTC ns) around the records, and the local day of a slice of them."""
+        first = pd.Timestamp(self.start).tz_convert(self.timezone).normalize()
+        span = float(t_s[-1]) if len(t_s) else 0.0
+        local = pd.date_range(
+            first.tz_localize(None) - pd.Timedelta(days=1), periods=int(span // 86400) + 4,
+            freq="D",
+        )  # fmt: skip
+        midnights = (
+            local.tz_localize(self.timezone, ambiguous=False, nonexistent="shift_forward")
+            .tz_convert("UTC")
+            .as_unit("ns")
+            .asi8
+        )
+
+        def days_of(lo: int, hi: int) -> np.ndarray:
+            times = self.start + pd.to_timedelta(t_s[lo:hi], unit="s")
+            ns = pd.DatetimeIndex(times.tz_convert("UTC")).as_unit("ns").asi8
+            return np.searchsorted(midnights, ns, side="right") - 1
+
+        return midnights, days_of
 
     def cell_load(self, minutes: range | None = None) -> pd.DataFrame:
         """Counters per cell per minute.
