@@ -1,10 +1,24 @@
 """One run: a validated scenario in, a run folder out, stage by stage.
 
-The stages run in the order of the data flow (DESIGN §1): streets -> crowd -> network ->
-estimators -> validation -> report. Each records its status, a one-line note and its
-time in the manifest, which is written when the run starts and after every stage, so
-even a failed or killed run says how far it got and why. The folder's lifecycle (lock,
-``overwrite``, statuses) belongs to :mod:`sim.runfolder`.
+The stages run in the order of the data flow (DESIGN §1): streets -> simulate ->
+estimators -> validation -> report. ``simulate`` is one clock for the crowd, the
+operator's network and the real-time presence counts (:class:`sim.stream.Stream`): the
+crowd is computed once and its positions go straight into the network; it writes the
+truth, the operator's records and counters, and hands a :class:`sim.stream.MinuteFrame`
+per bin to ``on_minute``. Its manifest record splits its wall time by part
+(``part_timings_s.simulate``: crowd, network, presence, frames, writing). The
+``estimators`` stage then releases the tables from the counts taken live (or from the
+records read back, for a method that reads records, or batch mode).
+
+``stream=False`` runs the earlier path, kept to compare against: a ``crowd`` stage runs
+the whole crowd, then a ``network`` stage replays it from its seed for the network, and
+the estimators read the records back (:data:`BATCH_STAGES`). Both write the same tables
+from the same seed (``tests/test_stream.py``).
+
+Each stage records its status, a one-line note and its time in the manifest, which is
+written when the run starts and after every stage, so even a failed or killed run says
+how far it got and why. The folder's lifecycle (lock, ``overwrite``, statuses) belongs
+to :mod:`sim.runfolder`.
 """
 
 from __future__ import annotations
@@ -18,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -31,7 +45,11 @@ from sim.preflight import check_scenario
 from sim.scenario import Scenario, dump_scenario
 from sim.streets import Streets
 
+if TYPE_CHECKING:
+    from sim.stream import MinuteFrame
+
 __all__ = [
+    "BATCH_STAGES",
     "STAGES",
     "RunContext",
     "RunResult",
@@ -78,8 +96,16 @@ class RunContext:
     cache_dir: Path | None = None
     streets: Streets | None = None
     course: Course | None = None
-    crowd: Any = None  # the finished sim.crowd.CrowdModel (positions via crowd.fresh())
-    network: Any = None  # the sim.network.simulate.NetworkRun
+    crowd: Any = None  # batch path: the finished sim.crowd.CrowdModel (replayed by fresh())
+    network: Any = None  # the sim.network.simulate.NetworkRun, while it is being written
+    zones: Any = None  # the zone systems (sim.zones.Zones), from the crowd's world
+    #: real-time presence counts per cell and bin, taken by the stream (None: batch path)
+    live_counts: Any = None
+    #: estimators the stream fitted on the plan for its frames (reused by the release)
+    live_estimators: list[Any] = field(default_factory=list)
+    #: called with each sim.stream.MinuteFrame of the streaming run
+    on_minute: Callable[[Any], None] | None = None
+    progress: bool = False
     outputs: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     #: seconds per part of a stage (e.g. each report figure): not facts, they vary per run
@@ -131,6 +157,12 @@ def _crowd_stage(ctx: RunContext) -> str:
     assert ctx.streets is not None and ctx.course is not None, "streets stage runs first"
     model = CrowdModel(ctx.scenario, ctx.streets, ctx.course, seed=ctx.seeds["crowd"]).run()
     ctx.crowd = model
+    return _write_crowd(ctx, model)
+
+
+def _write_crowd(ctx: RunContext, model: Any) -> str:
+    """Write the crowd's ground truth and zones; record its facts; return the note."""
+    ctx.zones = model.zones
     ctx.outputs.extend(p.name for p in model.truth.write(ctx.out_dir))
     ctx.outputs.append(model.zones.write_geopackage(ctx.out_dir / "zones.gpkg").name)
     ctx.facts["crowd"] = model.summary()
@@ -144,26 +176,34 @@ def _crowd_stage(ctx: RunContext) -> str:
 def _network_stage(ctx: RunContext) -> str:
     """Build the estimating operator's network and feed it the crowd, tick by tick.
 
-    The crowd is replayed from its seed (``crowd.fresh()``), so positions stream from
-    model to network without being stored.
+    The batch path: the crowd is replayed from its seed (``crowd.fresh()``), so positions
+    stream from model to network without being stored, at the cost of a second crowd.
     """
-    from sim.network.signalling import SignallingConfig
-    from sim.network.simulate import build_network, write_network_outputs
-
-    assert ctx.streets is not None and ctx.course is not None and ctx.crowd is not None
-    cfg = ctx.scenario.network
+    assert ctx.crowd is not None, "the crowd stage runs first"
     rng = np.random.default_rng(ctx.seeds["network"])
+    net = _build_network(ctx, ctx.crowd.people, rng)
+    net.observe(ctx.crowd.fresh().iter_positions())
+    ctx.crowd = None  # the finished crowd is not needed any more
+    return _write_network(ctx, net, rng)
+
+
+def _build_network(ctx: RunContext, people: Any, rng: np.random.Generator) -> Any:
+    """The estimating operator's network over the streets, for `people` of the crowd."""
+    from sim.network.signalling import SignallingConfig
+    from sim.network.simulate import build_network
+
+    assert ctx.streets is not None and ctx.course is not None, "streets stage runs first"
+    cfg = ctx.scenario.network
     xmin, ymin, xmax, ymax = ctx.streets.extent
     margin = 500.0  # phones at the edge of the street data still see cells beyond it
     start = int(ctx.course.nodes[0])
-    people = ctx.crowd.people
     signalling = SignallingConfig(
         rrc_capacity=cfg.rrc_capacity,
         burst_factor=cfg.burst_factor,
         mme_workers=cfg.mme_workers,
         mme_message_s=cfg.mme_message_ms / 1000.0,
     )
-    net = build_network(
+    return build_network(
         cfg,
         (xmin - margin, ymin - margin, xmax + margin, ymax + margin),
         event=ctx.scenario.event,
@@ -178,17 +218,95 @@ def _network_stage(ctx: RunContext) -> str:
         shadowing_db=cfg.shadowing_db,
         decorrelation_m=cfg.decorrelation_m,
     )
-    net.observe(ctx.crowd.fresh().iter_positions())
+
+
+def _as_written(plan: Any) -> Any:
+    """`plan` as ``network_plan.json`` will hold it (the file rounds the coordinates)."""
+    import tempfile
+
+    from sim.network.plan import NetworkPlan
+
+    with tempfile.TemporaryDirectory(prefix="crowdsim-plan-") as tmp:
+        return NetworkPlan.from_json(plan.to_json(Path(tmp) / "network_plan.json"))
+
+
+def _write_network(ctx: RunContext, net: Any, rng: np.random.Generator) -> str:
+    """Write what the operator sees (records, counters, plan); record the network's facts."""
+    from sim.network.simulate import write_network_outputs
+
     ctx.network = net
     written = write_network_outputs(net, ctx.out_dir, salt=rng, dpi=ctx.scenario.output.dpi)
     ctx.outputs.extend(p.name for p in written)
     ctx.facts["network"] = net.summary()
+    ctx.network = None  # written: the records in memory are not needed any more
     facts = ctx.facts["network"]
     return (
         f"{facts['devices_simulated']} phones of {facts['operator']} on {facts['cells']} cells: "
         f"{facts['procedures']} procedures, {facts['rejected']} rejected, "
         f"{facts['dropped']} dropped"
     )
+
+
+def _simulate_stage(ctx: RunContext) -> str:
+    """Crowd, network and real-time presence on one clock; write truth and operator data.
+
+    One crowd model steps; after each tick its positions go to the network, whose new
+    records are counted by the real-time presence; each finished bin is handed to
+    ``ctx.on_minute`` as a :class:`sim.stream.MinuteFrame`. The wall time is split by
+    part in ``part_timings_s.simulate``.
+    """
+    from sim.crowd import CrowdModel
+    from sim.estimate import counts_suffice
+    from sim.stream import ProgressDisplay, Stream
+
+    assert ctx.streets is not None and ctx.course is not None, "streets stage runs first"
+    scenario = ctx.scenario
+    t0 = time.perf_counter()
+    model = CrowdModel(scenario, ctx.streets, ctx.course, seed=ctx.seeds["crowd"])
+    t1 = time.perf_counter()
+    rng = np.random.default_rng(ctx.seeds["network"])
+    net = _build_network(ctx, model.people, rng)
+    plan = _as_written(net.plan)  # what the estimators read: the plan's file
+    t2 = time.perf_counter()
+    display = ProgressDisplay(scenario.event.duration_s) if ctx.progress else None
+    try:
+        stream = Stream(
+            model,
+            net,
+            plan=plan,
+            zones=model.zones,
+            config=scenario.estimators,
+            bin_s=scenario.zones.bin_s,
+            timezone=scenario.event.timezone,
+            noise_seed=ctx.seeds["estimators"],
+            estimator_params=_estimator_params(scenario.estimators),
+            on_minute=ctx.on_minute,
+            on_progress=display,
+        ).run()
+    finally:
+        if display is not None:
+            display.close()
+    t3 = time.perf_counter()
+    counts, timings = stream.presence.counts, stream.timings
+    ctx.live_estimators = stream.fitted_estimators
+    del stream  # it holds the crowd and the network: let them go once written
+    crowd_note = _write_crowd(ctx, model)
+    del model
+    t4 = time.perf_counter()
+    network_note = _write_network(ctx, net, rng)
+    del net
+    t5 = time.perf_counter()
+    cfg = scenario.estimators
+    if cfg.mode == "realtime" and counts_suffice(cfg):
+        ctx.live_counts = counts
+    ctx.part_timings["simulate"] = {
+        "crowd_setup_s": round(t1 - t0, 3),
+        "network_setup_s": round(t2 - t1, 3),
+        **timings,
+        "write_crowd_s": round(t4 - t3, 3),
+        "write_network_s": round(t5 - t4, 3),
+    }
+    return f"{crowd_note}; {network_note}"
 
 
 def _estimators_stage(ctx: RunContext) -> str:
@@ -200,30 +318,35 @@ def _estimators_stage(ctx: RunContext) -> str:
     """
     import pandas as pd
 
-    from sim.estimate import period_bins, release_estimates, write_release
+    from sim.estimate import period_bins, release_estimates, release_from_counts, write_release
     from sim.network.plan import NetworkPlan
 
-    assert ctx.crowd is not None, "the crowd stage gives the zone systems"
+    assert ctx.zones is not None, "the crowd gives the zone systems"
     cfg = ctx.scenario.estimators
     plan = NetworkPlan.from_json(ctx.out_dir / "network_plan.json")
-    records = pd.read_parquet(ctx.out_dir / "records.parquet")
     counters = pd.read_parquet(ctx.out_dir / "cell_load.parquet")
-    if records.empty:  # nobody with a phone of this operator: nothing to estimate from
+    if not ctx.facts.get("network", {}).get("procedures"):
+        # nobody with a phone of this operator: nothing to estimate from
         ctx.facts["estimators"] = {"methods": [], "rows": 0, "note": "no operator records"}
         return "no operator records (nobody carried a phone of this operator): no estimates"
-    release = release_estimates(
-        records,
-        plan,
-        ctx.crowd.zones,
-        period_bins(plan, bin_s=ctx.scenario.zones.bin_s),
-        cfg,
-        counters=counters,
-        random_state=np.random.default_rng(ctx.seeds["estimators"]),
-        mode=cfg.mode,
-        timezone=ctx.scenario.event.timezone,
-        share_error=cfg.share_error,
-        phones_error=cfg.phones_error,
-    )
+    bins = period_bins(plan, bin_s=ctx.scenario.zones.bin_s)
+    common: dict[str, Any] = {
+        "counters": counters,
+        "random_state": np.random.default_rng(ctx.seeds["estimators"]),
+        "timezone": ctx.scenario.event.timezone,
+        **_estimator_params(cfg),
+    }
+    if ctx.live_counts is not None:  # counted in real time by the stream
+        release = release_from_counts(
+            ctx.live_counts, plan, ctx.zones, bins, cfg, fitted=ctx.live_estimators, **common
+        )
+        ctx.live_estimators = []
+        source = "live counts"
+    else:
+        records = pd.read_parquet(ctx.out_dir / "records.parquet")
+        release = release_estimates(records, plan, ctx.zones, bins, cfg, mode=cfg.mode, **common)
+        del records
+        source = "records"
     table = release.internal
     ctx.outputs.extend(p.name for p in write_release(table, release.published, ctx.out_dir))
     ctx.facts["estimators"] = {
@@ -235,7 +358,13 @@ def _estimators_stage(ctx: RunContext) -> str:
         "privacy": release.privacy,
         "intervals": release.intervals,
     }
-    return f"{len(table)} estimates ({', '.join(ctx.facts['estimators']['methods'])}, {cfg.mode})"
+    methods = ", ".join(ctx.facts["estimators"]["methods"])
+    return f"{len(table)} estimates ({methods}, {cfg.mode}, from {source})"
+
+
+def _estimator_params(cfg: Any) -> dict[str, Any]:
+    """Parameters of every estimator beyond the shared ones of ``make_estimators``."""
+    return {"share_error": cfg.share_error, "phones_error": cfg.phones_error}
 
 
 def _validation_stage(ctx: RunContext) -> str:
@@ -271,8 +400,16 @@ def _report_stage(ctx: RunContext) -> str:
     return "report.html"
 
 
-#: The stages in the order they run.
+#: The stages in the order they run: crowd and network on one clock (``simulate``).
 STAGES: tuple[tuple[str, Callable[[RunContext], str]], ...] = (
+    ("streets", _streets_stage),
+    ("simulate", _simulate_stage),
+    ("estimators", _estimators_stage),
+    ("validation", _validation_stage),
+    ("report", _report_stage),
+)
+#: The earlier path (``stream=False``): the crowd, then a replay of it for the network.
+BATCH_STAGES: tuple[tuple[str, Callable[[RunContext], str]], ...] = (
     ("streets", _streets_stage),
     ("crowd", _crowd_stage),
     ("network", _network_stage),
@@ -292,6 +429,8 @@ def run_scenario(
     progress: bool = True,
     overwrite: bool = False,
     scorer: Scorer | None = None,
+    on_minute: Callable[[MinuteFrame], None] | None = None,
+    stream: bool = True,
 ) -> RunResult:
     """Run every stage of `scenario` and write the run folder.
 
@@ -310,13 +449,23 @@ def run_scenario(
     cache_dir
         Folder of the prepared street-graph cache.
     progress
-        Show a progress bar over the stages.
+        Show a progress bar over the stages, and inside the simulation the simulated
+        clock, people moving, records per second and the time left (a line on stderr
+        every 15 s when stderr is not a terminal).
     overwrite
         When `out_dir` already holds a run, move its files into ``.previous/`` instead
         of refusing (:func:`sim.runfolder.move_previous_run`).
     scorer
         Scores the estimates in the validation stage (:func:`validation.score_run`);
         None leaves the stage ``skipped``. :func:`validation.run_validated` passes it.
+    on_minute
+        Called with a :class:`sim.stream.MinuteFrame` as each bin of the simulation
+        finishes (its published estimates, truth, cell counters and the progress), from
+        the thread running the scenario; the contract is in :mod:`sim.stream`.
+    stream
+        True (default): crowd and network on one clock (:data:`STAGES`). False: the
+        earlier batch path, which replays the crowd for the network
+        (:data:`BATCH_STAGES`); same tables, slower, kept for comparison.
 
     Returns
     -------
@@ -330,10 +479,16 @@ def run_scenario(
     RunFolderError
         `out_dir` is not usable: another run or sweep holds it, or it holds a run and
         `overwrite` is false.
+    CrowdsimError
+        `on_minute` with ``stream=False`` (the batch path has no minutes to show).
     KeyboardInterrupt
         SIGINT or SIGTERM (:class:`sim.runfolder.RunInterrupted`) stopped the run; the
         manifest says ``interrupted`` and no temporary file is left.
     """
+    if on_minute is not None and not stream:
+        raise CrowdsimError(
+            "on_minute: frames come from the streaming run; leave stream=True to receive them"
+        )
     root: int | np.random.SeedSequence = scenario.seed
     if isinstance(seed, np.random.SeedSequence):
         if not isinstance(seed.entropy, int | np.integer) or seed.entropy < 0:
@@ -362,6 +517,8 @@ def run_scenario(
         osm=Path(osm) if osm is not None else None,
         cache_dir=Path(cache_dir) if cache_dir is not None else None,
         scorer=scorer,
+        on_minute=on_minute,
+        progress=progress,
     )
     spawn_key = root.spawn_key if isinstance(root, np.random.SeedSequence) else ()
     try:
@@ -372,12 +529,18 @@ def run_scenario(
         ) from None
     try:
         moved = runfolder.move_previous_run(out, overwrite=overwrite)
-        return _run_stages(ctx, _manifest_head(scenario, ctx, spawn_key, moved), progress)
+        head = _manifest_head(scenario, ctx, spawn_key, moved)
+        return _run_stages(ctx, head, progress, STAGES if stream else BATCH_STAGES)
     finally:
         lock.release()
 
 
-def _run_stages(ctx: RunContext, manifest: dict[str, Any], progress: bool) -> RunResult:
+def _run_stages(
+    ctx: RunContext,
+    manifest: dict[str, Any],
+    progress: bool,
+    stages: Sequence[tuple[str, Callable[[RunContext], str]]] = STAGES,
+) -> RunResult:
     """Run the stages in order, writing the manifest after each; the folder is locked."""
     out = ctx.out_dir
     write_text(dump_scenario(ctx.scenario), out / runfolder.SCENARIO)
@@ -385,7 +548,7 @@ def _run_stages(ctx: RunContext, manifest: dict[str, Any], progress: bool) -> Ru
     manifest["files"] = files
     runfolder.write_manifest(manifest, out)
 
-    bar = tqdm(STAGES, desc="crowdsim", unit="stage", disable=not progress, leave=False)
+    bar = tqdm(stages, desc="crowdsim", unit="stage", disable=not progress, leave=False)
     error: BaseException | None = None
     status = "ok"
     with runfolder.stop_on_signals() as hold_signals:

@@ -182,6 +182,39 @@ class TruthRecorder:
             return pd.DataFrame(columns=["time", "system", "zone", "people", "spectators"])
         return pd.concat(frames, ignore_index=True)  # by system, then time, then zone
 
+    @property
+    def n_bins(self) -> int:
+        """Number of bins closed so far."""
+        return len(self._bin_end_s)
+
+    def bin_zones(self, index: int) -> pd.DataFrame:
+        """Zone counts of one closed bin (a streaming run's truth of that minute).
+
+        Columns ``zone_system``, ``zone`` (the zone ids of :meth:`zones_table`),
+        ``people``, ``spectators``; the grid lists its occupied tiles only, as the table.
+        """
+        names = list(self.zones.systems)
+        frames = []
+        for k, name in enumerate(names):
+            idx, people, spectators = self._zone_rows[name][index]
+            ids = np.asarray(self.zones.systems[name].zone_ids, dtype=object)
+            frames.append((k, ids[idx], people, spectators))
+        n = [len(f[1]) for f in frames]
+        return pd.DataFrame(
+            {
+                "zone_system": pd.Categorical.from_codes(
+                    np.repeat(np.arange(len(names), dtype=np.int8), n), categories=names
+                ),
+                "zone": np.concatenate([f[1] for f in frames]) if frames else [],
+                "people": np.concatenate([f[2] for f in frames]).astype(np.int64)
+                if frames
+                else np.zeros(0, np.int64),
+                "spectators": np.concatenate([f[3] for f in frames]).astype(np.int64)
+                if frames
+                else np.zeros(0, np.int64),
+            }
+        )
+
     def edges_table(self) -> pd.DataFrame:
         """All street figures so far (time, edge, u, v, persons, density, flow_pmm, los)."""
         rows = self._edge_rows

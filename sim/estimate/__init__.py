@@ -18,6 +18,7 @@ compares like for like with a truth counted at the bin end.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,7 @@ from sim.estimate.voronoi import VoronoiEstimator
 from sim.network.plan import NetworkPlan
 
 __all__ = [
+    "COUNT_METHODS",
     "ESTIMATE_COLUMNS",
     "ESTIMATORS",
     "INTERNAL_ESTIMATES_FILE",
@@ -65,9 +67,11 @@ __all__ = [
     "PresenceEstimator",
     "Release",
     "VoronoiEstimator",
+    "counts_suffice",
     "make_estimators",
     "period_bins",
     "release_estimates",
+    "release_from_counts",
     "run_estimators",
     "write_estimates",
     "write_release",
@@ -80,6 +84,12 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "bayes": BayesEstimator,
     "em": EMEstimator,
 }
+#: Methods whose estimate is a function of the per-cell presence counts alone (so counts
+#: taken live can feed them: :func:`release_from_counts`). Exactly these classes: a
+#: subclass or a new method reads the records until it is added here.
+COUNT_METHODS: frozenset[type[Estimator]] = frozenset(
+    {PresenceEstimator, VoronoiEstimator, BayesEstimator, EMEstimator}
+)
 
 
 def make_estimators(
@@ -250,6 +260,108 @@ def release_estimates(
     EstimateInputError
         The published system is not among the zone systems, or its zones overlap.
     """
+    system, sets = _published_system(zone_systems, config, published_system)
+    rng = np.random.default_rng(random_state)
+    prepared = prepare_records(records, plan, error=EstimateInputError)
+    estimators = make_estimators(config, random_state=rng, mode=mode, **overrides)
+    for est in estimators:
+        est.set_params(laplace_epsilon=None)  # the internal table is exact
+        est.fit(prepared, plan, counters=counters)
+    counts = estimators[0].cell_counts(bins) if estimators else np.zeros((plan.n_cells, 0))
+    return _release(estimators, counts, zone_systems, bins, config, system=system, sets=sets,
+                    rng=rng, timezone=timezone)  # fmt: skip
+
+
+def counts_suffice(config: Any) -> bool:
+    """Whether every method `config` lists is a function of the per-cell presence counts.
+
+    True for :data:`COUNT_METHODS` (exactly those classes, not their subclasses): their
+    estimates can be computed from counts taken live as the records arrive
+    (:class:`~sim.estimate.live.LivePresence`, :func:`release_from_counts`). A method
+    that reads the records themselves (a device-level model) needs
+    :func:`release_estimates`.
+    """
+    return all(ESTIMATORS.get(m) in COUNT_METHODS for m in config.methods)
+
+
+def release_from_counts(
+    counts: np.ndarray,
+    plan: NetworkPlan,
+    zone_systems: Any,
+    bins: pd.DatetimeIndex,
+    config: Any,
+    *,
+    counters: pd.DataFrame | None = None,
+    random_state: int | np.random.Generator | None = None,
+    timezone: str = "UTC",
+    published_system: str | None = None,
+    fitted: Sequence[Estimator] = (),
+    **overrides: Any,
+) -> Release:
+    """The release of :func:`release_estimates` from real-time presence counts.
+
+    The streaming run counts devices per cell at each bin's reference instant as the
+    records arrive (:class:`~sim.estimate.live.LivePresence`); given those counts, this
+    is :func:`release_estimates` in ``"realtime"`` mode without reading the records
+    again: the same tables, the same noise draws.
+
+    Parameters
+    ----------
+    counts
+        Devices per cell (rows, plan order) and bin (columns of `bins`), counted in real
+        time with the window and latency of `config`.
+    plan, zone_systems, bins, config, counters, random_state, timezone, published_system
+        As in :func:`release_estimates`.
+    fitted
+        Estimators already fitted on `plan` (:meth:`Estimator.fit_plan`) from the same
+        `config` and overrides, e.g. those that drew a streaming run's frames: a method
+        found there is not fitted again.
+
+    Raises
+    ------
+    EstimateInputError
+        A method is not a function of the counts (:func:`counts_suffice`), the counts do
+        not match the plan and the bins, or the published system is unusable.
+    """
+    if not counts_suffice(config):
+        others = [m for m in config.methods if ESTIMATORS.get(m) not in COUNT_METHODS]
+        raise EstimateInputError(
+            f"estimators.methods: {', '.join(others)} read the records themselves, not only "
+            "presence counts; release them with release_estimates(records, ...)"
+        )
+    system, sets = _published_system(zone_systems, config, published_system)
+    rng = np.random.default_rng(random_state)
+    ready = {type(est): est for est in fitted if _same_plan(getattr(est, "plan_", None), plan)}
+    estimators = []
+    for est in make_estimators(config, random_state=rng, mode="realtime", **overrides):
+        est.set_params(laplace_epsilon=None)  # the internal table is exact
+        if type(est) in ready:  # the fitted one: same parameters, same plan
+            est = ready[type(est)].set_params(random_state=rng, laplace_epsilon=None)
+        else:
+            est.fit_plan(plan, counters=counters)
+        estimators.append(est)
+    counts = np.asarray(counts, dtype=np.float64)
+    return _release(estimators, counts, zone_systems, bins, config, system=system, sets=sets,
+                    rng=rng, timezone=timezone)  # fmt: skip
+
+
+def _same_plan(a: NetworkPlan | None, b: NetworkPlan) -> bool:
+    """Whether two plans hold the same cells and beliefs (e.g. one file read twice)."""
+    if a is b:
+        return True
+    return (
+        a is not None
+        and (a.operator, a.market_share, a.phones_per_person) == (b.operator, b.market_share,
+                                                                 b.phones_per_person)
+        and tuple(a.period) == tuple(b.period)
+        and a.cells.equals(b.cells)
+    )  # fmt: skip
+
+
+def _published_system(
+    zone_systems: Any, config: Any, published_system: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The published system's name (checked to be a partition) and every zone set."""
     system = published_system or getattr(config, "published_system", None)
     system = system or DEFAULT_PUBLISHED_SYSTEM
     sets = {zs.system: zs for zs in zone_sets(zone_systems, error=EstimateInputError)}
@@ -259,14 +371,23 @@ def release_estimates(
             f"({', '.join(sets) or 'none'})"
         )
     check_partition(sets[system], error=EstimateInputError)
-    rng = np.random.default_rng(random_state)
+    return system, sets
+
+
+def _release(
+    estimators: list[Estimator],
+    counts: np.ndarray,
+    zone_systems: Any,
+    bins: pd.DatetimeIndex,
+    config: Any,
+    *,
+    system: str,
+    sets: dict[str, Any],
+    rng: np.random.Generator,
+    timezone: str,
+) -> Release:
+    """The internal and published tables of fitted `estimators` from one set of counts."""
     epsilon = config.laplace_epsilon
-    prepared = prepare_records(records, plan, error=EstimateInputError)
-    estimators = make_estimators(config, random_state=rng, mode=mode, **overrides)
-    for est in estimators:
-        est.set_params(laplace_epsilon=None)  # the internal table is exact
-        est.fit(prepared, plan, counters=counters)
-    counts = estimators[0].cell_counts(bins) if estimators else np.zeros((plan.n_cells, 0))
     internal = concat_estimates(
         [est.estimate_from_counts(counts, zone_systems, bins) for est in estimators]
     )

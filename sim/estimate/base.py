@@ -31,6 +31,7 @@ unseen (0 when every person carries a device).
 from __future__ import annotations
 
 import inspect
+import weakref
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -246,6 +247,31 @@ class Estimator:
             self.records_ = records
         else:
             self.records_ = prepare_records(records, plan, error=EstimateInputError)
+        self.counters_ = check_counters(counters, plan, error=EstimateInputError)
+        self._fit_scaling(plan)
+        self._fit_space(plan)
+        return self
+
+    def fit_plan(self, plan: NetworkPlan, *, counters: pd.DataFrame | None = None) -> Estimator:
+        """Prepare on the network plan alone, for counts counted elsewhere.
+
+        A streaming run counts devices per cell as the records arrive
+        (:class:`~sim.estimate.live.LivePresence`) and hands the counts to
+        :meth:`estimate_from_counts`; what the method prepares from the plan (scaling,
+        footprints) is what :meth:`fit` prepares; no records are kept, so the real-time
+        update of a record-reading method (:meth:`estimate_minute`) is not available.
+
+        Raises
+        ------
+        EstimateInputError
+            The plan has no cells or is malformed, counters are malformed, or a parameter
+            is out of range.
+        """
+        self._check_params()
+        self.plan_ = check_plan(plan, error=EstimateInputError)
+        self.cell_ids_ = plan.cells["cell_id"].astype(str).to_numpy(dtype=object)
+        self.counts_ = self.count_bins_ = None
+        self.records_ = None
         self.counters_ = check_counters(counters, plan, error=EstimateInputError)
         self._fit_scaling(plan)
         self._fit_space(plan)
@@ -549,7 +575,7 @@ class Estimator:
                 "zone_system": pd.Categorical.from_codes(
                     np.zeros(n_zones * n_bins, dtype=np.int8), categories=[zs.system]
                 ),
-                "zone": pd.Categorical.from_codes(zone_codes, categories=pd.Index(zs.zone)),
+                "zone": pd.Categorical.from_codes(zone_codes, dtype=_zone_dtype(zs)),
                 "bin": _utc(np.tile(bins.asi8, n_zones)),
                 "estimate": est.ravel().astype(np.float32),
                 "lower": lower.ravel().astype(np.float32),
@@ -581,6 +607,22 @@ class Estimator:
             )
 
 
+_ZONE_DTYPES: weakref.WeakKeyDictionary[ZoneSet, pd.CategoricalDtype] = weakref.WeakKeyDictionary()
+
+
+def _zone_dtype(zs: ZoneSet) -> pd.CategoricalDtype:
+    """The zone column's dtype of a zone set, built once: tables of one zone set share it.
+
+    A streaming run builds a small table per method and minute; with one dtype their
+    stacking (:func:`concat_estimates`) needs no union of categories. Kept while the
+    zone set lives.
+    """
+    dtype = _ZONE_DTYPES.get(zs)
+    if dtype is None:
+        dtype = _ZONE_DTYPES[zs] = pd.CategoricalDtype(pd.Index(zs.zone))
+    return dtype
+
+
 def _aware_bins(bins: Any) -> pd.DatetimeIndex:
     """Bin starts without a plan: aware, strictly increasing, in UTC."""
     if not isinstance(bins, pd.DatetimeIndex) or bins.tz is None or len(bins) == 0:
@@ -599,9 +641,16 @@ def concat_estimates(frames: list[pd.DataFrame], *, consume: bool = False) -> pd
     """
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in ESTIMATE_COLUMNS.items()})
+    if consume and len(frames) == 1 and list(frames[0].columns) == list(ESTIMATE_COLUMNS):
+        return frames[0]  # given up by the caller: nothing to stack
     out: dict[str, Any] = {}
     for column, dtype in ESTIMATE_COLUMNS.items():
-        if dtype == "category":
+        first = frames[0][column].dtype if dtype == "category" else None
+        if first is not None and all(f[column].dtype is first for f in frames[1:]):
+            # one dtype (e.g. the zones of one zone set): the codes stack as they are
+            codes = np.concatenate([f[column].cat.codes.to_numpy() for f in frames])
+            out[column] = pd.Categorical.from_codes(codes, dtype=first)
+        elif dtype == "category":
             cats = pd.Index(
                 pd.unique(np.concatenate([f[column].cat.categories.to_numpy() for f in frames]))
             )

@@ -18,6 +18,8 @@ comparison with the new intervals and as a plain tool for anyone with a count.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy.special import gammaincinv, ndtri
 
@@ -72,10 +74,7 @@ def poisson_interval(
     upper = np.zeros_like(d)
     small = d < _EXACT_BELOW
     if small.any():
-        grid = np.arange(0.0, _EXACT_BELOW + 2 * _STEP, _STEP)
-        lo_tab = np.zeros_like(grid)
-        lo_tab[1:] = gammaincinv(grid[1:], alpha / 2)
-        hi_tab = gammaincinv(grid + 1.0, 1.0 - alpha / 2)
+        lo_tab, hi_tab = _exact_tables(alpha)
         k = np.rint(d[small] / _STEP).astype(np.int64)
         lower[small] = lo_tab[k]
         upper[small] = hi_tab[k]
@@ -85,6 +84,17 @@ def poisson_interval(
         lower[big] = _wilson_hilferty(d[big], -z)
         upper[big] = _wilson_hilferty(d[big] + 1.0, z)
     return lower, upper
+
+
+@functools.lru_cache(maxsize=8)
+def _exact_tables(alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Garwood bounds on the 0.01 grid below 30, computed once per level."""
+    grid = np.arange(0.0, _EXACT_BELOW + 2 * _STEP, _STEP)
+    lo_tab = np.zeros_like(grid)
+    lo_tab[1:] = gammaincinv(grid[1:], alpha / 2)
+    hi_tab = gammaincinv(grid + 1.0, 1.0 - alpha / 2)
+    lo_tab.flags.writeable = hi_tab.flags.writeable = False  # shared between calls
+    return lo_tab, hi_tab
 
 
 def _wilson_hilferty(shape: np.ndarray, z: float) -> np.ndarray:

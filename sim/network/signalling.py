@@ -26,7 +26,7 @@ state proceeds as if it had succeeded (no retry model yet).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -227,9 +227,15 @@ class Signalling:
         self.mme = ControlPlane(workers=self.cfg.mme_workers, message_s=self.cfg.mme_message_s,
                                 timeout_s=self.cfg.mme_timeout_s)  # fmt: skip
         self._rec: list[tuple[np.ndarray, ...]] = []
-        self._load: list[tuple[int, np.ndarray, np.ndarray]] = []
+        # per minute of ticks: peak connected users and rejections per cell
+        self._per_min = max(1, round(60.0 / self.dt))
+        self._load: list[tuple[np.ndarray, np.ndarray]] = []
         self.ticks = 0
         self.unreachable_device_ticks = 0
+        # where each tick's record chunks and MME batches start (for a streaming run)
+        self._tick_chunk: list[int] = []
+        self._tick_batch: list[int] = []
+        self._first_unsettled = 0
 
     # ------------------------------------------------------------------ one tick
     def step(self, t_s: float, x: np.ndarray, y: np.ndarray, present: np.ndarray) -> None:
@@ -250,6 +256,8 @@ class Signalling:
         present
             Which persons are in the study area (the others' phones are elsewhere).
         """
+        self._tick_chunk.append(len(self._rec))
+        self._tick_batch.append(len(self.mme.delay))
         tick = self._sense(t_s, x, y, present)
         self._arrive(tick)
         self._idle(tick)
@@ -400,9 +408,13 @@ class Signalling:
         self._emit(tick.t_s, tick.ok, OK)
         self._emit(tick.t_s, tick.rejected, REJECTED)
         rejected_cells = np.concatenate([c for _, _, c in tick.rejected])
-        self._load.append(
-            (self.ticks, self._in_use.copy(), np.bincount(rejected_cells, minlength=self.n_cells))
-        )
+        rejections = np.bincount(rejected_cells, minlength=self.n_cells)
+        if self.ticks % self._per_min == 0:  # a new minute of ticks
+            self._load.append((self._in_use.copy(), rejections))
+        else:
+            connected, rejected = self._load[-1]
+            np.maximum(connected, self._in_use, out=connected)
+            rejected += rejections
         self.ticks += 1
         self.mme.run_until(tick.t_s + self.dt)
 
@@ -475,9 +487,15 @@ class Signalling:
 
     # ------------------------------------------------------------------ outputs
     def finish(self) -> None:
-        """Serve what the MME still has queued; the records are complete after this."""
+        """Serve what the MME still has queued; the records are complete after this.
+
+        The records are then held once, in time order (:meth:`raw_records`); the chunks
+        they were written in are dropped.
+        """
         self.mme.finish()
         self._raw = self._collect()
+        self._rec = []
+        self._tick_chunk = []
 
     def raw_records(self) -> dict[str, np.ndarray]:
         """Records with device and cell indices and MME outcomes (after :meth:`finish`)."""
@@ -485,10 +503,12 @@ class Signalling:
             raise RuntimeError("call finish() first: the MME may still hold queued batches")
         return self._raw
 
-    def _collect(self) -> dict[str, np.ndarray]:
+    def _collect(self, chunks: list[tuple[np.ndarray, ...]] | None = None) -> dict[str, np.ndarray]:
+        """Records of `chunks` (default all) in time order, with the MME's outcomes."""
+        chunks = self._rec if chunks is None else chunks
         empty = (np.zeros(0), *(np.zeros(0, np.int64),) * 2, *(np.zeros(0, np.int8),) * 2,
                  np.zeros(0, np.int64))  # fmt: skip
-        cols = list(zip(*self._rec, strict=True)) if self._rec else [[e] for e in empty]
+        cols = list(zip(*chunks, strict=True)) if chunks else [[e] for e in empty]
         t, dev, cell, proc, outcome, batch = (np.concatenate(c) for c in cols)
         dropped = np.append(np.asarray(self.mme.dropped, dtype=bool), False)
         delay = np.append(np.asarray(self.mme.delay, dtype=float), 0.0)
@@ -508,58 +528,172 @@ class Signalling:
         Ids are keyed per local day of the event's time zone (:mod:`sim.network.pseudonyms`);
         `salt` draws the run's secret.
         """
-        raw = self.raw_records()
-        times = self.start + pd.to_timedelta(raw["t_s"], unit="s")
-        ids = pseudonymise(raw["device"], times, secret=draw_secret(salt), timezone=self.timezone)
-        cell_id = self.plan.cells["cell_id"].to_numpy()[raw["cell"]]
-        frame = pd.DataFrame({
-            "time": times.tz_convert("UTC"),
-            "device": ids,
-            "cell_id": cell_id,
-            "procedure": pd.Categorical.from_codes(raw["procedure"], categories=PROCEDURES),
-            "outcome": pd.Categorical.from_codes(raw["outcome"], categories=OUTCOMES),
-        })  # fmt: skip
-        return frame.astype(RECORD_COLUMNS)
+        return pd.concat(list(self.iter_records(salt=salt)), ignore_index=True)
 
-    def cell_load(self) -> pd.DataFrame:
+    def iter_records(
+        self, *, salt: np.random.Generator, rows: int = 1_000_000
+    ) -> Iterator[pd.DataFrame]:
+        """The operator's records in time order, `rows` at a time (:meth:`records`).
+
+        A full run holds tens of millions of records: written chunk by chunk, they never
+        exist whole as a table. Each pair (local day, device) gets its pseudonym once,
+        all pairs of the run together (so two devices of a day can never share an id).
+        """
+        raw = self.raw_records()
+        n = len(raw["t_s"])
+        secret = draw_secret(salt)
+        n_dev = max(1, len(self.owner))
+        midnights, days_of = self._local_days(raw["t_s"])
+        seen = np.zeros(len(midnights) * n_dev, dtype=bool)
+        for lo in range(0, n, rows):
+            seen[days_of(lo, lo + rows) * n_dev + raw["device"][lo : lo + rows]] = True
+        pairs = np.flatnonzero(seen)
+        noon = pd.DatetimeIndex(midnights[pairs // n_dev] + 12 * 3600 * 10**9, tz="UTC")
+        ids = pseudonymise(pairs % n_dev, noon, secret=secret, timezone=self.timezone)
+        slot = np.zeros(len(seen), dtype=np.int64)
+        slot[pairs] = np.arange(len(pairs))
+        del seen
+        cell_ids = self.plan.cells["cell_id"].to_numpy()
+        for lo in range(0, max(n, 1), rows):
+            hi = min(lo + rows, n)
+            times = self.start + pd.to_timedelta(raw["t_s"][lo:hi], unit="s")
+            key = days_of(lo, hi) * n_dev + raw["device"][lo:hi]
+            frame = pd.DataFrame({
+                "time": times.tz_convert("UTC"),
+                "device": ids[slot[key]],
+                "cell_id": cell_ids[raw["cell"][lo:hi]],
+                "procedure": pd.Categorical.from_codes(raw["procedure"][lo:hi],
+                                                       categories=PROCEDURES),
+                "outcome": pd.Categorical.from_codes(raw["outcome"][lo:hi], categories=OUTCOMES),
+            })  # fmt: skip
+            yield frame.astype(RECORD_COLUMNS)
+
+    def _local_days(self, t_s: np.ndarray) -> tuple[np.ndarray, Callable[[int, int], np.ndarray]]:
+        """Local midnights (UTC ns) around the records, and the local day of a slice of them."""
+        first = pd.Timestamp(self.start).tz_convert(self.timezone).normalize()
+        span = float(t_s[-1]) if len(t_s) else 0.0
+        local = pd.date_range(
+            first.tz_localize(None) - pd.Timedelta(days=1), periods=int(span // 86400) + 4,
+            freq="D",
+        )  # fmt: skip
+        midnights = (
+            local.tz_localize(self.timezone, ambiguous=False, nonexistent="shift_forward")
+            .tz_convert("UTC")
+            .as_unit("ns")
+            .asi8
+        )
+
+        def days_of(lo: int, hi: int) -> np.ndarray:
+            times = self.start + pd.to_timedelta(t_s[lo:hi], unit="s")
+            ns = pd.DatetimeIndex(times.tz_convert("UTC")).as_unit("ns").asi8
+            return np.searchsorted(midnights, ns, side="right") - 1
+
+        return midnights, days_of
+
+    def cell_load(self, minutes: range | None = None) -> pd.DataFrame:
         """Counters per cell per minute.
 
         Peak connected users, rejections, MME messages (in all and by procedure) and mean
         MME queueing delay of the cell's procedures.
+
+        Parameters
+        ----------
+        minutes
+            Minutes since the start to tabulate (default every one, after :meth:`finish`).
+            A streaming run asks for a minute once :meth:`settled` says its counters are
+            final; the rows are those of the whole table.
         """
-        per_min = max(1, round(60.0 / self.dt))
-        n_min = (self.ticks + per_min - 1) // per_min
-        connected = np.zeros((n_min, self.n_cells), dtype=np.int64)
-        rejections = np.zeros((n_min, self.n_cells), dtype=np.int64)
-        for tick, conn, rej in self._load:
-            m = tick // per_min
-            np.maximum(connected[m], conn, out=connected[m])
-            rejections[m] += rej
-        raw = self.raw_records()
+        n_min = len(self._load)
+        if minutes is None:
+            raw, lo, hi = self.raw_records(), 0, n_min
+        else:
+            lo, hi = minutes.start, minutes.stop
+            if not 0 <= lo <= hi <= n_min or not self.settled(hi * 60.0):
+                raise RuntimeError(
+                    f"cell_load: minutes {lo}..{hi} are not all simulated and settled "
+                    f"({n_min} minutes so far)"
+                )
+            raw = self._records_of_minutes(lo, hi)
+        n_rows = hi - lo
+        connected = np.zeros((n_rows, self.n_cells), dtype=np.int64)
+        rejections = np.zeros((n_rows, self.n_cells), dtype=np.int64)
+        for m, (conn, rej) in enumerate(self._load[lo:hi]):
+            connected[m], rejections[m] = conn, rej
         minute = np.minimum((raw["t_s"] // 60).astype(np.int64), n_min - 1)
-        flat = minute * self.n_cells + raw["cell"]
+        inside = (minute >= lo) & (minute < hi)
+        if not inside.all():
+            raw = {k: v[inside] for k, v in raw.items()}
+            minute = minute[inside]
+        flat = (minute - lo) * self.n_cells + raw["cell"]
+        size = n_rows * self.n_cells
         cost = self.msgs[raw["procedure"]] * (raw["outcome"] != REJECTED)
-        messages = np.bincount(flat, weights=cost, minlength=n_min * self.n_cells)
+        messages = np.bincount(flat, weights=cost, minlength=size)
         by_procedure = {
             f"messages_{name}": np.bincount(
                 flat[raw["procedure"] == code], weights=cost[raw["procedure"] == code],
-                minlength=n_min * self.n_cells,
+                minlength=size,
             ).astype(np.int64)
             for code, name in enumerate(PROCEDURES)
         }  # fmt: skip
-        counted = np.bincount(flat, minlength=n_min * self.n_cells)
-        delay = np.bincount(flat, weights=raw["delay_s"], minlength=n_min * self.n_cells)
+        counted = np.bincount(flat, minlength=size)
+        delay = np.bincount(flat, weights=raw["delay_s"], minlength=size)
         delay = delay.astype(float)  # an empty bincount is integer
         mean_delay = np.divide(delay, counted, out=np.zeros_like(delay), where=counted > 0)
-        minutes = self.start + pd.to_timedelta(
-            np.repeat(np.arange(n_min), self.n_cells), unit="min"
+        minutes_ = self.start + pd.to_timedelta(
+            np.repeat(np.arange(lo, hi), self.n_cells), unit="min"
         )
         return pd.DataFrame({
-            "minute": minutes.tz_convert("UTC"),
-            "cell_id": np.tile(self.plan.cells["cell_id"].to_numpy(), n_min),
+            "minute": minutes_.tz_convert("UTC"),
+            "cell_id": np.tile(self.plan.cells["cell_id"].to_numpy(), n_rows),
             "connected_users": connected.ravel(),
             "rejections": rejections.ravel(),
             "messages": messages.astype(np.int64),
             "queue_delay_ms": mean_delay * 1000.0,
             **by_procedure,
         })  # fmt: skip
+
+    # ------------------------------------------------------------------ streaming
+    def settled(self, t_s: float) -> bool:
+        """Whether every procedure before `t_s` is simulated and taken by the MME.
+
+        Then the outcomes and queueing delays of the records before `t_s`, and the
+        counters of the minutes that end by `t_s`, are final.
+        """
+        ticks = int(np.ceil(t_s / self.dt - 1e-9))  # ticks that start before t_s
+        if ticks > self.ticks:
+            return False
+        upto = self._tick_batch[ticks] if ticks < self.ticks else len(self.mme.delay)
+        delay, first = self.mme.delay, self._first_unsettled
+        while first < len(delay) and not np.isnan(delay[first]):
+            first += 1
+        self._first_unsettled = first  # batches before it are all served: it only grows
+        return first >= upto
+
+    def _records_of_minutes(self, lo: int, hi: int) -> dict[str, np.ndarray]:
+        """The records (raw, time order) of the ticks that reach minutes `lo` to `hi`."""
+        first = int(np.floor(lo * 60.0 / self.dt + 1e-9))
+        last = int(np.ceil(hi * 60.0 / self.dt - 1e-9))
+        if getattr(self, "_raw", None) is not None:  # finished: the records are in time order
+            t = self._raw["t_s"]
+            a = np.searchsorted(t, first * self.dt, side="left")
+            b = len(t) if last >= self.ticks else np.searchsorted(t, last * self.dt, side="left")
+            return {k: v[a:b] for k, v in self._raw.items()}
+        at = [self._tick_chunk[k] if k < self.ticks else len(self._rec) for k in (first, last)]
+        return self._collect(self._rec[at[0] : at[1]])
+
+    def new_records(self, cursor: int) -> tuple[dict[str, np.ndarray], int]:
+        """The records written since `cursor` (a count of record chunks), and the new cursor.
+
+        Raw, as :meth:`raw_records` (device and cell indices), plus ``time_ns``: the time
+        the records table will carry (ns since the epoch, UTC). Outcomes may still change
+        from ``ok`` to ``dropped`` until the MME has taken the records (:meth:`settled`).
+        """
+        chunks = self._rec[cursor:]
+        empty = (np.zeros(0), *(np.zeros(0, np.int64),) * 2, *(np.zeros(0, np.int8),) * 2)
+        cols = list(zip(*chunks, strict=True)) if chunks else [[e] for e in empty]
+        t, dev, cell, proc, outcome = (np.concatenate(c) for c in cols[:5])
+        times = self.start + pd.to_timedelta(t, unit="s")
+        time_ns = pd.DatetimeIndex(times.tz_convert("UTC")).as_unit("ns").asi8
+        raw = {"t_s": t, "time_ns": time_ns, "device": dev.astype(np.int64), "cell": cell,
+               "procedure": proc.astype(np.int8), "outcome": outcome.astype(np.int8)}  # fmt: skip
+        return raw, len(self._rec)

@@ -184,17 +184,28 @@ def write_network_outputs(
     run: NetworkRun, out_dir: Path, *, salt: np.random.Generator, dpi: int = 110
 ) -> list[Path]:
     """Write records, cell load, the plan and the coverage figures; return the paths."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from sim.io import atomic_path
 
     written = []
-    for name, frame in (
-        ("records.parquet", run.signalling.records(salt=salt)),
-        ("cell_load.parquet", run.signalling.cell_load()),
-    ):
-        dest = out_dir / name
-        with atomic_path(dest) as tmp:
-            frame.to_parquet(tmp, index=False)
-        written.append(dest)
+    dest = out_dir / "records.parquet"
+    with atomic_path(dest) as tmp:  # chunk by chunk: the records never exist whole as a table
+        writer = None
+        try:
+            for frame in run.signalling.iter_records(salt=salt):
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+    written.append(dest)
+    dest = out_dir / "cell_load.parquet"
+    with atomic_path(dest) as tmp:
+        run.signalling.cell_load().to_parquet(tmp, index=False)
+    written.append(dest)
     written.append(run.plan.to_json(out_dir / "network_plan.json"))
     written.append(_cells_geopackage(run.plan, out_dir / "cells.gpkg"))
     written.extend(plot_coverage(run, out_dir, dpi=dpi))
