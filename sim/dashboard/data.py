@@ -389,9 +389,11 @@ class ZoneSeries:
 
         self.truth = grown(self.truth, 0)
         for store, fill in (
-            (self.estimate, np.nan), (self.lower, np.nan), (self.upper, np.nan),
+            (self.estimate, np.nan),
+            (self.lower, np.nan),
+            (self.upper, np.nan),
             (self.suppressed, False),
-        ):  # fmt: skip
+        ):
             for method in store:
                 store[method] = grown(store[method], fill)
 
@@ -413,9 +415,11 @@ class ZoneSeries:
     def matrix(self, method: str, what: str = "estimate") -> np.ndarray:
         """`what` (estimate, lower, upper, suppressed) of `method`, zones x bins (a view)."""
         store = {
-            "estimate": self.estimate, "lower": self.lower, "upper": self.upper,
+            "estimate": self.estimate,
+            "lower": self.lower,
+            "upper": self.upper,
             "suppressed": self.suppressed,
-        }[what]  # fmt: skip
+        }[what]
         return store[method][: self.n]
 
     def rows_of(self, zones: Iterable[str]) -> np.ndarray:
