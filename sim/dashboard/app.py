@@ -471,7 +471,7 @@ class Dashboard:
         )
         self.clock = pn.pane.HTML("", width=420)
         self.layer = pn.widgets.RadioButtonGroup(
-            label="layer", options=list(LAYERS), value="estimate", button_type="primary"
+            label="layer", options=list(LAYERS), value="estimate", color="primary"
         )
         self.method = pn.widgets.Select(label="method", options=a.methods or ["-"], width=140)
         self.system = pn.widgets.Select(

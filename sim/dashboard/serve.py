@@ -23,7 +23,14 @@ from typing import Any
 from sim.dashboard.data import RunData
 from sim.errors import CrowdsimError
 
-__all__ = ["LiveFeed", "dashboard_app", "load_runs", "serve", "streaming_available"]
+__all__ = [
+    "LiveFeed",
+    "check_port",
+    "dashboard_app",
+    "load_runs",
+    "serve",
+    "streaming_available",
+]
 
 #: Milliseconds between two looks of a session for new data.
 POLL_MS_LIVE = 500
@@ -167,6 +174,28 @@ def dashboard_app(
     return session
 
 
+def check_port(address: str, port: int) -> None:
+    """Raise :class:`CrowdsimError` when `port` on `address` cannot be listened on."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise CrowdsimError(
+            f"--address {address}: not an address of this machine ({exc})"
+        ) from None
+    family, kind, proto, _, where = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(where)
+        except OSError as exc:
+            raise CrowdsimError(
+                f"--port {port} on {address}: cannot listen there ({exc.strerror or exc}); "
+                "choose another --port"
+            ) from None
+
+
 def serve(
     app: Callable[[], Any],
     *,
@@ -185,6 +214,7 @@ def serve(
     import panel as pn
 
     origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
+    check_port(address, port)
     try:
         server = pn.serve(
             app,
