@@ -170,7 +170,9 @@ class RunMap:
         self.bar = ColorBar(color_mapper=self.people, width=12, title="people")
         self.fig.add_layout(self.bar, "right")
         self.zones: dict[str, _ZoneLayer] = {}
-        self.los = ColumnDataSource({"x0": [], "y0": [], "x1": [], "y1": [], "colour": []})
+        self.los = ColumnDataSource(
+            {"x0": [], "y0": [], "x1": [], "y1": [], "colour": [], "width": []}
+        )
         self.los_renderer = self.fig.segment(
             "x0",
             "y0",
@@ -178,7 +180,7 @@ class RunMap:
             "y1",
             source=self.los,
             line_color="colour",
-            line_width=3,
+            line_width="width",
             visible=False,
         )
         self.course = ColumnDataSource({"xs": [], "ys": []})
@@ -391,23 +393,25 @@ class RunMap:
         )
 
     def set_los(self, t: int, *, visible: bool) -> None:
-        """The streets' levels of service at bin `t` (B and worse; A is free walking)."""
+        """The streets' levels of service at bin `t`: every street with somebody on it.
+
+        Coloured A (green) to F (dark red), and drawn wider the worse the level.
+        """
         self.los_renderer.visible = visible
         data = self.data
         if not visible or data.los is None or data.streets is None:
             if len(self.los.data["x0"]):
-                self.los.data = {"x0": [], "y0": [], "x1": [], "y1": [], "colour": []}
+                self.los.data = {k: [] for k in self.los.data}
             return
         edge, level, _ = data.los.at(t)
-        keep = level >= 1
-        e, lv = edge[keep], level[keep]
         s = data.streets
         self.los.data = {
-            "x0": s.x0[e],
-            "y0": s.y0[e],
-            "x1": s.x1[e],
-            "y1": s.y1[e],
-            "colour": [LOS_COLOURS[k] for k in lv.tolist()],
+            "x0": s.x0[edge],
+            "y0": s.y0[edge],
+            "x1": s.x1[edge],
+            "y1": s.y1[edge],
+            "colour": [LOS_COLOURS[k] for k in level.tolist()],
+            "width": 1.5 + level.astype(float),
         }
 
     def set_web_tiles(self, on: bool) -> None:
