@@ -415,9 +415,11 @@ def live(
         from validation.scoring import score_run
 
         def runner(on_minute: Any) -> Any:
+            # on_minute: the streaming run's frames (sim.stream.MinuteFrame)
+            stream: dict[str, Any] = {"on_minute": on_minute}
             return run_scenario(
                 loaded, folder, osm=osm, progress=False, overwrite=overwrite,
-                scorer=score_run, on_minute=on_minute,
+                scorer=score_run, **stream,
             )  # fmt: skip
 
         feed = LiveFeed(RunData.for_scenario(loaded), folder, runner).start()

@@ -458,3 +458,19 @@ def test_live_refuses_a_folder_holding_a_run(
         app, ["live", str(SCENARIOS / "smoke.toml"), "--out", str(smoke_run), "--no-browser"]
     )
     exits_2(result, "already holds a run", "--overwrite")
+
+
+def test_the_report_says_how_to_open_the_dashboard(smoke_run: Path) -> None:
+    page = (smoke_run / "report.html").read_text(encoding="utf-8")
+    head = page.split("<h1>")[0] if "<h1>" in page else page[:5000]
+    assert "crowdsim serve" in head and "http://127.0.0.1:5006/" in head
+
+
+def test_course_file_holds_the_streets(smoke_run: Path, smoke_data: RunData) -> None:
+    import pyogrio
+
+    streets = pyogrio.read_dataframe(smoke_run / "course.gpkg", layer="streets")
+    assert streets["edge"].tolist() == list(range(len(streets)))
+    assert len(smoke_data.streets.x0) == len(streets)
+    # each street once: the drawn edges are half of the two-way ones, plus one-way ones
+    assert len(streets) / 2 <= len(smoke_data.streets.drawn) < len(streets)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import panel as pn
-from bokeh.models import (
+from bokeh.models import (  # type: ignore[attr-defined]  # (Bokeh's stubs miss these two)
     ColorBar,
     ColumnDataSource,
     CustomJSHover,
@@ -271,7 +271,7 @@ class RunMap:
             return None
         with self.data.lock:
             source = ColumnDataSource(self._zone_columns(series))
-        style = {
+        style: dict[str, Any] = {
             "fill_color": transform("value", self.mapper),
             "fill_alpha": "alpha",
             "line_color": None if system == "grid" else "#555555",
@@ -281,6 +281,7 @@ class RunMap:
             "selection_line_color": None,
             "nonselection_line_alpha": 0.6,
         }
+        renderer: Any
         if system == "grid":
             renderer = self.fig.quad(
                 left="left", right="right", bottom="bottom", top="top", source=source, **style
@@ -660,12 +661,12 @@ class Dashboard:
         self.time.param.watch(self._on_time, "value")
         self.player.param.watch(self._on_player, "value")
         self.speed.param.watch(self._on_speed, "value")
-        for widget in (self.layer, self.method, self.system):
-            widget.param.watch(self._on_layer, "value")
+        for choice in (self.layer, self.method, self.system):
+            choice.param.watch(self._on_layer, "value")
         self.overlays.param.watch(self._on_overlays, "value")
         self.view.param.watch(lambda e: self._apply_view(), "value")
-        for widget in (self.alert_kind, self.density, self.zone_limit, self.tolerance):
-            widget.param.watch(self._on_alerts, "value")
+        for setting in (self.alert_kind, self.density, self.zone_limit, self.tolerance):
+            setting.param.watch(self._on_alerts, "value")
 
     def _on_time(self, event: Any) -> None:
         if self.player.value != event.new:
@@ -720,7 +721,7 @@ class Dashboard:
     @property
     def t(self) -> int:
         """The bin on the clock."""
-        return int(self.time.value)
+        return int(self.time.value or 0)
 
     def thresholds(self, series: ZoneSeries) -> np.ndarray:
         """The alert level of each zone of `series` (people)."""
@@ -977,7 +978,8 @@ class Dashboard:
         a = self.runs[0]
         self._refresh_systems()
         last = max(a.n_filled - 1, 0)
-        follow = self.time.value >= self.time.end - 1 or self.time.value == 0
+        at, end = self.t, int(self.time.end or 0)
+        follow = at >= end - 1 or at == 0
         changed = False
         if a.n_filled >= 2 and self.time.end != last:
             self.time.param.update(end=last, disabled=False)

@@ -117,11 +117,11 @@ def tile_outlines(ids: Sequence[str], grid_m: float) -> list[np.ndarray]:
     for zid in ids:
         col, sep, row = zid[1:].partition("_")
         try:
+            if not zid.startswith("g") or not sep:
+                raise ValueError(zid)
             c, r = int(col), int(row)
         except ValueError:
-            c = r = None
-        if not zid.startswith("g") or not sep or c is None or r is None:
-            raise ValueError(f"zone {zid!r}: not a grid tile id (g<column>_<row>)")
+            raise ValueError(f"zone {zid!r}: not a grid tile id (g<column>_<row>)") from None
         x0, y0, x1, y1 = c * grid_m, r * grid_m, (c + 1) * grid_m, (r + 1) * grid_m
         rings.append(np.array([[x1, y0], [x1, y1], [x0, y1], [x0, y0], [x1, y0]], dtype=float))
     return rings
@@ -765,7 +765,7 @@ class RunData:
             )
         with self.lock:
             grid = self.systems["grid"]
-            new = set()
+            new: set[str] = set()
             for table in (frame.estimates, frame.truth):
                 column = "zone_system" if "zone_system" in table else "system"
                 if len(table):
