@@ -176,6 +176,14 @@ def test_tile_outlines_decode_the_zones_file(smoke_run: Path, smoke_data: RunDat
         assert np.allclose(sorted(map(tuple, ring[:4])), sorted(geom.exterior.coords[:4]))
     with pytest.raises(ValueError, match="not a grid tile id"):
         tile_outlines(["km0-0.5"], 100.0)
+    # the zones' areas (alert densities are people per m² of them)
+    tiles = smoke_data.systems["grid"]
+    np.testing.assert_allclose(tiles.area_m2[: tiles.n], 100.0 * 100.0)
+    segments = gpd.read_file(smoke_run / "zones.gpkg", layer="segment")
+    mine = smoke_data.systems["segment"]
+    np.testing.assert_allclose(
+        mine.area_m2[mine.rows_of(segments["zone"].astype(str))], segments.area, rtol=1e-9
+    )
 
 
 def test_area_outlines_match_the_run_areas(smoke_run: Path, smoke_data: RunData) -> None:

@@ -141,13 +141,19 @@ def area_outlines(scenario: Scenario, *, n: int = 64) -> dict[str, np.ndarray]:
     return out
 
 
-def _outline_of(geom: Any) -> np.ndarray:
-    """Exterior ring of a polygon (the largest part of a multipolygon)."""
+def _outlines_of(geoms: np.ndarray) -> list[np.ndarray]:
+    """Exterior ring of each polygon (of a multipolygon: its largest part), vectorised."""
     import shapely
 
-    if geom.geom_type == "MultiPolygon":
-        geom = max(geom.geoms, key=lambda g: g.area)
-    return np.asarray(shapely.get_coordinates(geom.exterior), dtype=float)
+    geoms = np.asarray(geoms, dtype=object)
+    multi = shapely.get_type_id(geoms) == shapely.GeometryType.MULTIPOLYGON
+    if multi.any():
+        geoms = geoms.copy()
+        for k in np.flatnonzero(multi):
+            geoms[k] = max(geoms[k].geoms, key=lambda g: g.area)
+    coords, owner = shapely.get_coordinates(shapely.get_exterior_ring(geoms), return_index=True)
+    cuts = np.flatnonzero(np.diff(owner)) + 1
+    return np.split(coords, cuts)
 
 
 @dataclass(eq=False)
@@ -369,11 +375,13 @@ class ZoneSeries:
         self.ids.extend(ids)
         self.index.update({z: start + i for i, z in enumerate(ids)})
         self.outlines.extend(outlines)
-        self.area_m2 = np.concatenate([self.area_m2, [_ring_area(r) for r in outlines]])
-        for ring in outlines:
-            mx, my = to_map(ring[:, 0], ring[:, 1])
-            self.map_xs.append(mx)
-            self.map_ys.append(my)
+        self.area_m2 = np.concatenate([self.area_m2, _ring_areas(outlines)])
+        # one transformation for all the rings, then cut per ring
+        every = np.concatenate(list(outlines))
+        mx, my = to_map(every[:, 0], every[:, 1])
+        cuts = np.cumsum([len(r) for r in outlines])[:-1]
+        self.map_xs.extend(np.split(mx, cuts))
+        self.map_ys.extend(np.split(my, cuts))
         self._grow(self.n)
 
     def _grow(self, rows: int) -> None:
@@ -587,7 +595,7 @@ class RunData:
         data.systems["grid"] = grid
         t0 = data._time("zones_s", t0)
         published = _read_table(rf.file(runfolder.ESTIMATES))
-        grid_rows = published[published["zone_system"].astype(str) == "grid"]
+        grid_rows = published[(published["zone_system"] == "grid").to_numpy()]
         grid.put_estimates(grid_rows, data.bin_index(grid_rows["bin"]), suppress=True)
         t0 = data._time("estimates_s", t0)
         data._put_truth_file(rf.file(runfolder.TRUTH_ZONES), {"grid": grid})
@@ -636,15 +644,16 @@ class RunData:
             )
             series = ZoneSeries(name, len(self.bins), "internal")
             ids = [str(z) for z in table.column("zone").to_pylist()]
-            series.add_zones(ids, [_outline_of(g) for g in geoms])
+            series.add_zones(ids, _outlines_of(geoms))
             out[name] = series
         return out
 
     def _put_truth_file(self, path: Path, systems: dict[str, ZoneSeries]) -> None:
-        table = _read_table(path, columns=["time", "system", "zone", "people"])
-        system = table["system"].astype(str)
+        table = _read_table(
+            path, columns=["time", "system", "zone", "people"], read_dictionary=["zone"]
+        )
         for name, series in systems.items():
-            sel = table[(system == name).to_numpy()]
+            sel = table[(table["system"] == name).to_numpy()]
             if sel.empty:
                 continue
             # the truth is counted at the end of a bin: its bin starts one bin earlier
@@ -679,9 +688,8 @@ class RunData:
                 self.path / runfolder.ESTIMATES_INTERNAL,
                 filters=[("zone_system", "in", names)],
             )
-            system = internal["zone_system"].astype(str)
             for name, series in layers.items():
-                rows = internal[(system == name).to_numpy()]
+                rows = internal[(internal["zone_system"] == name).to_numpy()]
                 series.put_estimates(rows, self.bin_index(rows["bin"]), suppress=True)
             self._put_truth_file(self.path / runfolder.TRUTH_ZONES, layers)
             los = self._read_los(self.path / runfolder.TRUTH_EDGES)
@@ -839,11 +847,21 @@ class RunData:
 
 
 def _read_table(
-    path: Path, *, columns: list[str] | None = None, filters: list[Any] | None = None
+    path: Path,
+    *,
+    columns: list[str] | None = None,
+    filters: list[Any] | None = None,
+    read_dictionary: list[str] | None = None,
 ) -> pd.DataFrame:
-    """A Parquet table of the run, or a :class:`RunFolderError` naming the file."""
+    """A Parquet table of the run, or a :class:`RunFolderError` naming the file.
+
+    Columns in `read_dictionary` are read as categoricals (zone ids: one string each).
+    """
+    options: dict[str, Any] = (
+        {} if read_dictionary is None else {"read_dictionary": read_dictionary}
+    )
     try:
-        return pd.read_parquet(path, columns=columns, filters=filters)
+        return pd.read_parquet(path, columns=columns, filters=filters, **options)
     except (OSError, ValueError, KeyError) as exc:
         raise RunFolderError(
             f"{path}: not readable as the run's table ({exc}); run the scenario again"
@@ -858,7 +876,13 @@ def _codes(column: pd.Series) -> tuple[np.ndarray, Sequence[Any]]:
     return codes.astype(np.int64), list(uniques)
 
 
-def _ring_area(ring: np.ndarray) -> float:
-    """Area (m²) inside a closed ring (shoelace formula)."""
-    x, y = ring[:, 0], ring[:, 1]
-    return float(abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1])) / 2.0)
+def _ring_areas(rings: Sequence[np.ndarray]) -> np.ndarray:
+    """Area (m²) inside each closed ring (the shoelace formula, all rings at once)."""
+    lengths = np.array([len(r) for r in rings])
+    every = np.concatenate(list(rings))
+    x, y = every[:, 0], every[:, 1]
+    cross = np.append(x[:-1] * y[1:] - x[1:] * y[:-1], 0.0)
+    ends = np.cumsum(lengths)
+    cross[ends - 1] = 0.0  # the step from a ring's last point into the next ring
+    total = np.add.reduceat(cross, ends - lengths)
+    return np.abs(total) / 2.0
