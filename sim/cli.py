@@ -392,6 +392,100 @@ def verify(
         raise typer.Exit(code=1)
 
 
+#: Options of the dashboard commands.
+PORT = typer.Option("--port", min=1, max=65535, help="Port of the dashboard's web server.")
+ADDRESS = typer.Option(
+    "--address", help="Address to listen on (127.0.0.1: this machine only; 0.0.0.0: all)."
+)
+NO_BROWSER = typer.Option("--no-browser", help="Do not open a browser tab.")
+
+
+@app.command()
+def serve(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="A finished run folder; a second one (variant) to compare.")
+    ],
+    port: Annotated[int, PORT] = 5006,
+    address: Annotated[str, ADDRESS] = "127.0.0.1",
+    no_browser: Annotated[bool, NO_BROWSER] = False,
+) -> None:
+    """Show finished runs in the browser: a map with a clock, layers, series and alerts.
+
+    With two folders, the first is the baseline (A) and the second the variant (B),
+    beside each other or as their difference. Works offline. Exit 2 on bad input (not a
+    finished run folder, a file missing, a port in use).
+    """
+    from sim.dashboard.serve import dashboard_app, load_runs
+    from sim.dashboard.serve import serve as serve_app
+
+    try:
+        runs = load_runs(run_dirs)
+        typer.echo(" vs ".join(r.label for r in runs))
+        serve_app(dashboard_app(runs), port=port, address=address, show=not no_browser)
+    except CrowdsimError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def live(
+    scenario: Annotated[Path, typer.Argument(help="Scenario TOML file.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Run folder to write (default: a new temporary folder)."),
+    ] = None,
+    osm: Annotated[
+        Path | None, typer.Option(help="Street file (.osm[.bz2|.gz|.pbf], .graphml[.gz]).")
+    ] = None,
+    overwrite: Annotated[bool, OVERWRITE] = False,
+    port: Annotated[int, PORT] = 5006,
+    address: Annotated[str, ADDRESS] = "127.0.0.1",
+    no_browser: Annotated[bool, NO_BROWSER] = False,
+) -> None:
+    """Run SCENARIO as a stream and show each simulated minute in the browser as it is done.
+
+    The run writes its folder as ``crowdsim run`` does (and is scored); when it has
+    finished, the page shows the finished run with every layer. Exit 2 on bad input.
+    """
+    import tempfile
+
+    from sim.dashboard.data import RunData
+    from sim.dashboard.serve import LiveFeed, dashboard_app, streaming_available
+    from sim.dashboard.serve import serve as serve_app
+    from sim.runfolder import MANIFEST
+    from sim.scenario import load_scenario
+
+    try:
+        if not streaming_available():
+            raise CrowdsimError(
+                "live: this crowdsim has no streaming run (sim.stream); use `crowdsim run` "
+                "and then `crowdsim serve RUN_DIR`"
+            )
+        loaded = load_scenario(scenario)
+        folder = Path(tempfile.mkdtemp(prefix="crowdsim-live-")) if out is None else out
+        _writable_folder(folder)
+        if (folder / MANIFEST).is_file() and not overwrite:
+            raise CrowdsimError(
+                f"--out {folder}: already holds a run; give --overwrite (it is moved into "
+                f"{folder / '.previous'}) or choose another --out"
+            )
+        from sim.run import run_scenario
+        from validation.scoring import score_run
+
+        def runner(on_minute: Any) -> Any:
+            # on_minute: the streaming run's frames (sim.stream.MinuteFrame)
+            stream: dict[str, Any] = {"on_minute": on_minute}
+            return run_scenario(
+                loaded, folder, osm=osm, progress=False, overwrite=overwrite,
+                scorer=score_run, **stream,
+            )  # fmt: skip
+
+        feed = LiveFeed(RunData.for_scenario(loaded), folder, runner).start()
+        typer.echo(f"live run of {loaded.name} into {folder}")
+        serve_app(dashboard_app(live=feed), port=port, address=address, show=not no_browser)
+    except CrowdsimError as exc:
+        raise _fail(exc) from None
+
+
 def _writable_folder(out: Path) -> None:
     """Check a file can be written in `out`, or say why not.
 

@@ -54,6 +54,7 @@ __all__ = [
     "CELLS",
     "CELL_LOAD",
     "COURSE",
+    "COURSE_STREETS",
     "ESTIMATES",
     "ESTIMATES_INTERNAL",
     "LOCK",
@@ -97,8 +98,9 @@ SCENARIO = "scenario.toml"
 LOCK = ".lock"
 #: Where ``--overwrite`` moves the earlier run's files.
 PREVIOUS = ".previous"
-#: Streets stage: the course and its waypoints.
+#: Streets stage: the course, its waypoints and the streets (layer :data:`COURSE_STREETS`).
 COURSE = "course.gpkg"
+COURSE_STREETS = "streets"
 #: Crowd stage: the zone systems and the ground truth.
 ZONES = "zones.gpkg"
 TRUTH_ZONES = "truth_zones.parquet"

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sim.io import atomic_path
+from sim.runfolder import COURSE_STREETS
 
 if TYPE_CHECKING:
     from sim.course import Course
@@ -15,8 +16,16 @@ __all__ = ["write_course_geopackage"]
 
 
 def write_course_geopackage(streets: Streets, course: Course, out_dir: Path) -> Path:
-    """Write ``course.gpkg``: layer ``course`` (the line, EPSG:31370) and ``waypoints``."""
+    """Write ``course.gpkg``: layers ``course`` (the line), ``waypoints`` and ``streets``.
+
+    ``streets`` holds every directed edge of the run's street graph as a straight line
+    from node ``u`` to node ``v`` (EPSG:31370), with its index ``edge`` (as in
+    ``truth_edges.parquet``), so a map of the run (``crowdsim serve``) needs no street
+    source and no graph: the run's own folder is enough.
+    """
     import geopandas as gpd
+    import numpy as np
+    import shapely
     from shapely.geometry import LineString, MultiLineString, Point
 
     pieces = course.piece_xy(streets)
@@ -37,9 +46,28 @@ def write_course_geopackage(streets: Streets, course: Course, out_dir: Path) -> 
         geometry=[Point(streets.x[n], streets.y[n]) for n in course.waypoint_node.tolist()],
         crs="EPSG:31370",
     )
+    u, v = streets.edge_u, streets.edge_v
+    segments = np.stack(
+        [
+            np.column_stack([streets.x[u], streets.y[u]]),
+            np.column_stack([streets.x[v], streets.y[v]]),
+        ],
+        axis=1,
+    )
+    edges = gpd.GeoDataFrame(
+        {
+            "edge": np.arange(len(u), dtype=np.int64),
+            "u": u.astype(np.int64),
+            "v": v.astype(np.int64),
+        },
+        geometry=shapely.linestrings(segments),
+        crs="EPSG:31370",
+    )
     dest = out_dir / "course.gpkg"
     with atomic_path(dest) as tmp:
         tmp.unlink()
         course_gdf.to_file(tmp, layer="course", driver="GPKG")
         points.to_file(tmp, layer="waypoints", driver="GPKG", mode="a")
+        # no spatial index: readers take the whole layer (it only slows the writing)
+        edges.to_file(tmp, layer=COURSE_STREETS, driver="GPKG", mode="a", SPATIAL_INDEX="NO")
     return dest

@@ -72,6 +72,16 @@ def table_html(frame: pd.DataFrame, *, caption: str = "", table_id: str = "") ->
     return f"<table{ident}>{cap}<tr>{head}</tr>{''.join(rows)}</table>"
 
 
+#: How to open the run in the interactive dashboard (this page is its static summary).
+INTERACTIVE_HTML = (
+    "<p class='interactive'><strong>Interactive view:</strong> run <code>crowdsim serve "
+    "RUN_FOLDER</code> on the folder holding this report, then open "
+    "<a href='http://127.0.0.1:5006/'>http://127.0.0.1:5006/</a>: the map minute by "
+    "minute with every estimate, the truth, their difference, cell load, levels of "
+    "service, each zone's series and alerts. It works offline.</p>"
+)
+
+
 def render_page(
     *, title: str, source: str, head: Sequence[str], sections: Sequence[Section]
 ) -> str:
@@ -82,6 +92,7 @@ def render_page(
         f"<title>crowdsim report: {html.escape(title)}</title>",
         f"<style>{_STYLE}</style></head><body>",
         f"<p class='source'><strong>Street source:</strong> {html.escape(source)}</p>",
+        INTERACTIVE_HTML,
         *head,
         f"<h2>Contents</h2><ol>{toc}</ol>",
     ]

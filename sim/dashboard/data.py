@@ -1,0 +1,888 @@
+"""What the dashboard shows, pre-aggregated: one run as zones x bins arrays.
+
+A run is read once (:meth:`RunData.from_run`) into NumPy arrays, one row per zone and
+one column per bin, for every zone system, every method and the truth, so a step of the
+clock only takes a column of each array and a redraw only swaps a colour array. The same
+class serves a run that is still going (``crowdsim live``): :meth:`RunData.for_scenario`
+starts it empty and :meth:`RunData.append_frame` fills one bin at a time from the
+streaming run's frames (:class:`sim.stream.MinuteFrame`). A lock guards the arrays:
+the run's thread writes, the browser sessions read.
+
+Where each layer comes from (a finished run):
+
+- tiles (the published zone system, ``grid``): ``estimates.parquet``, the published
+  view, where a suppressed zone-bin has no value (NaN, ``suppressed`` true);
+- course segments and named areas: ``estimates_internal.parquet`` (the operator's own
+  table; these systems are not published), with its suppression applied in the same
+  way, so the screen never shows a value the operator would have withheld;
+- the truth: ``truth_zones.parquet`` (an absent zone-bin had nobody);
+- cell load and rejections per site: ``cell_load.parquet`` and the operator's
+  ``network_plan.json`` (a site is the mean position of its cells);
+- levels of service on the streets: ``truth_edges.parquet``;
+- the map: the streets, the course and its waypoints from ``course.gpkg``, the zones
+  from ``zones.gpkg``. Everything is drawn in Web Mercator (EPSG:3857), so web map
+  tiles can lie beneath when the browser is online.
+
+The estimate tables and the levels of service of the course segments and areas are
+loaded in a background thread after the map opens (:meth:`RunData.wait_extras`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from sim import runfolder
+from sim.errors import RunFolderError
+
+if TYPE_CHECKING:
+    import pyproj
+
+    from sim.scenario import Scenario
+
+__all__ = [
+    "MAP_CRS",
+    "RUN_CRS",
+    "SYSTEMS",
+    "CourseLines",
+    "LevelsOfService",
+    "RunData",
+    "SiteLoad",
+    "StreetLines",
+    "ZoneSeries",
+    "area_outlines",
+    "tile_outlines",
+    "to_map",
+]
+
+#: The runs' projected CRS (Belgian Lambert 72, metres) and the map's (Web Mercator).
+RUN_CRS = "EPSG:31370"
+MAP_CRS = "EPSG:3857"
+#: Zone systems, the published one first; the others come from the internal table.
+SYSTEMS = ("grid", "segment", "area")
+#: Fruin's walkway levels, A (free) to F (jammed), as ``truth_edges.parquet`` codes them.
+LOS_LEVELS = "ABCDEF"
+#: What the ``lower``/``upper`` columns are (sim.estimate.base): said beside every interval.
+INTERVAL_NOTE = (
+    "95 % interval from sampling alone (Poisson counts of the operator's devices, "
+    "scaled to people); it does not cover the spatial model's error"
+)
+#: Files a run folder must hold for the dashboard.
+NEEDED = (
+    runfolder.ESTIMATES,
+    runfolder.TRUTH_ZONES,
+    runfolder.ZONES,
+    runfolder.COURSE,
+    runfolder.CELL_LOAD,
+    runfolder.NETWORK_PLAN,
+)
+
+
+@cache
+def _transformer() -> pyproj.Transformer:
+    import pyproj
+
+    return pyproj.Transformer.from_crs(RUN_CRS, MAP_CRS, always_xy=True)
+
+
+def to_map(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """EPSG:31370 metres to the map's Web Mercator metres."""
+    mx, my = _transformer().transform(np.asarray(x, dtype=np.float64), np.asarray(y, np.float64))
+    return np.asarray(mx, dtype=np.float64), np.asarray(my, dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def tile_outlines(ids: Sequence[str], grid_m: float) -> list[np.ndarray]:
+    """Outlines (EPSG:31370, closed rings of 5 points) of grid tiles from their ids.
+
+    A tile id is ``g{column}_{row}`` with the tile covering ``[column, column + 1) x
+    [row, row + 1)`` times `grid_m` metres (:func:`sim.zones.build_zones`), so a tile a
+    live run names for the first time can be drawn without the zones file.
+
+    Raises
+    ------
+    ValueError
+        An id that is not a tile id.
+    """
+    rings = []
+    for zid in ids:
+        col, sep, row = zid[1:].partition("_")
+        try:
+            if not zid.startswith("g") or not sep:
+                raise ValueError(zid)
+            c, r = int(col), int(row)
+        except ValueError:
+            raise ValueError(f"zone {zid!r}: not a grid tile id (g<column>_<row>)") from None
+        x0, y0, x1, y1 = c * grid_m, r * grid_m, (c + 1) * grid_m, (r + 1) * grid_m
+        rings.append(np.array([[x1, y0], [x1, y1], [x0, y1], [x0, y0], [x1, y0]], dtype=float))
+    return rings
+
+
+def area_outlines(scenario: Scenario, *, n: int = 64) -> dict[str, np.ndarray]:
+    """Outlines (EPSG:31370) of the scenario's named areas: circles, as the run builds them."""
+    from sim.streets import to_metres
+
+    out = {}
+    angle = np.linspace(0.0, 2.0 * np.pi, n + 1)
+    for area in scenario.zones.areas:
+        ax, ay = (float(v) for v in to_metres(area.lon, area.lat))
+        out[area.name] = np.column_stack(
+            [ax + area.radius_m * np.cos(angle), ay + area.radius_m * np.sin(angle)]
+        )
+    return out
+
+
+def _outlines_of(geoms: np.ndarray) -> list[np.ndarray]:
+    """Exterior ring of each polygon (of a multipolygon: its largest part), vectorised."""
+    import shapely
+
+    geoms = np.asarray(geoms, dtype=object)
+    multi = shapely.get_type_id(geoms) == shapely.GeometryType.MULTIPOLYGON
+    if multi.any():
+        geoms = geoms.copy()
+        for k in np.flatnonzero(multi):
+            geoms[k] = max(geoms[k].geoms, key=lambda g: g.area)
+    coords, owner = shapely.get_coordinates(shapely.get_exterior_ring(geoms), return_index=True)
+    cuts = np.flatnonzero(np.diff(owner)) + 1
+    return np.split(coords, cuts)
+
+
+@dataclass(eq=False)
+class StreetLines:
+    """Every directed street edge as a straight segment on the map (EPSG:3857).
+
+    Edge ``e`` (as in ``truth_edges.parquet``) runs from ``(x0[e], y0[e])`` to
+    ``(x1[e], y1[e])``; ``drawn`` are the edges that draw each street once.
+    """
+
+    x0: np.ndarray
+    y0: np.ndarray
+    x1: np.ndarray
+    y1: np.ndarray
+    drawn: np.ndarray
+
+    @classmethod
+    def from_course_file(cls, path: Path) -> StreetLines | None:
+        """The ``streets`` layer of ``course.gpkg``, or None for a run written without it."""
+        import pyogrio
+        import shapely
+
+        if runfolder.COURSE_STREETS not in {name for name, _ in pyogrio.list_layers(path)}:
+            return None
+        meta, table = pyogrio.read_arrow(path, layer=runfolder.COURSE_STREETS)
+        geometry = table.column(meta["geometry_name"] or "wkb_geometry")
+        lines = shapely.from_wkb(np.asarray(geometry.to_numpy(zero_copy_only=False)))
+        xy = shapely.get_coordinates(lines).reshape(-1, 2, 2)
+        edge = table.column("edge").to_numpy()
+        u, v = table.column("u").to_numpy(), table.column("v").to_numpy()
+        order = np.argsort(edge)
+        return cls.from_segments(xy[order], u[order], v[order])
+
+    @classmethod
+    def from_segments(cls, xy: np.ndarray, u: np.ndarray, v: np.ndarray) -> StreetLines:
+        """From (n x 2 x 2) EPSG:31370 segments of edges ``u -> v``, in edge order."""
+        x0, y0 = to_map(xy[:, 0, 0], xy[:, 0, 1])
+        x1, y1 = to_map(xy[:, 1, 0], xy[:, 1, 1])
+        # one line per street: u < v, and the one-way edges whose reverse is missing
+        pair = set(zip(u.tolist(), v.tolist(), strict=True))
+        one_way = np.array(
+            [(b, a) not in pair for a, b in zip(u.tolist(), v.tolist(), strict=True)]
+        )
+        drawn = np.flatnonzero((u < v) | one_way)
+        return cls(x0, y0, x1, y1, drawn)
+
+
+@dataclass(eq=False)
+class CourseLines:
+    """The course (its pieces) and its waypoints on the map."""
+
+    xs: list[np.ndarray]
+    ys: list[np.ndarray]
+    waypoints: pd.DataFrame  # name, kind, km, x, y (map)
+
+    @classmethod
+    def from_course_file(cls, path: Path) -> CourseLines:
+        """The ``course`` and ``waypoints`` layers of ``course.gpkg``."""
+        import pyogrio
+        import shapely
+
+        course = pyogrio.read_dataframe(path, layer="course")
+        xs, ys = [], []
+        for geom in course.geometry:
+            parts = geom.geoms if geom.geom_type == "MultiLineString" else [geom]
+            for part in parts:
+                xy = shapely.get_coordinates(part)
+                mx, my = to_map(xy[:, 0], xy[:, 1])
+                xs.append(mx)
+                ys.append(my)
+        points = pyogrio.read_dataframe(path, layer="waypoints")
+        px, py = to_map(points.geometry.x.to_numpy(), points.geometry.y.to_numpy())
+        waypoints = pd.DataFrame(
+            {
+                "name": points["name"].astype(str).to_numpy(),
+                "kind": points["kind"].astype(str).to_numpy(),
+                "km": points["km"].to_numpy(np.float64),
+                "x": px,
+                "y": py,
+            }
+        )
+        return cls(xs, ys, waypoints)
+
+
+@dataclass(eq=False)
+class SiteLoad:
+    """Per-cell counters by bin, and the operator's sites they belong to.
+
+    ``connected`` (peak RRC-connected users in the bin) and ``rejections`` (summed) are
+    cells x bins; :meth:`at` adds them up per site.
+    """
+
+    cell_ids: np.ndarray
+    connected: np.ndarray
+    rejections: np.ndarray
+    site_of_cell: np.ndarray | None = None  # site row of each cell; None: no plan yet
+    site_ids: np.ndarray | None = None
+    site_x: np.ndarray | None = None  # map coordinates
+    site_y: np.ndarray | None = None
+    site_cells: np.ndarray | None = None
+
+    def attach_plan(self, plan_file: Path) -> None:
+        """Place the cells at their sites from the operator's ``network_plan.json``."""
+        from sim.network.plan import NetworkPlan
+
+        cells = NetworkPlan.from_json(plan_file).cells
+        sites = cells.groupby("site_id", sort=True).agg(
+            x=("x", "mean"), y=("y", "mean"), n=("cell_id", "size")
+        )
+        row_of_site = pd.Series(np.arange(len(sites)), index=sites.index)
+        site_of = pd.Series(
+            row_of_site.loc[cells["site_id"]].to_numpy(), index=cells["cell_id"].to_numpy()
+        )
+        mapped = site_of.reindex(self.cell_ids).to_numpy(np.float64)
+        self.site_of_cell = np.where(np.isnan(mapped), -1, mapped).astype(np.int64)
+        self.site_ids = sites.index.to_numpy()
+        self.site_x, self.site_y = to_map(sites["x"].to_numpy(), sites["y"].to_numpy())
+        self.site_cells = sites["n"].to_numpy(np.int64)
+
+    def at(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Connected users and rejections per site in bin `t` (empty without a plan)."""
+        if self.site_of_cell is None or self.site_ids is None:
+            return np.zeros(0), np.zeros(0)
+        ok = self.site_of_cell >= 0
+        n = len(self.site_ids)
+        where = self.site_of_cell[ok]
+        return (
+            np.bincount(where, weights=self.connected[ok, t], minlength=n),
+            np.bincount(where, weights=self.rejections[ok, t], minlength=n),
+        )
+
+    def add(self, table: pd.DataFrame, bin_of: Any) -> None:
+        """Fold rows of ``cell_load.parquet`` into the arrays (`bin_of` maps minutes to bins)."""
+        if table.empty:
+            return
+        cells = table["cell_id"].to_numpy(np.int64)
+        new = np.setdiff1d(np.unique(cells), self.cell_ids)
+        if len(new):
+            n_bins = self.connected.shape[1]
+            self.cell_ids = np.concatenate([self.cell_ids, new])
+            order = np.argsort(self.cell_ids, kind="stable")
+            self.cell_ids = self.cell_ids[order]
+            pad = np.zeros((len(new), n_bins))
+            self.connected = np.concatenate([self.connected, pad])[order]
+            self.rejections = np.concatenate([self.rejections, pad])[order]
+            self.site_of_cell = None  # cells changed: place them again
+        row = np.searchsorted(self.cell_ids, cells)
+        col = bin_of(table["minute"])
+        keep = (col >= 0) & (col < self.connected.shape[1])
+        row, col = row[keep], col[keep]
+        np.maximum.at(self.connected, (row, col), table["connected_users"].to_numpy()[keep])
+        np.add.at(self.rejections, (row, col), table["rejections"].to_numpy()[keep])
+
+
+@dataclass(eq=False)
+class LevelsOfService:
+    """The street edges with somebody on them, bin by bin, and their Fruin level.
+
+    Rows ``start[t]:start[t + 1]`` are bin `t`'s: ``edge`` (street edge), ``level``
+    (0 = A ... 5 = F) and ``density`` (persons/m²).
+    """
+
+    start: np.ndarray
+    edge: np.ndarray
+    level: np.ndarray
+    density: np.ndarray
+
+    def at(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Edges, levels and densities of bin `t`."""
+        a, b = int(self.start[t]), int(self.start[t + 1])
+        return self.edge[a:b], self.level[a:b], self.density[a:b]
+
+
+# ----------------------------------------------------------------------------- series
+
+
+@dataclass(eq=False)
+class ZoneSeries:
+    """One zone system: its zones on the map and their series (zones x bins).
+
+    The arrays grow when a live run names a zone for the first time; rows beyond
+    :attr:`n` are capacity. Estimates are NaN where suppressed (``suppressed`` true) or
+    not yet known; the truth is 0 where nobody was counted.
+    """
+
+    system: str
+    n_bins: int
+    source: str  # "published" or "internal"
+    ids: list[str] = field(default_factory=list)
+    index: dict[str, int] = field(default_factory=dict)
+    outlines: list[np.ndarray] = field(default_factory=list)  # EPSG:31370 rings
+    area_m2: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    truth: np.ndarray = field(init=False)
+    estimate: dict[str, np.ndarray] = field(default_factory=dict)
+    lower: dict[str, np.ndarray] = field(default_factory=dict)
+    upper: dict[str, np.ndarray] = field(default_factory=dict)
+    suppressed: dict[str, np.ndarray] = field(default_factory=dict)
+    map_xs: list[np.ndarray] = field(default_factory=list)
+    map_ys: list[np.ndarray] = field(default_factory=list)
+
+    def __post_init__(self) -> None:  # noqa: D105 - the arrays start empty
+        self.truth = np.zeros((0, self.n_bins), dtype=np.float32)
+
+    @property
+    def n(self) -> int:
+        """Number of zones."""
+        return len(self.ids)
+
+    @property
+    def methods(self) -> list[str]:
+        """Methods with estimates in this system."""
+        return list(self.estimate)
+
+    def add_zones(self, ids: Sequence[str], outlines: Sequence[np.ndarray]) -> None:
+        """Append zones (ids not yet known) with their EPSG:31370 outlines."""
+        if not ids:
+            return
+        start = self.n
+        self.ids.extend(ids)
+        self.index.update({z: start + i for i, z in enumerate(ids)})
+        self.outlines.extend(outlines)
+        self.area_m2 = np.concatenate([self.area_m2, _ring_areas(outlines)])
+        # one transformation for all the rings, then cut per ring
+        every = np.concatenate(list(outlines))
+        mx, my = to_map(every[:, 0], every[:, 1])
+        cuts = np.cumsum([len(r) for r in outlines])[:-1]
+        self.map_xs.extend(np.split(mx, cuts))
+        self.map_ys.extend(np.split(my, cuts))
+        self._grow(self.n)
+
+    def _grow(self, rows: int) -> None:
+        have = self.truth.shape[0]
+        if rows <= have:
+            return
+        cap = max(rows, 2 * have, 64)
+
+        def grown(a: np.ndarray, fill: Any) -> np.ndarray:
+            out = np.full((cap, self.n_bins), fill, dtype=a.dtype)
+            out[: a.shape[0]] = a
+            return out
+
+        self.truth = grown(self.truth, 0)
+        for store, fill in (
+            (self.estimate, np.nan),
+            (self.lower, np.nan),
+            (self.upper, np.nan),
+            (self.suppressed, False),
+        ):
+            for method in store:
+                store[method] = grown(store[method], fill)
+
+    def ensure_method(self, method: str) -> None:
+        """Make room for `method`'s estimates."""
+        if method in self.estimate:
+            return
+        shape = (self.truth.shape[0], self.n_bins)
+        self.estimate[method] = np.full(shape, np.nan, dtype=np.float32)
+        self.lower[method] = np.full(shape, np.nan, dtype=np.float32)
+        self.upper[method] = np.full(shape, np.nan, dtype=np.float32)
+        self.suppressed[method] = np.zeros(shape, dtype=bool)
+
+    # the arrays hold capacity rows beyond `n`: readers go through these views
+    def truth_matrix(self) -> np.ndarray:
+        """Truth, zones x bins (a view)."""
+        return self.truth[: self.n]
+
+    def matrix(self, method: str, what: str = "estimate") -> np.ndarray:
+        """`what` (estimate, lower, upper, suppressed) of `method`, zones x bins (a view)."""
+        store = {
+            "estimate": self.estimate,
+            "lower": self.lower,
+            "upper": self.upper,
+            "suppressed": self.suppressed,
+        }[what]
+        return store[method][: self.n]
+
+    def rows_of(self, zones: Iterable[str]) -> np.ndarray:
+        """Row of each zone id (-1 for an unknown one)."""
+        get = self.index.get
+        return np.fromiter((get(z, -1) for z in zones), dtype=np.int64)
+
+    def put_estimates(self, table: pd.DataFrame, cols: np.ndarray, *, suppress: bool) -> None:
+        """Write estimate rows (method, zone, lower, upper, suppressed) at bins `cols`.
+
+        With `suppress`, a suppressed row's value is dropped (the internal table keeps it).
+        """
+        rows = self.rows_of_column(table["zone"])
+        method_codes, methods = _codes(table["method"])
+        values = {c: table[c].to_numpy(np.float32) for c in ("estimate", "lower", "upper")}
+        hidden = table["suppressed"].to_numpy(bool)
+        keep_all = (rows >= 0) & (cols >= 0) & (cols < self.n_bins)
+        for k, name in enumerate(methods):
+            m = str(name)
+            sel = keep_all & (method_codes == k)
+            if not sel.any():
+                continue
+            self.ensure_method(m)
+            r, c = rows[sel], cols[sel]
+            value = values["estimate"][sel]
+            lower, upper = values["lower"][sel], values["upper"][sel]
+            if suppress:
+                nan = np.float32(np.nan)
+                value = np.where(hidden[sel], nan, value)
+                lower = np.where(hidden[sel], nan, lower)
+                upper = np.where(hidden[sel], nan, upper)
+            self.estimate[m][r, c] = value
+            self.lower[m][r, c] = lower
+            self.upper[m][r, c] = upper
+            self.suppressed[m][r, c] = hidden[sel]
+
+    def rows_of_column(self, zone: pd.Series) -> np.ndarray:
+        """Row of each zone of a table's column (-1 for zones not known)."""
+        codes, uniques = _codes(zone)
+        lookup = np.append(self.rows_of(str(u) for u in uniques), -1)
+        return lookup[codes]  # code -1 (missing) takes the appended -1
+
+    def put_truth(self, zones: pd.Series, people: np.ndarray, cols: np.ndarray) -> None:
+        """Write truth counts of `zones` at bins `cols` (unknown zones are skipped)."""
+        rows = self.rows_of_column(zones)
+        ok = (rows >= 0) & (cols >= 0) & (cols < self.n_bins)
+        self.truth[rows[ok], cols[ok]] = people[ok]
+
+
+# ----------------------------------------------------------------------------- run data
+
+
+@dataclass(eq=False)
+class RunData:
+    """A run, finished or live, ready to draw: see the module notes.
+
+    Attributes
+    ----------
+    label
+        Short name of the run (scenario and folder).
+    bins
+        UTC starts of the bins (all of the run, also those a live run has not reached).
+    n_filled
+        Bins with data: all of a finished run; those a live run has streamed.
+    systems
+        The zone systems' series, by name (``grid`` first).
+    """
+
+    label: str
+    scenario: Scenario
+    bins: pd.DatetimeIndex
+    bin_s: float
+    timezone: str
+    systems: dict[str, ZoneSeries]
+    sites: SiteLoad
+    path: Path | None = None
+    n_filled: int = 0
+    streets: StreetLines | None = None
+    course: CourseLines | None = None
+    los: LevelsOfService | None = None
+    live: bool = False
+    #: bumped whenever the data change (sessions redraw what changed)
+    version: int = 0
+    progress: Any = None
+    interval_note: str = INTERVAL_NOTE
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    _extras: threading.Thread | None = None
+    _extras_error: BaseException | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ construction
+    @staticmethod
+    def period(scenario: Scenario) -> tuple[pd.DatetimeIndex, float]:
+        """The bins of `scenario` (UTC starts, every ``zones.bin_s`` seconds) and their width."""
+        bin_s = float(scenario.zones.bin_s)
+        start = pd.Timestamp(scenario.event.start_datetime).tz_convert("UTC")
+        n = int(scenario.event.duration_s // bin_s)
+        bins = pd.date_range(start, periods=n, freq=pd.Timedelta(seconds=bin_s)).as_unit("ns")
+        return bins, bin_s
+
+    @classmethod
+    def for_scenario(cls, scenario: Scenario, *, label: str | None = None) -> RunData:
+        """An empty run of `scenario`, filled by :meth:`append_frame` (``crowdsim live``).
+
+        Tiles are added as the frames name them; the named areas are known from the start.
+        """
+        bins, bin_s = cls.period(scenario)
+        systems = {"grid": ZoneSeries("grid", len(bins), "published")}
+        areas = area_outlines(scenario)
+        if areas:
+            systems["area"] = ZoneSeries("area", len(bins), "internal")
+            systems["area"].add_zones(list(areas), list(areas.values()))
+        return cls(
+            label=label or f"{scenario.name} (live)",
+            scenario=scenario,
+            bins=bins,
+            bin_s=bin_s,
+            timezone=scenario.event.timezone,
+            systems=systems,
+            sites=SiteLoad(
+                np.zeros(0, np.int64), np.zeros((0, len(bins))), np.zeros((0, len(bins)))
+            ),
+            live=True,
+        )
+
+    @classmethod
+    def from_run(cls, path: str | Path, *, extras: bool = True) -> RunData:
+        """Read a finished run folder (checked by :func:`sim.runfolder.open_run`).
+
+        Parameters
+        ----------
+        path
+            A folder ``crowdsim run`` wrote, with status ``ok``.
+        extras
+            Load the course segments, areas and levels of service in a background thread
+            (True), or not at all.
+
+        Raises
+        ------
+        RunFolderError
+            Not a finished run folder, or a file the dashboard reads is missing or not
+            what the run wrote. The message names the folder and the file.
+        """
+        import time
+
+        t0 = time.perf_counter()
+        rf = runfolder.open_run(path, need=NEEDED, purpose="serve")
+        bins, bin_s = cls.period(rf.scenario)
+        data = cls(
+            label=rf.label,
+            scenario=rf.scenario,
+            bins=bins,
+            bin_s=bin_s,
+            timezone=rf.scenario.event.timezone,
+            systems={},
+            sites=SiteLoad(
+                np.zeros(0, np.int64), np.zeros((0, len(bins))), np.zeros((0, len(bins)))
+            ),
+            path=rf.path,
+            n_filled=len(bins),
+        )
+        t0 = data._time("open_run_s", t0)
+        grid = data._zone_layers(("grid",))["grid"]
+        grid.source = "published"
+        data.systems["grid"] = grid
+        t0 = data._time("zones_s", t0)
+        published = _read_table(rf.file(runfolder.ESTIMATES))
+        grid_rows = published[(published["zone_system"] == "grid").to_numpy()]
+        grid.put_estimates(grid_rows, data.bin_index(grid_rows["bin"]), suppress=True)
+        t0 = data._time("estimates_s", t0)
+        data._put_truth_file(rf.file(runfolder.TRUTH_ZONES), {"grid": grid})
+        t0 = data._time("truth_s", t0)
+        data.sites.add(_read_table(rf.file(runfolder.CELL_LOAD)), data.minute_index)
+        data.sites.attach_plan(rf.file(runfolder.NETWORK_PLAN))
+        t0 = data._time("cell_load_s", t0)
+        data._load_map(rf.file(runfolder.COURSE))
+        data._time("map_s", t0)
+        if extras:
+            data._extras = threading.Thread(
+                target=data._load_extras, name=f"dashboard-extras-{rf.path.name}", daemon=True
+            )
+            data._extras.start()
+        return data
+
+    def _time(self, key: str, since: float) -> float:
+        import time
+
+        now = time.perf_counter()
+        self.timings[key] = round(now - since, 3)
+        return now
+
+    def _zone_layers(self, names: Sequence[str]) -> dict[str, ZoneSeries]:
+        """Read zone systems `names` from the run's ``zones.gpkg``."""
+        import pyogrio
+        import shapely
+
+        assert self.path is not None
+        path = self.path / runfolder.ZONES
+        out = {}
+        for name in names:
+            try:
+                meta, table = pyogrio.read_arrow(path, layer=name)
+            except Exception as exc:  # pyogrio raises its own DataLayerError and others
+                raise RunFolderError(
+                    f"{path}: no readable layer {name!r} ({exc}); the run folder is damaged: "
+                    "run the scenario again"
+                ) from None
+            geoms = shapely.from_wkb(
+                np.asarray(
+                    table.column(meta["geometry_name"] or "wkb_geometry").to_numpy(
+                        zero_copy_only=False
+                    )
+                )
+            )
+            series = ZoneSeries(name, len(self.bins), "internal")
+            ids = [str(z) for z in table.column("zone").to_pylist()]
+            series.add_zones(ids, _outlines_of(geoms))
+            out[name] = series
+        return out
+
+    def _put_truth_file(self, path: Path, systems: dict[str, ZoneSeries]) -> None:
+        table = _read_table(
+            path, columns=["time", "system", "zone", "people"], read_dictionary=["zone"]
+        )
+        for name, series in systems.items():
+            sel = table[(table["system"] == name).to_numpy()]
+            if sel.empty:
+                continue
+            # the truth is counted at the end of a bin: its bin starts one bin earlier
+            cols = self.bin_index(sel["time"], end=True)
+            series.put_truth(sel["zone"], sel["people"].to_numpy(np.float32), cols)
+
+    def _load_map(self, course_file: Path) -> None:
+        streets = StreetLines.from_course_file(course_file)
+        if streets is None and self.path is not None and not self.live:
+            streets = self._streets_from_source()
+        self.streets = streets
+        self.course = CourseLines.from_course_file(course_file)
+
+    def _streets_from_source(self) -> StreetLines:
+        """The streets of a run written before ``course.gpkg`` held them: from its source."""
+        from sim.plotting import street_segments
+
+        assert self.path is not None
+        rf = runfolder.open_run(self.path, verify=False, purpose="serve")
+        streets = rf.streets()
+        every = np.arange(streets.n_edges)
+        xy = street_segments(streets, every)
+        return StreetLines.from_segments(xy, streets.edge_u, streets.edge_v)
+
+    def _load_extras(self) -> None:
+        """Course segments and areas (internal estimates, truth) and levels of service."""
+        try:
+            assert self.path is not None
+            names = [s for s in SYSTEMS[1:] if s not in self.systems]
+            layers = self._zone_layers(names)
+            internal = _read_table(
+                self.path / runfolder.ESTIMATES_INTERNAL,
+                filters=[("zone_system", "in", names)],
+            )
+            for name, series in layers.items():
+                rows = internal[(internal["zone_system"] == name).to_numpy()]
+                series.put_estimates(rows, self.bin_index(rows["bin"]), suppress=True)
+            self._put_truth_file(self.path / runfolder.TRUTH_ZONES, layers)
+            los = self._read_los(self.path / runfolder.TRUTH_EDGES)
+            with self.lock:
+                self.systems.update(layers)
+                self.los = los
+                self.version += 1
+        except BaseException as exc:  # kept, and raised where the extras are awaited
+            self._extras_error = exc
+
+    def _read_los(self, path: Path) -> LevelsOfService | None:
+        if not path.is_file():
+            return None
+        table = _read_table(path, columns=["time", "edge", "density", "los"])
+        cols = self.bin_index(table["time"], end=True)
+        keep = (cols >= 0) & (cols < len(self.bins))
+        order = np.argsort(cols[keep], kind="stable")
+        cols = cols[keep][order]
+        level = table["los"]
+        codes = (
+            level.cat.codes.to_numpy()
+            if isinstance(level.dtype, pd.CategoricalDtype)
+            and list(level.cat.categories) == list(LOS_LEVELS)
+            else level.astype(str).map({c: i for i, c in enumerate(LOS_LEVELS)}).to_numpy()
+        )
+        return LevelsOfService(
+            start=np.searchsorted(cols, np.arange(len(self.bins) + 1)),
+            edge=table["edge"].to_numpy(np.int64)[keep][order],
+            level=np.asarray(codes, dtype=np.int8)[keep][order],
+            density=table["density"].to_numpy(np.float64)[keep][order],
+        )
+
+    def wait_extras(self, timeout: float | None = None) -> bool:
+        """Wait for the background loading; True when done. Re-raises its error."""
+        if self._extras is not None:
+            self._extras.join(timeout)
+            if self._extras.is_alive():
+                return False
+        if self._extras_error is not None:
+            raise self._extras_error
+        return True
+
+    # ------------------------------------------------------------------ time
+    def bin_index(self, times: pd.Series | pd.DatetimeIndex, *, end: bool = False) -> np.ndarray:
+        """Bin of each time (a bin start, or with `end` a bin end); -1 outside the period."""
+        ns = pd.DatetimeIndex(pd.to_datetime(times, utc=True)).as_unit("ns").asi8
+        width = round(self.bin_s * 1e9)
+        offset = ns - self.bins[0].value - (width if end else 0)
+        col = np.floor_divide(offset, width)
+        return np.where((col >= 0) & (col < len(self.bins)), col, -1).astype(np.int64)
+
+    def minute_index(self, minutes: pd.Series) -> np.ndarray:
+        """Bin of each minute of ``cell_load.parquet`` (a minute starts in one bin)."""
+        return self.bin_index(minutes)
+
+    def clock(self, t: int) -> str:
+        """Local time of the start of bin `t`, e.g. ``14:35``."""
+        return f"{self.bins[t].tz_convert(self.timezone):%H:%M}"
+
+    def local_times(self) -> pd.DatetimeIndex:
+        """Bin starts in local time without zone (for time axes)."""
+        return self.bins.tz_convert(self.timezone).tz_localize(None)
+
+    # ------------------------------------------------------------------ live
+    def append_frame(self, frame: Any) -> int:
+        """Put one :class:`sim.stream.MinuteFrame` into the arrays; return its bin.
+
+        Tiles named for the first time are added (outlines from their ids); truth rows
+        of zone systems the dashboard does not draw yet are skipped.
+
+        Raises
+        ------
+        ValueError
+            The frame's bin is not a bin of the run's period.
+        """
+        (t,) = self.bin_index(pd.DatetimeIndex([frame.bin]))
+        if t < 0:
+            raise ValueError(
+                f"frame of bin {frame.bin}: outside the run's period {self.bins[0]} to "
+                f"{self.bins[-1]}"
+            )
+        with self.lock:
+            grid = self.systems["grid"]
+            new: set[str] = set()
+            for table in (frame.estimates, frame.truth):
+                column = "zone_system" if "zone_system" in table else "system"
+                if len(table):
+                    on_grid = table[table[column].astype(str) == "grid"]["zone"].astype(str)
+                    new.update(z for z in pd.unique(on_grid) if z not in grid.index)
+            if new:
+                ids = sorted(new)
+                grid.add_zones(ids, tile_outlines(ids, float(self.scenario.zones.grid_m)))
+            est = frame.estimates
+            if len(est):
+                cols = np.full(len(est), t, dtype=np.int64)
+                for name, series in self.systems.items():
+                    rows = est[est["zone_system"].astype(str) == name]
+                    if len(rows):
+                        series.put_estimates(rows, cols[: len(rows)], suppress=True)
+            truth = frame.truth
+            for name, series in self.systems.items():
+                rows = truth[truth["zone_system"].astype(str) == name]
+                series.truth[:, t] = 0.0
+                if len(rows):
+                    series.put_truth(
+                        rows["zone"],
+                        rows["people"].to_numpy(np.float32),
+                        np.full(len(rows), t, dtype=np.int64),
+                    )
+            self.sites.add(frame.cell_load, self.minute_index)
+            self.n_filled = max(self.n_filled, t + 1)
+            self.progress = frame.progress
+            self.version += 1
+        return int(t)
+
+    def attach_folder(self, out_dir: Path) -> bool:
+        """Take the map and the sites from a live run's folder once it wrote them.
+
+        Returns True when something new was attached.
+        """
+        changed = False
+        course = out_dir / runfolder.COURSE
+        if self.course is None and course.is_file():
+            streets = StreetLines.from_course_file(course)
+            lines = CourseLines.from_course_file(course)
+            with self.lock:
+                self.streets, self.course = streets, lines
+                changed = True
+        plan = out_dir / runfolder.NETWORK_PLAN
+        if self.sites.site_of_cell is None and plan.is_file():
+            with self.lock:
+                self.sites.attach_plan(plan)
+                changed = True
+        if changed:
+            with self.lock:
+                self.version += 1
+        return changed
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def methods(self) -> list[str]:
+        """Methods with estimates on the published system."""
+        return self.systems["grid"].methods if "grid" in self.systems else []
+
+    def summary(self) -> dict[str, Any]:
+        """Sizes, for the benchmark and the page's footer."""
+        return {
+            "bins": len(self.bins),
+            "filled": self.n_filled,
+            "zones": {name: s.n for name, s in self.systems.items()},
+            "methods": self.methods,
+            "sites": 0 if self.sites.site_ids is None else len(self.sites.site_ids),
+            "street_edges": 0 if self.streets is None else len(self.streets.x0),
+        }
+
+
+def _read_table(
+    path: Path,
+    *,
+    columns: list[str] | None = None,
+    filters: list[Any] | None = None,
+    read_dictionary: list[str] | None = None,
+) -> pd.DataFrame:
+    """A Parquet table of the run, or a :class:`RunFolderError` naming the file.
+
+    Columns in `read_dictionary` are read as categoricals (zone ids: one string each).
+    """
+    options: dict[str, Any] = (
+        {} if read_dictionary is None else {"read_dictionary": read_dictionary}
+    )
+    try:
+        return pd.read_parquet(path, columns=columns, filters=filters, **options)
+    except (OSError, ValueError, KeyError) as exc:
+        raise RunFolderError(
+            f"{path}: not readable as the run's table ({exc}); run the scenario again"
+        ) from None
+
+
+def _codes(column: pd.Series) -> tuple[np.ndarray, Sequence[Any]]:
+    """Integer codes and the values they stand for (-1 = missing); cheap on categoricals."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.codes.to_numpy(np.int64), list(column.cat.categories)
+    codes, uniques = pd.factorize(column, sort=False)
+    return codes.astype(np.int64), list(uniques)
+
+
+def _ring_areas(rings: Sequence[np.ndarray]) -> np.ndarray:
+    """Area (m²) inside each closed ring (the shoelace formula, all rings at once)."""
+    lengths = np.array([len(r) for r in rings])
+    every = np.concatenate(list(rings))
+    x, y = every[:, 0], every[:, 1]
+    cross = np.append(x[:-1] * y[1:] - x[1:] * y[:-1], 0.0)
+    ends = np.cumsum(lengths)
+    cross[ends - 1] = 0.0  # the step from a ring's last point into the next ring
+    total = np.add.reduceat(cross, ends - lengths)
+    return np.abs(total) / 2.0

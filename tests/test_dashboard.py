@@ -1,0 +1,484 @@
+"""The dashboard without a browser: alerts (known answers), the data model, the page's logic,
+the live feed (replayed frames) and the commands' bad input.
+
+The browser itself is driven in tests/test_dashboard_browser.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from sim.cli import app
+from sim.dashboard.alerts import (
+    AlertScore,
+    density_thresholds,
+    episodes,
+    score_alerts,
+    score_zone_alerts,
+)
+from sim.dashboard.data import RunData, area_outlines, tile_outlines
+from sim.errors import RunFolderError
+from tests.conftest import SCENARIOS
+
+runner = CliRunner()
+
+
+# ----------------------------------------------------------------------------- alerts
+
+
+def test_episodes_are_the_runs_at_or_above_the_threshold() -> None:
+    series = np.array([0, 5, 5, 1, np.nan, 7, 9, 0, 5])
+    starts, ends = episodes(series, 5)
+    assert starts.tolist() == [1, 5, 8]
+    assert ends.tolist() == [3, 7, 9]  # exclusive; NaN is below
+
+
+def test_alerts_known_answer() -> None:
+    """Hand-made series, threshold 10, on time within 2 bins.
+
+    truth episodes: [2, 5), [10, 12), [16, 18)
+    estimate episodes: [3, 6) (1 bin after the first: on time), [14, 15) (during no
+    truth episode nor within 2 bins after one: false), [20, 22) (after the third ended
+    but 2 bins later: its window [16, 20) does not reach 20: false); the second truth
+    episode is missed; the third is missed too.
+    """
+    truth = np.zeros(24)
+    truth[2:5] = 12
+    truth[10:12] = 15
+    truth[16:18] = 11
+    estimate = np.zeros(24)
+    estimate[3:6] = 10
+    estimate[14] = 30
+    estimate[20:22] = 13
+    score = score_alerts(estimate, truth, 10, tolerance=2)
+    assert (score.on_time, score.late, score.missed, score.false) == (1, 0, 2, 2)
+    assert score.delays.tolist() == [1]
+    assert score.truth_onsets.tolist() == [2, 10, 16]
+    assert score.estimate_onsets.tolist() == [3, 14, 20]
+    assert score.truth_alerts == 3
+
+
+def test_a_late_alert_and_one_already_on() -> None:
+    truth = np.array([0, 0, 20, 20, 20, 20, 0, 0, 0, 20, 20, 0], dtype=float)
+    # late: 3 bins after the truth crossed at 2; already on at 8 for the crossing at 9
+    estimate = np.array([0, 0, 0, 0, 0, 25, 25, 0, 30, 30, 30, 30], dtype=float)
+    score = score_alerts(estimate, truth, 20, tolerance=1)
+    assert (score.on_time, score.late, score.missed, score.false) == (1, 1, 0, 0)
+    assert score.delays.tolist() == [3, 0]
+    # with a tolerance of 3 bins the first one is on time as well
+    assert score_alerts(estimate, truth, 20, tolerance=3).late == 0
+
+
+def test_a_suppressed_estimate_raises_no_alert() -> None:
+    truth = np.array([0, 50, 50, 0], dtype=float)
+    estimate = np.array([0, np.nan, np.nan, 0])
+    score = score_alerts(estimate, truth, 30)
+    assert (score.missed, score.false, score.on_time) == (1, 0, 0)
+
+
+def test_zone_alerts_add_up_per_zone() -> None:
+    truth = np.array([[0, 40, 40, 0], [0, 0, 0, 0], [5, 5, 5, 5]], dtype=float)
+    estimate = np.array([[0, 0, 45, 0], [0, 35, 0, 0], [5, 5, 5, 5]], dtype=float)
+    thresholds = density_thresholds(np.array([1000.0, 1000.0, 1000.0]), 0.03)  # 30 people
+    total, per_zone = score_zone_alerts(estimate, truth, thresholds, tolerance=0)
+    assert set(per_zone) == {0, 1}  # zone 2 never reaches 30
+    assert (per_zone[0].late, per_zone[1].false) == (1, 1)
+    assert (total.on_time, total.late, total.missed, total.false) == (0, 1, 0, 1)
+    assert isinstance(total + AlertScore(missed=2), AlertScore)
+    assert (total + AlertScore(missed=2)).missed == 2
+
+
+def test_alerts_refuse_bad_input() -> None:
+    with pytest.raises(ValueError, match="same bins"):
+        score_alerts(np.zeros(3), np.zeros(4), 1)
+    with pytest.raises(ValueError, match="tolerance"):
+        score_alerts(np.zeros(3), np.zeros(3), 1, tolerance=-1)
+    with pytest.raises(ValueError, match="density"):
+        density_thresholds(np.ones(2), 0.0)
+
+
+# ----------------------------------------------------------------------------- data model
+
+
+@pytest.fixture(scope="module")
+def smoke_data(smoke_run: Path) -> RunData:
+    data = RunData.from_run(smoke_run)
+    assert data.wait_extras(timeout=120)
+    return data
+
+
+def _bin_of_end(data: RunData, times: pd.Series) -> np.ndarray:
+    return data.bin_index(times, end=True)
+
+
+def test_the_arrays_hold_the_run_tables(smoke_run: Path, smoke_data: RunData) -> None:
+    """Every published grid value and every truth count lands in its zone and bin."""
+    data = smoke_data
+    grid = data.systems["grid"]
+    published = pd.read_parquet(smoke_run / "estimates.parquet")
+    assert set(data.methods) == set(published["method"].astype(str))
+    for method in data.methods:
+        rows = published[published["method"].astype(str) == method]
+        r = grid.rows_of(rows["zone"].astype(str))
+        c = data.bin_index(rows["bin"])
+        assert (r >= 0).all() and (c >= 0).all()
+        got = grid.matrix(method)[r, c]
+        np.testing.assert_array_equal(got, rows["estimate"].to_numpy(np.float32))
+        np.testing.assert_array_equal(
+            grid.matrix(method, "suppressed")[r, c], rows["suppressed"].to_numpy(bool)
+        )
+        assert np.isnan(got[rows["suppressed"].to_numpy(bool)]).all()
+    truth = pd.read_parquet(smoke_run / "truth_zones.parquet")
+    on_grid = truth[truth["system"].astype(str) == "grid"]
+    r = grid.rows_of(on_grid["zone"].astype(str))
+    c = _bin_of_end(data, on_grid["time"])
+    np.testing.assert_array_equal(grid.truth_matrix()[r, c], on_grid["people"].to_numpy())
+    # zone-bins the truth does not list had nobody
+    assert grid.truth_matrix().sum() == on_grid["people"].sum()
+    # the first bin starts at the event's start, in UTC
+    assert data.bins[0] == pd.Timestamp("2019-07-07 12:00", tz="UTC")
+    assert data.clock(0) == "14:00" and len(data.bins) == data.n_filled == 60
+
+
+def test_internal_systems_apply_suppression(smoke_run: Path, smoke_data: RunData) -> None:
+    internal = pd.read_parquet(smoke_run / "estimates_internal.parquet")
+    area = smoke_data.systems["area"]
+    rows = internal[internal["zone_system"].astype(str) == "area"]
+    r = area.rows_of(rows["zone"].astype(str))
+    c = smoke_data.bin_index(rows["bin"])
+    for method in area.methods:
+        sel = (rows["method"].astype(str) == method).to_numpy()
+        value = area.matrix(method)[r[sel], c[sel]]
+        hidden = rows["suppressed"].to_numpy(bool)[sel]
+        assert np.isnan(value[hidden]).all()
+        np.testing.assert_array_equal(
+            value[~hidden], rows["estimate"].to_numpy(np.float32)[sel][~hidden]
+        )
+
+
+def test_tile_outlines_decode_the_zones_file(smoke_run: Path, smoke_data: RunData) -> None:
+    import geopandas as gpd
+
+    grid = gpd.read_file(smoke_run / "zones.gpkg", layer="grid")
+    ids = grid["zone"].astype(str).tolist()[:50]
+    rings = tile_outlines(ids, smoke_data.scenario.zones.grid_m)
+    for ring, geom in zip(rings, grid.geometry[:50], strict=True):
+        assert np.allclose(sorted(map(tuple, ring[:4])), sorted(geom.exterior.coords[:4]))
+    with pytest.raises(ValueError, match="not a grid tile id"):
+        tile_outlines(["km0-0.5"], 100.0)
+    # the zones' areas (alert densities are people per m² of them)
+    tiles = smoke_data.systems["grid"]
+    np.testing.assert_allclose(tiles.area_m2[: tiles.n], 100.0 * 100.0)
+    segments = gpd.read_file(smoke_run / "zones.gpkg", layer="segment")
+    mine = smoke_data.systems["segment"]
+    np.testing.assert_allclose(
+        mine.area_m2[mine.rows_of(segments["zone"].astype(str))], segments.area, rtol=1e-9
+    )
+
+
+def test_area_outlines_match_the_run_areas(smoke_run: Path, smoke_data: RunData) -> None:
+    import geopandas as gpd
+    import shapely
+
+    areas = gpd.read_file(smoke_run / "zones.gpkg", layer="area")
+    drawn = area_outlines(smoke_data.scenario)
+    for name, geom in zip(areas["zone"], areas.geometry, strict=True):
+        mine = shapely.Polygon(drawn[name])
+        assert mine.symmetric_difference(geom).area < 0.01 * geom.area
+
+
+def test_sites_and_levels_of_service(smoke_run: Path, smoke_data: RunData) -> None:
+    plan = json.loads((smoke_run / "network_plan.json").read_text())
+    load = pd.read_parquet(smoke_run / "cell_load.parquet")
+    sites = smoke_data.sites
+    assert len(sites.site_ids) == len({c["site_id"] for c in plan["cells"]})
+    t = 30
+    minute = smoke_data.bins[t]
+    at = load[load["minute"] == minute]
+    connected, rejected = sites.at(t)
+    assert connected.sum() == at["connected_users"].sum()
+    assert rejected.sum() == at["rejections"].sum()
+    edges = pd.read_parquet(smoke_run / "truth_edges.parquet")
+    los = smoke_data.los
+    assert los is not None
+    got_edges, levels, _ = los.at(t)
+    end = smoke_data.bins[t] + pd.Timedelta(minutes=1)
+    expected = edges[pd.to_datetime(edges["time"], utc=True) == end]
+    assert sorted(got_edges.tolist()) == sorted(expected["edge"].tolist())
+    assert set(levels.tolist()) <= set(range(6))
+    # the streets layer of course.gpkg draws every edge the levels name
+    assert smoke_data.streets is not None
+    assert got_edges.max() < len(smoke_data.streets.x0)
+
+
+def test_open_refuses_folders_it_cannot_show(smoke_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(RunFolderError, match="no such run folder"):
+        RunData.from_run(tmp_path / "nowhere")
+    broken = shutil.copytree(smoke_run, tmp_path / "broken")
+    (broken / "cell_load.parquet").unlink()
+    with pytest.raises(RunFolderError, match=r"cell_load\.parquet"):
+        RunData.from_run(broken)
+
+
+# ----------------------------------------------------------------------------- the live path
+
+
+def frames_of(run: Path, data: RunData) -> list[Any]:
+    """The frames a streaming run would hand out, rebuilt from a finished run's files."""
+    published = pd.read_parquet(run / "estimates.parquet")
+    truth = pd.read_parquet(run / "truth_zones.parquet")
+    truth = truth.assign(bin=pd.to_datetime(truth["time"], utc=True) - pd.Timedelta(minutes=1))
+    load = pd.read_parquet(run / "cell_load.parquet")
+    frames = []
+    for k, b in enumerate(data.bins):
+        tb = truth[truth["bin"] == b]
+        frames.append(
+            types.SimpleNamespace(
+                bin=b,
+                estimates=published[published["bin"] == b],
+                truth=pd.DataFrame(
+                    {
+                        "zone_system": tb["system"].astype(str).to_numpy(),
+                        "zone": tb["zone"].astype(str).to_numpy(),
+                        "people": tb["people"].to_numpy(),
+                        "spectators": tb["spectators"].to_numpy(),
+                    }
+                ),
+                cell_load=load[load["minute"] == b],
+                progress=types.SimpleNamespace(describe=lambda k=k: f"bin {k}"),
+            )
+        )
+    return frames
+
+
+def test_a_live_run_fills_the_same_arrays(smoke_run: Path, smoke_data: RunData) -> None:
+    """Frames appended one by one give the finished run's tiles, truth and cell load."""
+    from sim.dashboard.serve import LiveFeed
+
+    live = RunData.for_scenario(smoke_data.scenario)
+    assert live.live and live.n_filled == 0 and live.systems["grid"].n == 0
+
+    def replay(on_minute: Any) -> None:
+        for frame in frames_of(smoke_run, smoke_data):
+            on_minute(frame)
+
+    feed = LiveFeed(live, smoke_run, replay)
+    feed._run()  # in this thread: the same code the background thread runs
+    assert feed.state == "finished", feed.error
+    assert feed.final is not None and not feed.final.live
+    assert live.n_filled == 60 and feed.frames == 60
+    assert live.course is not None and live.sites.site_ids is not None  # read from the folder
+    grid, full = live.systems["grid"], smoke_data.systems["grid"]
+    rows = full.rows_of(grid.ids)
+    assert (rows >= 0).all()
+    for method in full.methods:
+        np.testing.assert_array_equal(grid.matrix(method), full.matrix(method)[rows])
+    np.testing.assert_array_equal(grid.truth_matrix(), full.truth_matrix()[rows])
+    # tiles nobody ever entered and no estimate named are not drawn live, and had nothing
+    unseen = np.setdiff1d(np.arange(full.n), rows)
+    assert full.truth_matrix()[unseen].sum() == 0
+    area = live.systems["area"]
+    np.testing.assert_array_equal(
+        area.truth_matrix(),
+        smoke_data.systems["area"].truth_matrix()[area.rows_of(smoke_data.systems["area"].ids)],
+    )
+    np.testing.assert_array_equal(live.sites.at(30)[0], smoke_data.sites.at(30)[0])
+
+
+def test_a_frame_outside_the_period_is_refused(smoke_data: RunData) -> None:
+    live = RunData.for_scenario(smoke_data.scenario)
+    frame = types.SimpleNamespace(
+        bin=pd.Timestamp("2020-01-01", tz="UTC"),
+        estimates=pd.DataFrame(),
+        truth=pd.DataFrame(),
+        cell_load=pd.DataFrame(),
+        progress=None,
+    )
+    with pytest.raises(ValueError, match="outside the run's period"):
+        live.append_frame(frame)
+
+
+def test_a_failing_live_run_says_why(smoke_data: RunData, tmp_path: Path) -> None:
+    from sim.dashboard.serve import LiveFeed
+
+    def fails(on_minute: Any) -> None:
+        raise RunFolderError("disk full")
+
+    feed = LiveFeed(RunData.for_scenario(smoke_data.scenario), tmp_path, fails)
+    feed._run()
+    assert feed.state == "failed"
+    assert "disk full" in feed.describe() and "failed" in feed.status_markdown()
+
+
+# ----------------------------------------------------------------------------- the page
+
+
+@pytest.fixture(scope="module")
+def dashboard(smoke_data: RunData) -> Any:
+    from sim.dashboard.app import Dashboard
+
+    return Dashboard([smoke_data])
+
+
+def _zone_source(dash: Any, k: int = 0) -> Any:
+    return dash.maps[k].zones[dash.system.value].source
+
+
+def test_a_step_of_the_clock_swaps_the_values(dashboard: Any, smoke_data: RunData) -> None:
+    dash = dashboard
+    dash.layer.value = "truth"
+    dash.time.value = 30
+    grid = smoke_data.systems["grid"]
+    source = _zone_source(dash)
+    np.testing.assert_array_equal(source.data["value"], grid.truth_matrix()[:, 30])
+    assert "14:30" in dash.clock.object
+    dash.layer.value = "estimate"
+    dash.method.value = "em"
+    values = np.asarray(source.data["value"])
+    expected = grid.matrix("em")[:, 30]
+    np.testing.assert_array_equal(np.isnan(values), np.isnan(expected))
+    hidden = grid.matrix("em", "suppressed")[:, 30]
+    assert (np.asarray(source.data["alpha"])[hidden] > 0).all()  # drawn, as suppressed
+    dash.layer.value = "difference"
+    diff = np.asarray(dash.maps[0].zones["grid"].source.data["value"])
+    ok = ~np.isnan(expected)
+    np.testing.assert_allclose(diff[ok], expected[ok] - grid.truth_matrix()[ok, 30], rtol=1e-6)
+    assert dash.maps[0].bar.title.startswith("estimate − truth")
+
+
+def test_choosing_a_zone_shows_its_series_and_interval(dashboard: Any, smoke_data: RunData) -> None:
+    dash = dashboard
+    dash.layer.value = "estimate"
+    dash.method.value = "em"
+    area = smoke_data.systems["area"]
+    dash.system.value = "area"
+    dash._on_tap("area", 0)
+    zone = area.ids[0]
+    data = dash.series_source.data
+    np.testing.assert_array_equal(data["truth"], area.truth_matrix()[0])
+    np.testing.assert_array_equal(data["upper"], area.matrix("em", "upper")[0])
+    assert zone in dash.zone_text.object and "95 %" in dash.zone_text.object
+    assert len(dash.maps[0].highlight.data["xs"]) == 1
+    # an alert level on this zone: its crossings are marked on the series
+    dash.alert_kind.value = "this zone"
+    dash.zone_limit.value = float(np.nanmax(area.truth_matrix()[0])) / 2
+    assert dash.limit_span.visible and len(dash.onsets.data["t"]) >= 1
+    assert zone in dash.alert_text.object
+    dash.alert_kind.value = "density"
+    dash.system.value = "grid"
+
+
+def test_overlays_draw_sites_and_levels_of_service(dashboard: Any, smoke_data: RunData) -> None:
+    dash = dashboard
+    dash.overlays.value = ["course", "cell load per site", "levels of service"]
+    m = dash.maps[0]
+    assert m.site_renderer.visible
+    assert len(m.sites.data["x"]) == len(smoke_data.sites.site_ids)
+    edges, _, _ = smoke_data.los.at(dash.t)
+    assert len(edges) and len(m.los.data["x0"]) == len(edges)
+    assert m.tiles is None  # no web map before it is asked for
+    dash.overlays.value = ["course"]
+    assert not m.site_renderer.visible
+
+
+def test_two_runs_beside_and_their_difference(smoke_data: RunData) -> None:
+    from sim.dashboard.app import Dashboard
+
+    dash = Dashboard([smoke_data, smoke_data])
+    assert len(dash.maps) == 3
+    dash.view.value = "B − A"
+    assert dash.maps[2].fig.visible and not dash.maps[0].fig.visible
+    dash.layer.value = "truth"
+    dash.time.value = 20
+    diff = np.asarray(dash.maps[2].zones["grid"].source.data["value"])
+    assert np.nanmax(np.abs(diff)) == 0  # the same run twice: no difference
+    dash.view.value = "A beside B"
+    assert dash.maps[0].fig.visible and dash.maps[1].fig.visible
+
+
+# ----------------------------------------------------------------------------- the commands
+
+
+def exits_2(result: Any, *words: str) -> None:
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    text = " ".join(result.output.split())
+    for word in words:
+        assert word in text, (word, text)
+
+
+def test_serve_refuses_what_is_not_a_finished_run(smoke_run: Path, tmp_path: Path) -> None:
+    exits_2(
+        runner.invoke(app, ["serve", str(tmp_path / "none"), "--no-browser"]), "no such run folder"
+    )
+    (tmp_path / "empty").mkdir()
+    exits_2(runner.invoke(app, ["serve", str(tmp_path / "empty"), "--no-browser"]), "manifest.json")
+    failed = shutil.copytree(smoke_run, tmp_path / "failed")
+    manifest = json.loads((failed / "manifest.json").read_text())
+    manifest["status"] = "failed"
+    manifest["stages"]["network"] = {"status": "failed", "note": "out of memory"}
+    (failed / "manifest.json").write_text(json.dumps(manifest))
+    exits_2(runner.invoke(app, ["serve", str(failed), "--no-browser"]), "failed", "out of memory")
+    partial = shutil.copytree(smoke_run, tmp_path / "partial")
+    (partial / "truth_zones.parquet").unlink()
+    exits_2(runner.invoke(app, ["serve", str(partial), "--no-browser"]), "truth_zones.parquet")
+    three = [str(smoke_run)] * 3
+    exits_2(runner.invoke(app, ["serve", *three, "--no-browser"]), "3 run folders")
+
+
+def test_serve_refuses_a_port_in_use(smoke_run: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = runner.invoke(app, ["serve", str(smoke_run), "--port", str(port), "--no-browser"])
+    exits_2(result, f"--port {port}")
+
+
+def test_live_refuses_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sim.dashboard.serve as serve_module
+
+    monkeypatch.setattr(serve_module, "streaming_available", lambda: True)
+    exits_2(runner.invoke(app, ["live", str(tmp_path / "none.toml"), "--no-browser"]), "none.toml")
+    monkeypatch.setattr(serve_module, "streaming_available", lambda: False)
+    exits_2(
+        runner.invoke(app, ["live", str(SCENARIOS / "smoke.toml"), "--no-browser"]),
+        "no streaming run",
+    )
+
+
+def test_live_refuses_a_folder_holding_a_run(
+    smoke_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sim.dashboard.serve as serve_module
+
+    monkeypatch.setattr(serve_module, "streaming_available", lambda: True)
+    result = runner.invoke(
+        app, ["live", str(SCENARIOS / "smoke.toml"), "--out", str(smoke_run), "--no-browser"]
+    )
+    exits_2(result, "already holds a run", "--overwrite")
+
+
+def test_the_report_says_how_to_open_the_dashboard(smoke_run: Path) -> None:
+    page = (smoke_run / "report.html").read_text(encoding="utf-8")
+    head = page.split("<h1>")[0] if "<h1>" in page else page[:5000]
+    assert "crowdsim serve" in head and "http://127.0.0.1:5006/" in head
+
+
+def test_course_file_holds_the_streets(smoke_run: Path, smoke_data: RunData) -> None:
+    import pyogrio
+
+    streets = pyogrio.read_dataframe(smoke_run / "course.gpkg", layer="streets")
+    assert streets["edge"].tolist() == list(range(len(streets)))
+    assert len(smoke_data.streets.x0) == len(streets)
+    # each street once: the drawn edges are half of the two-way ones, plus one-way ones
+    assert len(streets) / 2 <= len(smoke_data.streets.drawn) < len(streets)
