@@ -34,6 +34,7 @@ from sim.estimate.base import (
 from sim.estimate.bayes import BayesEstimator
 from sim.estimate.cellcount import PresenceEstimator
 from sim.estimate.em import EMEstimator
+from sim.estimate.hmm import HMMEstimator
 from sim.estimate.output import (
     INTERNAL_ESTIMATES_FILE,
     PUBLISHED_ESTIMATES_FILE,
@@ -61,6 +62,7 @@ __all__ = [
     "EMEstimator",
     "EstimateInputError",
     "Estimator",
+    "HMMEstimator",
     "NotFittedError",
     "PresenceEstimator",
     "Release",
@@ -79,6 +81,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "voronoi": VoronoiEstimator,
     "bayes": BayesEstimator,
     "em": EMEstimator,
+    "hmm": HMMEstimator,
 }
 
 
@@ -222,12 +225,15 @@ def release_estimates(
 ) -> Release:
     """Run every estimator `config` lists; return the internal and the published tables.
 
-    The cell counts are computed once and shared by every method. With
-    ``config.laplace_epsilon`` set, one draw of Laplace noise on those counts feeds every
-    method's published figures, so the release costs epsilon per bin whatever the number
+    The cell counts are computed once and shared by every method that works from them.
+    With ``config.laplace_epsilon`` set, one draw of Laplace noise on those counts feeds
+    every such method's published figures, so they cost epsilon per bin whatever the number
     of methods and zone systems (:func:`~sim.estimate.privacy.privacy_budget`, over the
-    local days of `timezone`). Without noise, the published table is the internal one
-    restricted to the published system, with suppressed values removed.
+    local days of `timezone`). A method that follows devices through their records
+    (``needs_records``: the HMM) gets its own draw on its per-tile posterior sums (also
+    sensitivity 1 per bin), which adds epsilon per bin to the budget. Without noise, the
+    published table is the internal one restricted to the published system, with
+    suppressed values removed.
 
     Parameters
     ----------
@@ -262,22 +268,42 @@ def release_estimates(
     for est in estimators:
         est.set_params(laplace_epsilon=None)  # the internal table is exact
         est.fit(prepared, plan, counters=counters)
-    counts = estimators[0].cell_counts(bins) if estimators else np.zeros((plan.n_cells, 0))
+    # a method that follows devices (the HMM) works from the records, not the shared counts
+    from_counts = [est for est in estimators if not getattr(est, "needs_records", False)]
+    from_records = [est for est in estimators if getattr(est, "needs_records", False)]
+    counts = from_counts[0].cell_counts(bins) if from_counts else np.zeros((plan.n_cells, 0))
+    tiles = {id(est): est.tile_devices(bins) for est in from_records}
     internal = concat_estimates(
-        [est.estimate_from_counts(counts, zone_systems, bins) for est in estimators]
+        [
+            est.estimate_from_tiles(tiles[id(est)], zone_systems, bins)
+            if id(est) in tiles
+            else est.estimate_from_counts(counts, zone_systems, bins)
+            for est in estimators
+        ]
     )
+    statistics = []
     if epsilon is None:
         published = published_view(internal, system=system)
     else:
-        noisy = laplace_counts(counts, epsilon=epsilon, rng=rng)
         one = {system: sets[system]}
-        spatial = [est for est in estimators if est.method != "presence"]  # "cell" system
-        noisy_tables = [est.estimate_from_counts(noisy, one, bins) for est in spatial]
+        noisy_tables = []
+        spatial = [est for est in from_counts if est.method != "presence"]  # "cell" system
+        if spatial:
+            noisy = laplace_counts(counts, epsilon=epsilon, rng=rng)
+            noisy_tables += [est.estimate_from_counts(noisy, one, bins) for est in spatial]
+            statistics.append("cell counts")
+        for est in from_records:  # its own draw, on its per-tile posterior sums
+            noisy = laplace_counts(tiles[id(est)], epsilon=epsilon, rng=rng)
+            noisy_tables.append(est.estimate_from_tiles(noisy, one, bins))
+            statistics.append(f"{est.method} tile sums")
         published = published_view(concat_estimates(noisy_tables), system=system)
+    # each noisy statistic is a separate release of sensitivity 1: their epsilons add up
+    spent = None if epsilon is None else epsilon * max(len(statistics), 1)
     privacy = {
         "threshold": config.privacy_threshold,
         "published_system": system,
         "published_methods": sorted(map(str, published["method"].unique())),
-        "budget": privacy_budget(bins, epsilon=epsilon, timezone=timezone),
+        "noisy_statistics": statistics,
+        "budget": privacy_budget(bins, epsilon=spent, timezone=timezone),
     }
     return Release(internal=internal, published=published, privacy=privacy)
