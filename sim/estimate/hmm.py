@@ -28,8 +28,9 @@ limit (250 m a minute: 4.2 m/s, above any walking pace, so no walker is impossib
 walking speed bounds the *expected* speed, ``q <= v dt / tile`` (``walk_speed_mps``,
 0.34 at the defaults). ``destim`` fits its transition probabilities by maximum
 likelihood; so does this one (``move_probability="fit"``): the forward algorithm gives
-the log-likelihood of a sample of devices for a grid of q below the bound, and the best
-q is kept (``move_probability_``, the curve in ``fit_loglik_``). The street graph would
+the log-likelihood of a sample of devices for q on a grid below the bound (factors of 4
+down to bound / 4096, then halves around the best), and the best q is kept
+(``move_probability_``, the curve in ``fit_loglik_``). The street graph would
 restrict the moves further; it is not used, because the operator side may not import
 the street modules (DESIGN §1, the operator wall) and the plan does not carry it.
 
@@ -723,12 +724,21 @@ class HMMEstimator(SpatialEstimator):
         n = self.tracks_.n_devices
         sample = np.unique(np.linspace(0, n - 1, min(n, int(self.fit_devices))).astype(np.int64))
         sub = self.tracks_.subset(sample)
-        candidates = self.move_bound_ / 2.0 ** np.arange(9)
-        loglik = {}
-        for q in candidates:
-            f = _Filter(self._model(float(q)), sub)
-            f.advance(sub.n_steps)
-            loglik[float(q)] = f.loglik
+        loglik: dict[float, float] = {}
+
+        def evaluate(q: float) -> None:
+            if q not in loglik:
+                f = _Filter(self._model(q), sub)
+                f.advance(sub.n_steps)
+                loglik[q] = f.loglik
+
+        # a coarse grid, factors of 4 below the bound, then the best one's halves
+        for q in self.move_bound_ / 4.0 ** np.arange(7):
+            evaluate(float(q))
+        best = max(loglik, key=loglik.__getitem__)
+        for q in (best * 2.0, best / 2.0):
+            if q <= self.move_bound_ * (1 + 1e-9):
+                evaluate(float(min(q, self.move_bound_)))
         self.fit_loglik_ = loglik
         self.move_probability_ = max(loglik, key=loglik.__getitem__)
         self.model_ = self._model(self.move_probability_)
