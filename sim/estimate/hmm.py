@@ -248,15 +248,16 @@ def device_tracks(rec: PreparedRecords, *, origin_ns: int, step_ns: int, window_
     order = np.lexsort((o_rank, o_dev, o_step))
     live = end_step >= start_step  # a track detached within its first step is never present
     n_steps = int(max(end_step[live].max(initial=0), o_step.max(initial=0)))
+    i32 = np.int32  # 14 million observations of the team time trial: half the memory
     return Tracks(
-        dev=o_dev[order],
-        step=o_step[order],
-        cell=o_cell[order],
-        rank=o_rank[order],
-        prev=o_prev[order],
+        dev=o_dev[order].astype(i32),
+        step=o_step[order].astype(i32),
+        cell=o_cell[order].astype(i32),
+        rank=o_rank[order].astype(i32),
+        prev=o_prev[order].astype(i32),
         start=o_start[order],
-        end_dev=track_dev[live],
-        end_step=end_step[live],
+        end_dev=track_dev[live].astype(i32),
+        end_step=end_step[live].astype(i32),
         n_devices=int(dev.max()) + 1 if n else 0,
         n_steps=n_steps,
     )
