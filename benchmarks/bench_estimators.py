@@ -24,7 +24,8 @@ cores.
 
 With ``--records DIR`` it uses the records, plan and course that
 ``bench_network.py --out DIR`` wrote (the issue's setting: the network benchmark's
-records). Without it, the records are SYNTHETIC: ~180,000 devices of the
+records), or, given a run folder (``crowdsim run``), its records, plan, grid and segment
+zones and every minute of its period. Without it, the records are SYNTHETIC: ~180,000 devices of the
 estimating operator (500,000 people x 0.9 phones x 0.40 share), each with a periodic TAU
 every 54 min (random phase) and ~10 data service requests per hour, 11:00-18:00
 (Brussels time), on cells generated over the Brussels region; a third of the devices move
@@ -47,13 +48,15 @@ import pandas as pd
 import shapely
 from scipy.spatial import cKDTree
 
-from sim.estimate import ESTIMATORS
+from sim.estimate import ESTIMATORS, period_bins
 from sim.estimate.base import concat_estimates
 from sim.estimate.presence import prepare_records
 from sim.network.plan import NetworkPlan, generate_cells
 from sim.network.records import RECORD_COLUMNS
 
 EXTENT = (140447.0, 160997.0, 158682.0, 178724.0)
+#: The zone systems read from a run folder's zones.gpkg.
+ZONE_LAYERS = ("grid", "segment")
 #: A polyline roughly along the 2019 course (EPSG:31370), for course segments.
 COURSE = [
     (149600, 170100), (150600, 170000), (151800, 169700), (153000, 169100), (154600, 168200),
@@ -169,7 +172,15 @@ def main() -> None:
     start = pd.Timestamp("2019-07-07 11:00", tz=tz).tz_convert("UTC")
     end = pd.Timestamp("2019-07-07 18:00", tz=tz).tz_convert("UTC")
     t = time.perf_counter()
-    if args.records is not None:
+    bins = pd.date_range(start, end - pd.Timedelta(minutes=1), freq="1min")
+    if args.records is not None and not (args.records / "course_xy.npy").is_file():
+        # a run folder (crowdsim run): its records, plan, zones and whole period
+        plan = NetworkPlan.from_json(args.records / "network_plan.json")
+        records = pd.read_parquet(args.records / "records.parquet")
+        zones = {s: gpd.read_file(args.records / "zones.gpkg", layer=s) for s in ZONE_LAYERS}
+        bins = period_bins(plan, bin_s=60.0)
+        source = f"run folder ({args.records})"
+    elif args.records is not None:
         plan = NetworkPlan.from_json(args.records / "network_plan.json")
         records = pd.read_parquet(args.records / "records.parquet")
         course = np.load(args.records / "course_xy.npy")
@@ -191,7 +202,6 @@ def main() -> None:
         zones = zone_systems()
         source = "synthetic"
     generate_s = time.perf_counter() - t
-    bins = pd.date_range(start, end - pd.Timedelta(minutes=1), freq="1min")
     print(
         f"{source} records: {len(records):,} records of {records['device'].nunique():,} "
         f"pseudonyms on {plan.n_cells} cells; {len(zones['grid']):,} tiles, "

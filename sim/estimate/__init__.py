@@ -2,8 +2,9 @@
 
 Behind one scikit-learn-style interface (:class:`Estimator`): ``presence`` (people per
 cell), ``voronoi`` (tower-seeded Voronoi), ``bayes`` (Simple Bayes with the operator's
-coverage model) and ``em`` (Ricciato et al. 2020 ML-EM deconvolution), each scaled from
-devices to people by the operator's beliefs and marked for privacy. Only operator data
+coverage model), ``em`` (Ricciato et al. 2020 ML-EM deconvolution) and ``hmm`` (a hidden
+Markov model per device, as the ESSnet ``destim`` package), each scaled from devices to
+people by the operator's beliefs and marked for privacy. Only operator data
 enters: records, counters, the network plan (the operator wall, DESIGN §1).
 
 The run stage calls :func:`release_estimates` with the records, the estimating operator's
