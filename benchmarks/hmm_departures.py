@@ -2,7 +2,7 @@
 
 Run by hand on a finished run folder (``crowdsim run`` or ``crowdsim demo``)::
 
-    python benchmarks/hmm_departures.py RUN_DIR [--out DIR]
+    python benchmarks/hmm_departures.py RUN_DIR [--out DIR] [--systems segment area]
 
 It re-estimates the run's records with Voronoi, Bayes and EM (presence-based: a device
 counts at its last cell for up to W minutes) and with the HMM, each in real time and in
@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a finished run folder")
     parser.add_argument("--out", type=Path, default=None, help="keep the scored folder here")
     parser.add_argument("--floor", type=float, default=DEFAULT_FLOOR)
+    parser.add_argument(
+        "--systems", nargs="+", default=list(SYSTEMS), help="zone systems (the grid is big)"
+    )
     args = parser.parse_args()
     run = args.run
     manifest = read_manifest(run)
@@ -73,7 +76,7 @@ def main() -> None:
     bin_s = float(manifest["scenario"]["zones"]["bin_s"])
     plan = NetworkPlan.from_json(run / "network_plan.json")
     records = pd.read_parquet(run / "records.parquet")
-    zones = {s: gpd.read_file(run / "zones.gpkg", layer=s) for s in SYSTEMS}
+    zones = {s: gpd.read_file(run / "zones.gpkg", layer=s) for s in args.systems}
     zones = {s: z for s, z in zones.items() if len(z)}
     bins = period_bins(plan, bin_s=bin_s)
     prepared = prepare_records(records, plan)
