@@ -50,6 +50,7 @@ METHOD_COLOURS = {
     "voronoi": "tab:blue",
     "bayes": "tab:orange",
     "em": "tab:green",
+    "hmm": "tab:red",
 }
 #: Fruin walkway levels of service, A (free) to F (jammed).
 LOS_COLOURS = {

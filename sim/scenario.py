@@ -702,7 +702,7 @@ class NetworkConfig(_Section):
 class EstimatorsConfig(_Section):
     """Which estimators run, and their operator-side parameters."""
 
-    methods: list[Literal["presence", "voronoi", "bayes", "em"]] = Field(
+    methods: list[Literal["presence", "voronoi", "bayes", "em", "hmm"]] = Field(
         default_factory=lambda: list(ESTIMATOR_METHODS),
         min_length=1,
         description="at least one: a run exists to score estimates (an empty list is "

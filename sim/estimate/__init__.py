@@ -2,8 +2,9 @@
 
 Behind one scikit-learn-style interface (:class:`Estimator`): ``presence`` (people per
 cell), ``voronoi`` (tower-seeded Voronoi), ``bayes`` (Simple Bayes with the operator's
-coverage model) and ``em`` (Ricciato et al. 2020 ML-EM deconvolution), each scaled from
-devices to people by the operator's beliefs and marked for privacy. Only operator data
+coverage model), ``em`` (Ricciato et al. 2020 ML-EM deconvolution) and ``hmm`` (a hidden
+Markov model per device, as the ESSnet ``destim`` package), each scaled from devices to
+people by the operator's beliefs and marked for privacy. Only operator data
 enters: records, counters, the network plan (the operator wall, DESIGN §1).
 
 The run stage calls :func:`release_estimates` with the records, the estimating operator's
@@ -35,6 +36,7 @@ from sim.estimate.base import (
 from sim.estimate.bayes import BayesEstimator
 from sim.estimate.cellcount import PresenceEstimator
 from sim.estimate.em import EMEstimator
+from sim.estimate.hmm import HMMEstimator
 from sim.estimate.output import (
     INTERNAL_ESTIMATES_FILE,
     PUBLISHED_ESTIMATES_FILE,
@@ -63,6 +65,7 @@ __all__ = [
     "EMEstimator",
     "EstimateInputError",
     "Estimator",
+    "HMMEstimator",
     "NotFittedError",
     "PresenceEstimator",
     "Release",
@@ -83,6 +86,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "voronoi": VoronoiEstimator,
     "bayes": BayesEstimator,
     "em": EMEstimator,
+    "hmm": HMMEstimator,
 }
 #: Methods whose estimate is a function of the per-cell presence counts alone (so counts
 #: taken live can feed them: :func:`release_from_counts`). Exactly these classes: a
@@ -236,12 +240,15 @@ def release_estimates(
 ) -> Release:
     """Run every estimator `config` lists; return the internal and the published tables.
 
-    The cell counts are computed once and shared by every method. With
-    ``config.laplace_epsilon`` set, one draw of Laplace noise on those counts feeds every
-    method's published figures, so the release costs epsilon per bin whatever the number
+    The cell counts are computed once and shared by every method that works from them.
+    With ``config.laplace_epsilon`` set, one draw of Laplace noise on those counts feeds
+    every such method's published figures, so they cost epsilon per bin whatever the number
     of methods and zone systems (:func:`~sim.estimate.privacy.privacy_budget`, over the
-    local days of `timezone`). Without noise, the published table is the internal one
-    restricted to the published system, with suppressed values removed.
+    local days of `timezone`). A method that follows devices through their records
+    (``needs_records``: the HMM) gets its own draw on its per-tile posterior sums (also
+    sensitivity 1 per bin), which adds epsilon per bin to the budget. Without noise, the
+    published table is the internal one restricted to the published system, with
+    suppressed values removed.
 
     Parameters
     ----------
@@ -267,9 +274,16 @@ def release_estimates(
     for est in estimators:
         est.set_params(laplace_epsilon=None)  # the internal table is exact
         est.fit(prepared, plan, counters=counters)
-    counts = estimators[0].cell_counts(bins) if estimators else np.zeros((plan.n_cells, 0))
+    # a method that follows devices (the HMM) works from the records, not the shared counts
+    from_counts = [est for est in estimators if not getattr(est, "needs_records", False)]
+    tiles = {
+        id(est): est.tile_devices(bins)
+        for est in estimators
+        if getattr(est, "needs_records", False)
+    }
+    counts = from_counts[0].cell_counts(bins) if from_counts else np.zeros((plan.n_cells, 0))
     return _release(estimators, counts, zone_systems, bins, config, system=system, sets=sets,
-                    rng=rng, timezone=timezone)  # fmt: skip
+                    rng=rng, timezone=timezone, tiles=tiles)  # fmt: skip
 
 
 def counts_suffice(config: Any) -> bool:
@@ -385,27 +399,52 @@ def _release(
     sets: dict[str, Any],
     rng: np.random.Generator,
     timezone: str,
+    tiles: dict[int, np.ndarray] | None = None,
 ) -> Release:
-    """The internal and published tables of fitted `estimators` from one set of counts."""
+    """The internal and published tables of fitted `estimators` from one set of counts.
+
+    `tiles` holds, per device-level method (keyed by ``id``), its expected devices per
+    tile and bin (:meth:`~sim.estimate.hmm.HMMEstimator.tile_devices`); those methods
+    are estimated from them instead of the shared counts.
+    """
+    tiles = tiles or {}
     epsilon = config.laplace_epsilon
     internal = concat_estimates(
-        [est.estimate_from_counts(counts, zone_systems, bins) for est in estimators]
+        [
+            est.estimate_from_tiles(tiles[id(est)], zone_systems, bins)
+            if id(est) in tiles
+            else est.estimate_from_counts(counts, zone_systems, bins)
+            for est in estimators
+        ]
     )
+    statistics = []
     if epsilon is None:
         published = published_view(internal, system=system)
     else:
-        noisy = laplace_counts(counts, epsilon=epsilon, rng=rng)
         one = {system: sets[system]}
-        spatial = [est for est in estimators if est.method != "presence"]  # "cell" system
-        noisy_tables = [
-            est.estimate_from_counts(noisy, one, bins, noise_epsilon=epsilon) for est in spatial
-        ]
+        noisy_tables = []
+        spatial = [e for e in estimators if id(e) not in tiles and e.method != "presence"]
+        if spatial:  # presence reports per cell, outside the published system
+            noisy = laplace_counts(counts, epsilon=epsilon, rng=rng)
+            noisy_tables += [
+                est.estimate_from_counts(noisy, one, bins, noise_epsilon=epsilon)
+                for est in spatial
+            ]
+            statistics.append("cell counts")
+        for est in estimators:  # a device-level method: its own draw on its tile sums
+            if id(est) in tiles:
+                noisy = laplace_counts(tiles[id(est)], epsilon=epsilon, rng=rng)
+                noisy_tables.append(est.estimate_from_tiles(noisy, one, bins))
+                statistics.append(f"{est.method} tile sums")
         published = published_view(concat_estimates(noisy_tables), system=system)
+    # each noisy statistic is a separate release of sensitivity 1: their epsilons add up
+    spent = None if epsilon is None else epsilon * max(len(statistics), 1)
     privacy = {
         "threshold": config.privacy_threshold,
         "published_system": system,
         "published_methods": sorted(map(str, published["method"].unique())),
-        "budget": privacy_budget(bins, epsilon=epsilon, timezone=timezone),
+        "noisy_statistics": statistics,
+        "budget": privacy_budget(bins, epsilon=spent, timezone=timezone),
     }
     intervals = {est.method: est.interval_facts() for est in estimators}
     return Release(internal=internal, published=published, privacy=privacy, intervals=intervals)
