@@ -286,7 +286,8 @@ class EMEstimator(SpatialEstimator):
         The operator's coverage model (:func:`~sim.estimate.tiles.coverage_matrix`).
     n_bootstrap, bootstrap_every
         Intervals: replicates of the parametric bootstrap of EM's density (counts drawn
-        from the fitted cell means, EM refitted), whose effect on the location posterior
+        from the fitted cell means, EM refitted from its usual start, also when
+        `warm_start` is on), whose effect on the location posterior
         is added to the interval (:mod:`sim.estimate.intervals`); 0 = the location
         posterior under the fitted density alone. Each replicate costs one more EM fit,
         so only every `bootstrap_every`-th bin is bootstrapped; a bin between takes the
