@@ -52,24 +52,24 @@ _SYSTEM_NAMES = {"grid": "100 m grid", "segment": "course segments", "area": "na
 
 LITERATURE = """\
 **Ricciato & Coluccia (2020)**, "On the estimation of spatial density from mobile
-network operator data" (IEEE Transactions on Mobile Computing), compare density
-estimators on a synthetic two-layer network by the Kantorovich-Wasserstein distance
-(KWD) between the estimated and the true distribution: maximum-likelihood EM 2.36,
-Simple Bayes 6.19, Voronoi 10.0, and a flat spread 72.6. Their data are drawn from the
-very emission model the estimators assume; here the world's propagation (with
-shadowing) differs from the operator's belief, people stand in thin strips along a
-course, and the counts come from simulated signalling. Their KWD is in the units of
-their map, ours in metres, so the comparable figures are the order of the methods and
-each method's KWD relative to the flat spread (theirs: EM 0.033, Bayes 0.085, Voronoi
+network operator data" (preprint), compare Voronoi, Simple Bayes and the maximum-
+likelihood EM on semi-synthetic data by the Kantorovich-Wasserstein distance (KWD)
+between the estimated and the true distribution of phones: EM 2.36, Bayes 6.19,
+Voronoi 10.0, and a flat spread 72.6. There the counts follow the very emission model
+the estimators assume. Here the world's propagation (with shadowing) differs from the
+operator's belief, the spectators stand in thin strips along a course, and the counts
+come from simulated signalling with a presence window. Their KWD is in the units of
+their map and ours in metres, so what compares is the order of the methods and each
+method's KWD relative to the flat spread's (theirs: EM 0.033, Bayes 0.085, Voronoi
 0.138).
 
 **Botta, Moat & Preis (2015)**, "Quantifying crowd size with mobile phone and Twitter
-data" (Royal Society Open Science), regress the attendance of football matches and
-airport passenger counts on the mobile phone activity in the area: adjusted R² 0.77 for
-calls and SMS, 0.94 for data activity, for the stadium crowds. Their units are events
-(one stadium, many matches); the closest figure here is the adjusted R² of the true peak
-count on the estimated one over the named areas and seeds of a scenario, below. A high
-R² says the estimate ranks and scales crowds well, not that its level is right.
+data" (Royal Society Open Science), regress the number of people at football matches
+in a stadium and at an airport in Milan on the mobile phone activity there: adjusted
+R² 0.77 for calls and SMS and 0.94 for data activity, for the stadium crowds. Their
+points are events at one place; the nearest figure here is the adjusted R² of the true
+peak count on the estimated one, over the zones and seeds of a scenario (below). A high
+R² says that an estimate ranks and scales crowds well, not that its level is right.
 """
 
 
