@@ -56,7 +56,8 @@ def frames_equal_files(frames: list[MinuteFrame], run: Path) -> None:
     truth = pd.read_parquet(run / "truth_zones.parquet")
     truth = pd.DataFrame(
         {
-            "bin": pd.to_datetime(truth["time"], utc=True) - pd.Timedelta(minutes=1),
+            "bin": pd.to_datetime(truth["time"], utc=True).dt.as_unit("ns")
+            - pd.Timedelta(minutes=1),
             "zone_system": truth["system"].astype(str),
             "zone": truth["zone"].astype(str),
             "people": truth["people"].astype(np.int64),
