@@ -457,7 +457,12 @@ class Dashboard:
         self._alert_cache: dict[tuple[Any, ...], Any] = {}
         last = max(a.n_filled - 1, 0)
         self.time = pn.widgets.IntSlider(
-            label="bin", start=0, end=max(last, 1), value=0, width=520, disabled=a.n_filled < 2
+            label="bin",
+            start=0,
+            end=max(last, 1),
+            value=0,
+            width=520,
+            disabled=bool(a.n_filled < 2),
         )
         self.player = pn.widgets.Player(
             start=0,
