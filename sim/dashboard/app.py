@@ -187,12 +187,12 @@ class RunMap:
         self.course_renderer = self.fig.multi_line(
             "xs", "ys", source=self.course, line_color="#1f3b73", line_width=3, line_alpha=0.8
         )
-        self.waypoints = ColumnDataSource({"x": [], "y": [], "name": [], "km": []})
+        self.waypoints = ColumnDataSource({"x": [], "y": [], "name": [], "km": [], "size": []})
         self.waypoint_renderer = self.fig.scatter(
             "x",
             "y",
             source=self.waypoints,
-            size=9,
+            size="size",
             marker="circle",
             fill_color="white",
             line_color="#1f3b73",
@@ -255,6 +255,9 @@ class RunMap:
                     "y": w["y"].to_numpy(),
                     "name": w["name"].tolist(),
                     "km": w["km"].to_numpy(),
+                    # start, finish and check points stand out; the course's other
+                    # waypoints (where it turns) are small
+                    "size": np.where(w["kind"].to_numpy() == "via", 4.0, 10.0),
                 }
             for name, layer in self.zones.items():
                 series = data.systems.get(name)
@@ -461,7 +464,7 @@ class Dashboard:
             start=0,
             end=max(last, 1),
             value=0,
-            width=520,
+            width=420,
             disabled=bool(a.n_filled < 2),
         )
         self.player = pn.widgets.Player(
@@ -518,27 +521,18 @@ class Dashboard:
         self.alert_text = pn.pane.Markdown("", width=420)
         self.zone_text = pn.pane.Markdown("Click a zone on the map for its series.", width=760)
         self.status = pn.pane.Markdown("", width=420)
-        self.maps = [RunMap(a, title=f"A: {a.label}", on_tap=self._on_tap)]
+        # two maps side by side must fit a screen beside the controls
+        size = (
+            {"width": 760, "height": 620} if len(self.runs) == 1 else {"width": 560, "height": 520}
+        )
+        self.maps = [RunMap(a, title=f"A: {a.label}", on_tap=self._on_tap, **size)]
         if len(self.runs) == 2:
             first = self.maps[0].fig
             b = self.runs[1]
+            linked: dict[str, Any] = {"x_range": first.x_range, "y_range": first.y_range, **size}
+            self.maps.append(RunMap(b, title=f"B: {b.label}", on_tap=self._on_tap, **linked))
             self.maps.append(
-                RunMap(
-                    b,
-                    title=f"B: {b.label}",
-                    on_tap=self._on_tap,
-                    x_range=first.x_range,
-                    y_range=first.y_range,
-                )
-            )
-            self.maps.append(
-                RunMap(
-                    a,
-                    title="B − A (variant minus baseline)",
-                    on_tap=self._on_tap,
-                    x_range=first.x_range,
-                    y_range=first.y_range,
-                )
+                RunMap(a, title="B − A (variant minus baseline)", on_tap=self._on_tap, **linked)
             )
         self.series = self._series_figure()
         self._wire()
