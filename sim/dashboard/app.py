@@ -55,7 +55,7 @@ SPEEDS = {
     "30 min/s": (200, 6),
     "60 min/s": (250, 15),
 }
-PEOPLE_PALETTE = YlOrRd9[::-1]  # light (few) to dark (many)
+PEOPLE_PALETTE = YlOrRd9[::-1][2:]  # light (few) to dark (many); the palest two vanish on grey
 DIFF_PALETTE = RdBu11[::-1]  # blue: estimate below the truth; red: above
 #: Alert states of a zone at one bin (layer "alerts").
 ALERT_STATES = ("none", "alert and true", "false alert", "missed")
