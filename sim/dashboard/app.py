@@ -171,7 +171,7 @@ class RunMap:
         self.fig.add_layout(self.bar, "right")
         self.zones: dict[str, _ZoneLayer] = {}
         self.los = ColumnDataSource(
-            {"x0": [], "y0": [], "x1": [], "y1": [], "colour": [], "width": []}
+            {"x0": [], "y0": [], "x1": [], "y1": [], "level": [], "width": []}
         )
         self.los_renderer = self.fig.segment(
             "x0",
@@ -179,7 +179,9 @@ class RunMap:
             "x1",
             "y1",
             source=self.los,
-            line_color="colour",
+            line_color=transform(
+                "level", LinearColorMapper(palette=list(LOS_COLOURS), low=-0.5, high=5.5)
+            ),
             line_width="width",
             visible=False,
         )
@@ -368,7 +370,10 @@ class RunMap:
             with self.data.lock:
                 series = self.data.systems[system]
                 layer.source.data = self._zone_columns(series)
-        layer.source.data.update({"value": value, "alpha": alpha})
+        # float32: half the bytes per step (a tile's count needs no more)
+        layer.source.data.update(
+            {"value": value.astype(np.float32), "alpha": alpha.astype(np.float32)}
+        )
 
     def set_sites(self, t: int, *, visible: bool) -> None:
         """Cell load and rejections per site at bin `t`."""
@@ -414,8 +419,8 @@ class RunMap:
             "y0": s.y0[edge],
             "x1": s.x1[edge],
             "y1": s.y1[edge],
-            "colour": [LOS_COLOURS[k] for k in level.tolist()],
-            "width": 1.5 + level.astype(float),
+            "level": level.astype(np.float32),  # 0 = A ... 5 = F, coloured in the browser
+            "width": 1.5 + level.astype(np.float32),
         }
 
     def set_web_tiles(self, on: bool) -> None:
