@@ -263,17 +263,33 @@ def frames_of(run: Path, data: RunData) -> list[Any]:
 
 def test_a_live_run_fills_the_same_arrays(smoke_run: Path, smoke_data: RunData) -> None:
     """Frames appended one by one give the finished run's tiles, truth and cell load."""
+    from sim.dashboard.app import Dashboard
     from sim.dashboard.serve import LiveFeed
 
     live = RunData.for_scenario(smoke_data.scenario)
     assert live.live and live.n_filled == 0 and live.systems["grid"].n == 0
+    frames = frames_of(smoke_run, smoke_data)
+    seen: dict[str, Any] = {}
 
     def replay(on_minute: Any) -> None:
-        for frame in frames_of(smoke_run, smoke_data):
+        for k, frame in enumerate(frames):
             on_minute(frame)
+            if k == 9:  # a session opens in the middle of the run, and follows it
+                page = Dashboard([live], live=feed)
+                page.poll()
+                seen["at 10"] = (
+                    page.time.value,
+                    page.time.end,
+                    "bin 10 of 60" in page.clock.object,
+                )
+                seen["page"] = page
+        seen["page"].poll()
+        seen["at 60"] = (seen["page"].time.value, seen["page"].time.end)
 
     feed = LiveFeed(live, smoke_run, replay)
     feed._run()  # in this thread: the same code the background thread runs
+    assert seen["at 10"] == (9, 9, True)
+    assert seen["at 60"] == (59, 59)
     assert feed.state == "finished", feed.error
     assert feed.final is not None and not feed.final.live
     assert live.n_filled == 60 and feed.frames == 60

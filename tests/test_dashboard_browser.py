@@ -306,25 +306,18 @@ def test_overlays_draw_sites_and_levels_of_service(page: Any, smoke_run: Path) -
         "return r.visible && r.data_source.get_length() === arguments[0];",
         n_sites,
     )
-    # the streets with somebody on them at 14:40, coloured by level of service
+    # the streets with somebody on them at 14:40, coloured by level of service (0 = A)
     edges = pd.read_parquet(smoke_run / "truth_edges.parquet")
     end = pd.Timestamp("2019-07-07 12:41", tz="UTC")
     busy = edges[pd.to_datetime(edges["time"], utc=True) == end]
-    colours = wait_for(
+    levels = wait_for(
         page,
         "const r = modelList().find(m => m.glyph && m.data_source && m.data_source.data.width"
         " && m.data_source.data.x0); return r.visible && r.data_source.get_length() === "
-        "arguments[0] && Array.from(r.data_source.data.colour);",
+        "arguments[0] && values(r, 'level');",
         len(busy),
     )
-    palette = dict(
-        zip(
-            "ABCDEF",
-            ("#1a9850", "#a6d96a", "#e6c619", "#fd8d3c", "#e31a1c", "#800026"),
-            strict=True,
-        )
-    )
-    assert sorted(colours) == sorted(palette[level] for level in busy["los"].astype(str))
+    assert sorted(levels) == sorted("ABCDEF".index(level) for level in busy["los"].astype(str))
 
 
 def test_clicking_a_tile_shows_its_series(page: Any, smoke_run: Path, tmp_path: Path) -> None:

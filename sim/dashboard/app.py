@@ -55,7 +55,7 @@ SPEEDS = {
     "30 min/s": (200, 6),
     "60 min/s": (250, 15),
 }
-PEOPLE_PALETTE = YlOrRd9[::-1]  # light (few) to dark (many)
+PEOPLE_PALETTE = YlOrRd9[::-1][2:]  # light (few) to dark (many); the palest two vanish on grey
 DIFF_PALETTE = RdBu11[::-1]  # blue: estimate below the truth; red: above
 #: Alert states of a zone at one bin (layer "alerts").
 ALERT_STATES = ("none", "alert and true", "false alert", "missed")
@@ -171,7 +171,7 @@ class RunMap:
         self.fig.add_layout(self.bar, "right")
         self.zones: dict[str, _ZoneLayer] = {}
         self.los = ColumnDataSource(
-            {"x0": [], "y0": [], "x1": [], "y1": [], "colour": [], "width": []}
+            {"x0": [], "y0": [], "x1": [], "y1": [], "level": [], "width": []}
         )
         self.los_renderer = self.fig.segment(
             "x0",
@@ -179,7 +179,9 @@ class RunMap:
             "x1",
             "y1",
             source=self.los,
-            line_color="colour",
+            line_color=transform(
+                "level", LinearColorMapper(palette=list(LOS_COLOURS), low=-0.5, high=5.5)
+            ),
             line_width="width",
             visible=False,
         )
@@ -187,12 +189,12 @@ class RunMap:
         self.course_renderer = self.fig.multi_line(
             "xs", "ys", source=self.course, line_color="#1f3b73", line_width=3, line_alpha=0.8
         )
-        self.waypoints = ColumnDataSource({"x": [], "y": [], "name": [], "km": []})
+        self.waypoints = ColumnDataSource({"x": [], "y": [], "name": [], "km": [], "size": []})
         self.waypoint_renderer = self.fig.scatter(
             "x",
             "y",
             source=self.waypoints,
-            size=9,
+            size="size",
             marker="circle",
             fill_color="white",
             line_color="#1f3b73",
@@ -255,6 +257,9 @@ class RunMap:
                     "y": w["y"].to_numpy(),
                     "name": w["name"].tolist(),
                     "km": w["km"].to_numpy(),
+                    # start, finish and check points stand out; the course's other
+                    # waypoints (where it turns) are small
+                    "size": np.where(w["kind"].to_numpy() == "via", 4.0, 10.0),
                 }
             for name, layer in self.zones.items():
                 series = data.systems.get(name)
@@ -365,7 +370,10 @@ class RunMap:
             with self.data.lock:
                 series = self.data.systems[system]
                 layer.source.data = self._zone_columns(series)
-        layer.source.data.update({"value": value, "alpha": alpha})
+        # float32: half the bytes per step (a tile's count needs no more)
+        layer.source.data.update(
+            {"value": value.astype(np.float32), "alpha": alpha.astype(np.float32)}
+        )
 
     def set_sites(self, t: int, *, visible: bool) -> None:
         """Cell load and rejections per site at bin `t`."""
@@ -411,8 +419,8 @@ class RunMap:
             "y0": s.y0[edge],
             "x1": s.x1[edge],
             "y1": s.y1[edge],
-            "colour": [LOS_COLOURS[k] for k in level.tolist()],
-            "width": 1.5 + level.astype(float),
+            "level": level.astype(np.float32),  # 0 = A ... 5 = F, coloured in the browser
+            "width": 1.5 + level.astype(np.float32),
         }
 
     def set_web_tiles(self, on: bool) -> None:
@@ -457,7 +465,12 @@ class Dashboard:
         self._alert_cache: dict[tuple[Any, ...], Any] = {}
         last = max(a.n_filled - 1, 0)
         self.time = pn.widgets.IntSlider(
-            label="bin", start=0, end=max(last, 1), value=0, width=520, disabled=a.n_filled < 2
+            label="bin",
+            start=0,
+            end=max(last, 1),
+            value=0,
+            width=420,
+            disabled=bool(a.n_filled < 2),
         )
         self.player = pn.widgets.Player(
             start=0,
@@ -513,27 +526,18 @@ class Dashboard:
         self.alert_text = pn.pane.Markdown("", width=420)
         self.zone_text = pn.pane.Markdown("Click a zone on the map for its series.", width=760)
         self.status = pn.pane.Markdown("", width=420)
-        self.maps = [RunMap(a, title=f"A: {a.label}", on_tap=self._on_tap)]
+        # two maps side by side must fit a screen beside the controls
+        size = (
+            {"width": 760, "height": 620} if len(self.runs) == 1 else {"width": 560, "height": 520}
+        )
+        self.maps = [RunMap(a, title=f"A: {a.label}", on_tap=self._on_tap, **size)]
         if len(self.runs) == 2:
             first = self.maps[0].fig
             b = self.runs[1]
+            linked: dict[str, Any] = {"x_range": first.x_range, "y_range": first.y_range, **size}
+            self.maps.append(RunMap(b, title=f"B: {b.label}", on_tap=self._on_tap, **linked))
             self.maps.append(
-                RunMap(
-                    b,
-                    title=f"B: {b.label}",
-                    on_tap=self._on_tap,
-                    x_range=first.x_range,
-                    y_range=first.y_range,
-                )
-            )
-            self.maps.append(
-                RunMap(
-                    a,
-                    title="B − A (variant minus baseline)",
-                    on_tap=self._on_tap,
-                    x_range=first.x_range,
-                    y_range=first.y_range,
-                )
+                RunMap(a, title="B − A (variant minus baseline)", on_tap=self._on_tap, **linked)
             )
         self.series = self._series_figure()
         self._wire()

@@ -765,7 +765,7 @@ class RunData:
         ValueError
             The frame's bin is not a bin of the run's period.
         """
-        (t,) = self.bin_index(pd.DatetimeIndex([frame.bin]))
+        t = int(self.bin_index(pd.DatetimeIndex([frame.bin]))[0])
         if t < 0:
             raise ValueError(
                 f"frame of bin {frame.bin}: outside the run's period {self.bins[0]} to "
@@ -803,7 +803,7 @@ class RunData:
             self.n_filled = max(self.n_filled, t + 1)
             self.progress = frame.progress
             self.version += 1
-        return int(t)
+        return t
 
     def attach_folder(self, out_dir: Path) -> bool:
         """Take the map and the sites from a live run's folder once it wrote them.

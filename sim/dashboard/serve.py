@@ -132,7 +132,11 @@ class LiveFeed:
         if progress is None:
             return "preparing the run (streets, crowd, network)…"
         describe = getattr(progress, "describe", None)
-        return describe() if callable(describe) else str(progress)
+        text = describe() if callable(describe) else str(progress)
+        if getattr(progress, "fraction", 0.0) >= 1.0:
+            text += " · every minute streamed; the run writes its tables, scores them and "
+            text += "draws the report, then this page shows the finished run"
+        return text
 
     def status_markdown(self) -> str:
         """The run's state for the side panel."""
