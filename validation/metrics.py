@@ -70,7 +70,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -211,13 +211,15 @@ _REQUIRED = {
 }
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
     if not path.is_file():
         raise RunFolderError(
             f"{path}: missing. Validation needs a run folder written by `crowdsim run` "
             "(truth_zones.parquet, estimates.parquet, zones.gpkg and its manifest)."
         )
-    return read_table(path, required=_REQUIRED.get(path.name, ()), error=RunFolderError)
+    return read_table(
+        path, required=_REQUIRED.get(path.name, ()), error=RunFolderError, columns=columns
+    )
 
 
 def _zone_lists(run: Path) -> dict[str, list[str]]:
@@ -292,12 +294,23 @@ def join_run(
     RunFolderError
         A needed file is missing or unreadable.
     """
-    run = Path(run_dir)
+    return list(_open_joins(Path(run_dir), methods=methods, systems=systems)[1])
+
+
+def _open_joins(
+    run: Path, *, methods: Sequence[str] | None, systems: Sequence[str]
+) -> tuple[list[tuple[str, str, int]], Iterator[Joined]]:
+    """The (method, system, bins) pairs :func:`join_run` joins, and their joins one by one.
+
+    A grid's join holds several bins x zones arrays: a full run's methods together
+    held a gigabyte, so the scoring takes them one at a time.
+    """
     manifest = read_manifest(run)
     truth = _read_parquet(run / "truth_zones.parquet")
-    estimates = _read_parquet(_internal_file(run))
+    # only the columns scored: these tables have a row per zone, bin and method
+    estimates = _read_parquet(_internal_file(run), columns=list(_ESTIMATE_COLUMNS))
     published = (
-        _read_parquet(run / PUBLISHED_ESTIMATES_FILE)
+        _read_parquet(run / PUBLISHED_ESTIMATES_FILE, columns=list(_ESTIMATE_COLUMNS[:5]))
         if (run / INTERNAL_ESTIMATES_FILE).is_file()
         else None
     )
@@ -317,17 +330,20 @@ def join_run(
     )
     known = [str(m) for m in estimates["method"].unique()]
     wanted = known if methods is None else [m for m in known if m in set(methods)]
-    out: list[Joined] = []
-    for method in wanted:
-        for system in systems:
+    bins = estimates.groupby(["method", "zone_system"], observed=True)["bin"].nunique()
+    have = {(str(m), str(z)): int(n) for (m, z), n in bins.items()}
+    pairs = [(m, z, have[m, z]) for m in wanted for z in systems if (m, z) in have]
+
+    def joins() -> Iterator[Joined]:
+        for method, system, _ in pairs:
             est = estimates[(estimates["method"] == method) & (estimates["zone_system"] == system)]
-            if est.empty:
-                continue
             joined = _join_one(method, system, est, truth, zone_lists.get(system, []), bin_s)
+            del est
             if published is not None:
                 joined = _with_release(joined, published)
-            out.append(joined)
-    return out
+            yield joined
+
+    return pairs, joins()
 
 
 def _internal_file(run: Path) -> Path:
@@ -339,18 +355,39 @@ def _internal_file(run: Path) -> Path:
 def _with_release(joined: Joined, published: pd.DataFrame) -> Joined:
     """`joined` with the published estimates of its method and system (0 if withheld)."""
     pub = published[
-        (published["method"].astype(str) == joined.method).to_numpy()
-        & (published["zone_system"].astype(str) == joined.system).to_numpy()
+        _equals(published["method"], joined.method)
+        & _equals(published["zone_system"], joined.system)
     ]
     if pub.empty:
         return joined
     released = np.zeros_like(joined.estimate)
     bi = joined.bins.get_indexer(pd.to_datetime(pub["bin"], utc=True))
-    zj = pd.Index(joined.zones.astype(str)).get_indexer(pub["zone"].astype(str))
+    zj = _positions(pd.Index(joined.zones.astype(str)), pub["zone"])
     ok = (bi >= 0) & (zj >= 0)
     values = np.nan_to_num(pub["estimate"].to_numpy(np.float64), nan=0.0)
     released[bi[ok], zj[ok]] = values[ok]
     return replace(joined, released=released)
+
+
+def _equals(column: pd.Series, value: str) -> np.ndarray:
+    """Rows of `column` whose text is `value`, by category codes when it is categorical.
+
+    Turning a categorical column of tens of millions of rows into strings to compare it
+    cost a full run's validation most of its time and gigabytes of memory.
+    """
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        hit = np.flatnonzero(column.cat.categories.astype(str) == value)
+        return np.isin(column.cat.codes.to_numpy(), hit)
+    return (column.astype(str) == value).to_numpy()
+
+
+def _positions(index: pd.Index, column: pd.Series) -> np.ndarray:
+    """Position in `index` of each row's text of `column` (-1 where absent or missing)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        codes = column.cat.codes.to_numpy()
+        where = index.get_indexer(column.cat.categories.astype(str))
+        return np.where(codes >= 0, where[np.maximum(codes, 0)], -1)
+    return index.get_indexer(column.astype(str))
 
 
 def _join_one(
@@ -691,16 +728,19 @@ def compute_tables(
     manifest = read_manifest(run)
     scenario = manifest["scenario"]
     timezone = str(scenario.get("event", {}).get("timezone", "UTC"))
-    joins = join_run(run, methods=methods, systems=systems)
-    centroids = tile_centroids(run) if kwd and any(j.system == "grid" for j in joins) else None
+    pairs, joins = _open_joins(run, methods=methods, systems=systems)  # one at a time
+    grid = kwd and any(system == "grid" for _, system, _ in pairs)
+    centroids = tile_centroids(run) if grid else None
     rows: list[dict[str, Any]] = []
     zones_frames, bins_frames = [], []
     nested: dict[str, dict[str, dict[str, float | None]]] = {}
     kwd_seconds = 0.0
-    if kwd_max_bins is not None and joins:
-        n_bins = max(len(j.bins) for j in joins)
+    filled = 0
+    if kwd_max_bins is not None and pairs:
+        n_bins = max(n for _, _, n in pairs)
         kwd_stride = max(kwd_stride, math.ceil(n_bins / max(kwd_max_bins, 1)))
     for j in joins:
+        filled += j.filled_estimates
         if window is not None:
             j = j.select_bins(window_mask(j.bins, window, timezone=timezone, bin_s=j.bin_s))
         t0 = time.perf_counter()
@@ -734,7 +774,7 @@ def compute_tables(
             "bin; zones = zones.gpkg + estimated zones, bins = estimated bins; zone-bins "
             "absent from the truth count 0"
         ),
-        "filled_estimates": int(sum(j.filled_estimates for j in joins)),
+        "filled_estimates": int(filled),
         "unscored": unscored,
         "kwd_seconds": round(kwd_seconds, 3),
         "metrics": nested,
