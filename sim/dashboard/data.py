@@ -178,10 +178,21 @@ class StreetLines:
 
         if runfolder.COURSE_STREETS not in {name for name, _ in pyogrio.list_layers(path)}:
             return None
-        meta, table = pyogrio.read_arrow(path, layer=runfolder.COURSE_STREETS)
-        geometry = table.column(meta["geometry_name"] or "wkb_geometry")
-        lines = shapely.from_wkb(np.asarray(geometry.to_numpy(zero_copy_only=False)))
-        xy = shapely.get_coordinates(lines).reshape(-1, 2, 2)
+        ends = ["x0", "y0", "x1", "y1"]
+        info = pyogrio.read_info(path, layer=runfolder.COURSE_STREETS)
+        numbers = set(ends) <= set(info["fields"])
+        meta, table = pyogrio.read_arrow(
+            path,
+            layer=runfolder.COURSE_STREETS,
+            columns=["edge", "u", "v", *(ends if numbers else [])],
+            read_geometry=not numbers,
+        )
+        if numbers:
+            xy = np.column_stack([table.column(c).to_numpy() for c in ends]).reshape(-1, 2, 2)
+        else:  # written before the ends were columns: from the geometries
+            geometry = table.column(meta["geometry_name"] or "wkb_geometry")
+            lines = shapely.from_wkb(np.asarray(geometry.to_numpy(zero_copy_only=False)))
+            xy = shapely.get_coordinates(lines).reshape(-1, 2, 2)
         edge = table.column("edge").to_numpy()
         u, v = table.column("u").to_numpy(), table.column("v").to_numpy()
         order = np.argsort(edge)
@@ -190,13 +201,18 @@ class StreetLines:
     @classmethod
     def from_segments(cls, xy: np.ndarray, u: np.ndarray, v: np.ndarray) -> StreetLines:
         """From (n x 2 x 2) EPSG:31370 segments of edges ``u -> v``, in edge order."""
-        x0, y0 = to_map(xy[:, 0, 0], xy[:, 0, 1])
-        x1, y1 = to_map(xy[:, 1, 0], xy[:, 1, 1])
-        # one line per street: u < v, and the one-way edges whose reverse is missing
-        pair = set(zip(u.tolist(), v.tolist(), strict=True))
-        one_way = np.array(
-            [(b, a) not in pair for a, b in zip(u.tolist(), v.tolist(), strict=True)]
+        # a node is the end of several edges: transform each node once
+        nodes, first, back = np.unique(
+            np.concatenate([u, v]), return_index=True, return_inverse=True
         )
+        ends = np.concatenate([xy[:, 0], xy[:, 1]])[first]
+        mx, my = to_map(ends[:, 0], ends[:, 1])
+        n = len(u)
+        x0, y0, x1, y1 = mx[back[:n]], my[back[:n]], mx[back[n:]], my[back[n:]]
+        # one line per street: u < v, and the one-way edges whose reverse is missing
+        size = int(nodes.max()) + 1 if len(nodes) else 1
+        key = u.astype(np.int64) * size + v
+        one_way = ~np.isin(v.astype(np.int64) * size + u, key)
         drawn = np.flatnonzero((u < v) | one_way)
         return cls(x0, y0, x1, y1, drawn)
 

@@ -19,9 +19,9 @@ def write_course_geopackage(streets: Streets, course: Course, out_dir: Path) -> 
     """Write ``course.gpkg``: layers ``course`` (the line), ``waypoints`` and ``streets``.
 
     ``streets`` holds every directed edge of the run's street graph as a straight line
-    from node ``u`` to node ``v`` (EPSG:31370), with its index ``edge`` (as in
-    ``truth_edges.parquet``), so a map of the run (``crowdsim serve``) needs no street
-    source and no graph: the run's own folder is enough.
+    from node ``u`` to node ``v`` (EPSG:31370; its ends also as ``x0, y0, x1, y1``), with
+    its index ``edge`` (as in ``truth_edges.parquet``), so a map of the run (``crowdsim
+    serve``) needs no street source and no graph: the run's own folder is enough.
     """
     import geopandas as gpd
     import numpy as np
