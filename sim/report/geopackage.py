@@ -59,6 +59,11 @@ def write_course_geopackage(streets: Streets, course: Course, out_dir: Path) -> 
             "edge": np.arange(len(u), dtype=np.int64),
             "u": u.astype(np.int64),
             "v": v.astype(np.int64),
+            # the ends again as numbers: a map reads them without parsing geometries
+            "x0": segments[:, 0, 0],
+            "y0": segments[:, 0, 1],
+            "x1": segments[:, 1, 0],
+            "y1": segments[:, 1, 1],
         },
         geometry=shapely.linestrings(segments),
         crs="EPSG:31370",
