@@ -403,8 +403,23 @@ def test_overlays_draw_sites_and_levels_of_service(dashboard: Any, smoke_data: R
     edges, _, _ = smoke_data.los.at(dash.t)
     assert len(edges) and len(m.los.data["x0"]) == len(edges)
     assert m.tiles is None  # no web map before it is asked for
+    dash.overlays.value = ["course", "web map (online)"]
+    assert m.tiles is not None and m.tiles.visible
+    assert m.tiles.tile_source.url.startswith("https://tile.openstreetmap.org/")
     dash.overlays.value = ["course"]
-    assert not m.site_renderer.visible
+    assert not m.site_renderer.visible and not m.tiles.visible
+
+
+def test_play_moves_the_clock_at_the_chosen_speed(dashboard: Any) -> None:
+    dash = dashboard
+    dash.player.value = 12  # what the player does at each tick
+    assert dash.time.value == 12 and "14:12" in dash.clock.object
+    dash.time.value = 20  # and the slider moves the player
+    assert dash.player.value == 20
+    dash.speed.value = "60 min/s"
+    assert (dash.player.interval, dash.player.step) == (250, 15)
+    dash.speed.value = "1 min/s"
+    assert (dash.player.interval, dash.player.step) == (1000, 1)
 
 
 def test_two_runs_beside_and_their_difference(smoke_data: RunData) -> None:
@@ -495,6 +510,11 @@ def test_course_file_holds_the_streets(smoke_run: Path, smoke_data: RunData) -> 
 
     streets = pyogrio.read_dataframe(smoke_run / "course.gpkg", layer="streets")
     assert streets["edge"].tolist() == list(range(len(streets)))
+    # the ends as numbers are the ends of the geometry
+    start = streets.geometry.apply(lambda g: g.coords[0])
+    end = streets.geometry.apply(lambda g: g.coords[-1])
+    np.testing.assert_allclose(streets["x0"], [p[0] for p in start])
+    np.testing.assert_allclose(streets["y1"], [p[1] for p in end])
     assert len(smoke_data.streets.x0) == len(streets)
     # each street once: the drawn edges are half of the two-way ones, plus one-way ones
     assert len(streets) / 2 <= len(smoke_data.streets.drawn) < len(streets)

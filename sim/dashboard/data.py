@@ -178,10 +178,21 @@ class StreetLines:
 
         if runfolder.COURSE_STREETS not in {name for name, _ in pyogrio.list_layers(path)}:
             return None
-        meta, table = pyogrio.read_arrow(path, layer=runfolder.COURSE_STREETS)
-        geometry = table.column(meta["geometry_name"] or "wkb_geometry")
-        lines = shapely.from_wkb(np.asarray(geometry.to_numpy(zero_copy_only=False)))
-        xy = shapely.get_coordinates(lines).reshape(-1, 2, 2)
+        ends = ["x0", "y0", "x1", "y1"]
+        info = pyogrio.read_info(path, layer=runfolder.COURSE_STREETS)
+        numbers = set(ends) <= set(info["fields"])
+        meta, table = pyogrio.read_arrow(
+            path,
+            layer=runfolder.COURSE_STREETS,
+            columns=["edge", "u", "v", *(ends if numbers else [])],
+            read_geometry=not numbers,
+        )
+        if numbers:
+            xy = np.column_stack([table.column(c).to_numpy() for c in ends]).reshape(-1, 2, 2)
+        else:  # written before the ends were columns: from the geometries
+            geometry = table.column(meta["geometry_name"] or "wkb_geometry")
+            lines = shapely.from_wkb(np.asarray(geometry.to_numpy(zero_copy_only=False)))
+            xy = shapely.get_coordinates(lines).reshape(-1, 2, 2)
         edge = table.column("edge").to_numpy()
         u, v = table.column("u").to_numpy(), table.column("v").to_numpy()
         order = np.argsort(edge)
@@ -190,13 +201,18 @@ class StreetLines:
     @classmethod
     def from_segments(cls, xy: np.ndarray, u: np.ndarray, v: np.ndarray) -> StreetLines:
         """From (n x 2 x 2) EPSG:31370 segments of edges ``u -> v``, in edge order."""
-        x0, y0 = to_map(xy[:, 0, 0], xy[:, 0, 1])
-        x1, y1 = to_map(xy[:, 1, 0], xy[:, 1, 1])
-        # one line per street: u < v, and the one-way edges whose reverse is missing
-        pair = set(zip(u.tolist(), v.tolist(), strict=True))
-        one_way = np.array(
-            [(b, a) not in pair for a, b in zip(u.tolist(), v.tolist(), strict=True)]
+        # a node is the end of several edges: transform each node once
+        nodes, first, back = np.unique(
+            np.concatenate([u, v]), return_index=True, return_inverse=True
         )
+        ends = np.concatenate([xy[:, 0], xy[:, 1]])[first]
+        mx, my = to_map(ends[:, 0], ends[:, 1])
+        n = len(u)
+        x0, y0, x1, y1 = mx[back[:n]], my[back[:n]], mx[back[n:]], my[back[n:]]
+        # one line per street: u < v, and the one-way edges whose reverse is missing
+        size = int(nodes.max()) + 1 if len(nodes) else 1
+        key = u.astype(np.int64) * size + v
+        one_way = ~np.isin(v.astype(np.int64) * size + u, key)
         drawn = np.flatnonzero((u < v) | one_way)
         return cls(x0, y0, x1, y1, drawn)
 
@@ -440,29 +456,59 @@ class ZoneSeries:
 
         With `suppress`, a suppressed row's value is dropped (the internal table keeps it).
         """
-        rows = self.rows_of_column(table["zone"])
         method_codes, methods = _codes(table["method"])
-        values = {c: table[c].to_numpy(np.float32) for c in ("estimate", "lower", "upper")}
-        hidden = table["suppressed"].to_numpy(bool)
-        keep_all = (rows >= 0) & (cols >= 0) & (cols < self.n_bins)
+        self.put_estimate_arrays(
+            [str(m) for m in methods],
+            method_codes,
+            self.rows_of_column(table["zone"]),
+            cols,
+            # copies: the suppression must not write into the caller's table
+            {c: np.array(table[c], dtype=np.float32) for c in ("estimate", "lower", "upper")},
+            table["suppressed"].to_numpy(bool),
+            suppress=suppress,
+        )
+
+    def put_estimate_arrays(
+        self,
+        methods: Sequence[str],
+        method_codes: np.ndarray,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        values: dict[str, np.ndarray],
+        hidden: np.ndarray,
+        *,
+        suppress: bool,
+    ) -> None:
+        """Write estimates given as arrays: method code, zone row and bin of each value.
+
+        `values` holds ``estimate``, ``lower`` and ``upper`` (float32; changed in place
+        with `suppress`). A run's table comes grouped by method, then zone, then bin: each
+        method is then one block of rows, written with one scatter into the flat arrays
+        (or one copy, when the block holds every zone and bin in order).
+        """
+        if suppress:
+            for column in values.values():
+                column[hidden] = np.nan
+        flat = rows * self.n_bins + cols
+        flat[(rows < 0) | (cols < 0) | (cols >= self.n_bins)] = -1
         for k, name in enumerate(methods):
-            m = str(name)
-            sel = keep_all & (method_codes == k)
-            if not sel.any():
+            part = _block(method_codes, k)
+            index = flat[part]
+            keep = index >= 0
+            if not keep.any():
                 continue
-            self.ensure_method(m)
-            r, c = rows[sel], cols[sel]
-            value = values["estimate"][sel]
-            lower, upper = values["lower"][sel], values["upper"][sel]
-            if suppress:
-                nan = np.float32(np.nan)
-                value = np.where(hidden[sel], nan, value)
-                lower = np.where(hidden[sel], nan, lower)
-                upper = np.where(hidden[sel], nan, upper)
-            self.estimate[m][r, c] = value
-            self.lower[m][r, c] = lower
-            self.upper[m][r, c] = upper
-            self.suppressed[m][r, c] = hidden[sel]
+            self.ensure_method(name)
+            whole = bool(keep.all()) and _is_range(index)
+            targets = (
+                self.estimate[name], self.lower[name], self.upper[name], self.suppressed[name],
+            )  # fmt: skip
+            sources = (values["estimate"], values["lower"], values["upper"], hidden)
+            for target, source in zip(targets, sources, strict=True):
+                out = target.reshape(-1)  # a view: the arrays are C-ordered
+                if whole:
+                    out[index[0] : index[0] + len(index)] = source[part]
+                else:
+                    out[index[keep]] = source[part][keep]
 
     def rows_of_column(self, zone: pd.Series) -> np.ndarray:
         """Row of each zone of a table's column (-1 for zones not known)."""
@@ -594,9 +640,7 @@ class RunData:
         grid.source = "published"
         data.systems["grid"] = grid
         t0 = data._time("zones_s", t0)
-        published = _read_table(rf.file(runfolder.ESTIMATES))
-        grid_rows = published[(published["zone_system"] == "grid").to_numpy()]
-        grid.put_estimates(grid_rows, data.bin_index(grid_rows["bin"]), suppress=True)
+        data._put_published(rf.file(runfolder.ESTIMATES), grid)
         t0 = data._time("estimates_s", t0)
         data._put_truth_file(rf.file(runfolder.TRUTH_ZONES), {"grid": grid})
         t0 = data._time("truth_s", t0)
@@ -618,6 +662,46 @@ class RunData:
         now = time.perf_counter()
         self.timings[key] = round(now - since, 3)
         return now
+
+    def _put_published(self, path: Path, grid: ZoneSeries) -> None:
+        """The published table's tiles, read with pyarrow chunk by chunk.
+
+        Tens of millions of rows for a full run: the zone and method columns are
+        dictionaries per chunk, mapped to rows with one small lookup per chunk, which is
+        much faster than building the table's pandas categoricals.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        columns = ["method", "zone_system", "zone", "bin", "estimate", "lower", "upper",
+                   "suppressed"]  # fmt: skip
+        try:
+            table = pq.read_table(path, columns=columns)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise RunFolderError(
+                f"{path}: not readable as the run's table ({exc}); run the scenario again"
+            ) from None
+        systems: list[str] = []
+        system_codes = _dictionary_rows(table.column("zone_system"), systems.index, systems)
+        if systems != ["grid"]:  # another published system: its rows are left out
+            keep = system_codes == (systems.index("grid") if "grid" in systems else -2)
+            table = table.filter(pa.array(keep))
+        methods: list[str] = []
+        method_codes = _dictionary_rows(table.column("method"), methods.index, methods)
+        rows = _dictionary_rows(table.column("zone"), grid.index.get)
+        stamps = table.column("bin")
+        if pa.types.is_timestamp(stamps.type):  # ns since the epoch, UTC: one subtraction
+            ns = pc.cast(stamps, pa.timestamp("ns", tz="UTC")).cast(pa.int64()).to_numpy()
+            width = round(self.bin_s * 1e9)
+            cols = np.floor_divide(ns - self.bins[0].value, width)
+            cols[(cols < 0) | (cols >= len(self.bins))] = -1
+        else:
+            cols = self.bin_index(pd.to_datetime(stamps.to_numpy(), utc=True))
+        # the published view has no value where suppressed (NaN): nothing to drop
+        values = {c: table.column(c).to_numpy() for c in ("estimate", "lower", "upper")}
+        hidden = np.asarray(table.column("suppressed").to_numpy(zero_copy_only=False), dtype=bool)
+        grid.put_estimate_arrays(methods, method_codes, rows, cols, values, hidden, suppress=False)
 
     def _zone_layers(self, names: Sequence[str]) -> dict[str, ZoneSeries]:
         """Read zone systems `names` from the run's ``zones.gpkg``."""
@@ -886,3 +970,48 @@ def _ring_areas(rings: Sequence[np.ndarray]) -> np.ndarray:
     cross[ends - 1] = 0.0  # the step from a ring's last point into the next ring
     total = np.add.reduceat(cross, ends - lengths)
     return np.abs(total) / 2.0
+
+
+def _block(codes: np.ndarray, k: int) -> slice | np.ndarray:
+    """The rows whose code is `k`: a slice when they are one run, else a boolean mask."""
+    where = np.flatnonzero(codes == k)
+    if len(where) and where[-1] - where[0] + 1 == len(where):
+        return slice(int(where[0]), int(where[-1]) + 1)
+    return codes == k
+
+
+def _is_range(index: np.ndarray) -> bool:
+    """Whether `index` is consecutive integers (a block that fills a contiguous span)."""
+    return (
+        bool(len(index))
+        and index[-1] - index[0] + 1 == len(index)
+        and bool((np.diff(index) == 1).all())
+    )
+
+
+def _dictionary_rows(column: Any, lookup: Any, new: list[str] | None = None) -> np.ndarray:
+    """Map a (chunked, dictionary-encoded) Arrow column to ints with `lookup`, per chunk.
+
+    A chunk's dictionary goes through `lookup` (None: -1) once; row groups of one file
+    usually share it, so it is mapped once for all. With `new`, an unknown value is
+    appended to `new` first (so `lookup` finds it).
+    """
+    import pyarrow as pa
+
+    out = []
+    seen: Any = None
+    table = np.array([-1])
+    for chunk in column.chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = chunk.dictionary_encode()
+        if seen is None or not chunk.dictionary.equals(seen):
+            seen = chunk.dictionary
+            words = [str(w) for w in seen.to_pylist()]
+            if new is not None:
+                new.extend(w for w in words if w not in new)
+            table = np.array([-1 if (r := lookup(w)) is None else r for w in words] + [-1])
+        codes = chunk.indices.to_numpy(zero_copy_only=False)
+        if chunk.indices.null_count:
+            codes = np.where(chunk.indices.is_null().to_numpy(zero_copy_only=False), -1, codes)
+        out.append(table[codes])
+    return np.concatenate(out).astype(np.int64, copy=False) if out else np.zeros(0, np.int64)

@@ -19,9 +19,9 @@ def write_course_geopackage(streets: Streets, course: Course, out_dir: Path) -> 
     """Write ``course.gpkg``: layers ``course`` (the line), ``waypoints`` and ``streets``.
 
     ``streets`` holds every directed edge of the run's street graph as a straight line
-    from node ``u`` to node ``v`` (EPSG:31370), with its index ``edge`` (as in
-    ``truth_edges.parquet``), so a map of the run (``crowdsim serve``) needs no street
-    source and no graph: the run's own folder is enough.
+    from node ``u`` to node ``v`` (EPSG:31370; its ends also as ``x0, y0, x1, y1``), with
+    its index ``edge`` (as in ``truth_edges.parquet``), so a map of the run (``crowdsim
+    serve``) needs no street source and no graph: the run's own folder is enough.
     """
     import geopandas as gpd
     import numpy as np
@@ -59,6 +59,11 @@ def write_course_geopackage(streets: Streets, course: Course, out_dir: Path) -> 
             "edge": np.arange(len(u), dtype=np.int64),
             "u": u.astype(np.int64),
             "v": v.astype(np.int64),
+            # the ends again as numbers: a map reads them without parsing geometries
+            "x0": segments[:, 0, 0],
+            "y0": segments[:, 0, 1],
+            "x1": segments[:, 1, 0],
+            "y1": segments[:, 1, 1],
         },
         geometry=shapely.linestrings(segments),
         crs="EPSG:31370",
