@@ -69,9 +69,9 @@ The likelihood fit counts such a jump as probability ``JUMP_PROBABILITY`` per st
 **Modes.** ``realtime``: the forward filter; bin b is the state at the last grid step at
 or before its reference instant ``min(start + latency, end)``, which uses only records
 before that instant (tested). ``batch``: scaled forward-backward (Rabiner 1989), the
-smoothed marginals at the bin end; later records move a device back in time (a device
-that left the course at 15:10 and next made a record in the metro at 15:40 is shown
-leaving, not standing until 16:10).
+smoothed marginals at the bin end: a later record within walking reach pulls the
+device's earlier positions towards it (a jump beyond reach restarts the track, see
+above, and is not smoothed across).
 
 **Computation.** Vectorised over devices: the states of all devices are one
 (devices x window tiles) float32 array; a transition is one matrix product with the
