@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import fcntl
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,25 +33,82 @@ def data_file(name: str) -> Path:
     return path
 
 
+# ----------------------------------------------------------------------------- shared runs
+# Expensive results (a street cache, finished runs) are made once per test session and
+# shared read-only. `make test` runs the suite on two pytest-xdist workers, each its own
+# session: `shared_folder` makes such a folder once for all of them (the first worker to
+# need it builds it under a lock; the others wait and reuse it).
+
+
+def _shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's temporary folder, or under xdist the one all its workers share."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # pytest-N/, above the worker's own pytest-N/popen-gwK/
+    root = base / "shared"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def shared_folder(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]
+) -> Path:
+    """``name`` in the shared temporary folder, made by ``build(path)`` once per test run.
+
+    ``build`` gets a path that does not exist yet and must create it. A build that
+    failed is tried again by the next caller (and fails the same way, in its own test).
+    """
+    root = _shared_root(tmp_path_factory)
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            if folder.exists():
+                shutil.rmtree(folder)
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Keep the street cache of the test session out of the user's ~/.cache."""
-    os.environ["CROWDSIM_CACHE"] = str(tmp_path_factory.mktemp("crowdsim-cache"))
+    """Keep the street cache of the test session out of the user's ~/.cache (one cache for
+    all xdist workers: entries are written atomically, so a real extract is prepared once)."""
+    cache = _shared_root(tmp_path_factory) / "crowdsim-cache"
+    cache.mkdir(exist_ok=True)
+    os.environ["CROWDSIM_CACHE"] = str(cache)
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory, _private_cache: None) -> Path:
-    """The smoke scenario run once per test session (about 10 s); its folder is read-only.
+    """The smoke scenario run once per test run (under a minute); its folder is read-only.
 
     Tests that change files work on a copy (``shutil.copytree(smoke_run, tmp_path / ...)``).
     """
     from sim.scenario import load_scenario
     from validation.scoring import run_validated
 
-    out = tmp_path_factory.mktemp("smoke") / "run"
-    run_validated(load_scenario(SCENARIOS / "smoke.toml"), out, progress=False)
-    return out
+    def build(out: Path) -> None:
+        run_validated(load_scenario(SCENARIOS / "smoke.toml"), out, progress=False)
 
+    return shared_folder(tmp_path_factory, "smoke", build)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup``, keep the tests of a module that share a module-scoped
+    fixture on one worker (one xdist_group per module), so that the fixture is made once;
+    other tests are handed out one by one. A test's own xdist_group mark wins."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or item.get_closest_marker("xdist_group") is not None:
+            continue
+        scopes = {d[-1].scope for n in info.names_closure if (d := info.name2fixturedefs.get(n))}
+        if scopes & {"module", "class", "package"}:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+# ----------------------------------------------------------------------------- scenarios
 
 MINIMAL: dict[str, Any] = {
     "name": "tiny",
