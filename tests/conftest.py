@@ -30,7 +30,26 @@ def data_file(name: str) -> Path:
     path = DATA / name
     if not path.is_file():
         pytest.skip(f"needs the OpenStreetMap extract {path} (../shared/data is absent)")
+    if name == REGION:
+        _prepare_streets_once(path)
     return path
+
+
+def _prepare_streets_once(path: Path) -> None:
+    """Put the prepared graph of `path` in the session's street cache, once and under a
+    lock: the region takes about a minute to prepare, and two xdist workers needing it at
+    the same time would otherwise both do it (whoever comes second reads the cache)."""
+    from sim.streets import streets_from_file
+
+    cache = Path(os.environ["CROWDSIM_CACHE"])  # the session's (_private_cache)
+    done = cache / f"{path.name}.prepared"
+    if done.exists():
+        return
+    with open(cache / f"{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            streets_from_file(path, cache_dir=cache)
+            done.touch()
 
 
 # ----------------------------------------------------------------------------- shared runs
