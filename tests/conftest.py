@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import fcntl
+import functools
+import importlib.util
 import os
 import shutil
 from collections.abc import Callable
@@ -113,18 +116,70 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, _private_cache: None) ->
     return shared_folder(tmp_path_factory, "smoke", build)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under ``--dist loadgroup``, keep the tests of a module that share a module-scoped
-    fixture on one worker (one xdist_group per module), so that the fixture is made once;
-    other tests are handed out one by one. A test's own xdist_group mark wins."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None or item.get_closest_marker("xdist_group") is not None:
-            continue
-        scopes = {d[-1].scope for n in info.names_closure if (d := info.name2fixturedefs.get(n))}
-        if scopes & {"module", "class", "package"}:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+# ----------------------------------------------------------------------------- xdist
+# `make test` runs `pytest -n 2 --dist loadscope`. Plain loadscope would keep every test of
+# a module on one worker; here only the tests that share a module- or class-scoped fixture
+# of their module stay together (so that the fixture is made once), and every other test
+# is handed out on its own. A module-scoped fixture in a conftest is not seen: its tests
+# still pass, but each worker makes it. (xdist_group marks cannot do this: `--dist
+# loadgroup` ignores them under pytest 9.2, pytest-xdist issue 1386.)
+
+
+@functools.cache
+def _shared_fixtures_of_tests(module: str) -> dict[str, str]:
+    """Test name -> the module-, class- or package-scoped fixtures of `module` (a path
+    under the repository) it uses, directly or through the module's other fixtures."""
+    path = REPO / module
+    if not path.is_file():
+        return {}
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+
+    def fixture_scope(fn: ast.FunctionDef) -> str | None:
+        for dec in fn.decorator_list:
+            call = dec if isinstance(dec, ast.Call) else None
+            target = call.func if call else dec
+            if isinstance(target, ast.Attribute) and target.attr == "fixture":
+                for kw in call.keywords if call else []:
+                    if kw.arg == "scope" and isinstance(kw.value, ast.Constant):
+                        return str(kw.value.value)
+                return "function"
+        return None
+
+    def args(fn: ast.FunctionDef) -> list[str]:
+        return [a.arg for a in fn.args.args + fn.args.kwonlyargs]
+
+    fixtures = {fn.name: fn for fn in funcs if fixture_scope(fn)}
+
+    @functools.cache
+    def shared(name: str) -> frozenset[str]:
+        fn = fixtures.get(name)
+        if fn is None:
+            return frozenset()
+        own = {name} if fixture_scope(fn) in ("module", "class", "package") else set()
+        return frozenset(own.union(*(shared(a) for a in args(fn) if a != name)))
+
+    used = {fn.name: set().union(*(shared(a) for a in args(fn))) for fn in funcs
+            if fn.name.startswith("test")}  # fmt: skip
+    return {name: ",".join(sorted(fx)) for name, fx in used.items() if fx}
+
+
+if importlib.util.find_spec("xdist") is not None:
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+        """``--dist loadscope``: the tests sharing a module-scoped fixture go to one worker
+        together (:func:`_shared_fixtures_of_tests`); every other test goes on its own."""
+        if config.getvalue("dist") != "loadscope":
+            return None
+        from xdist.scheduler import LoadScopeScheduling
+
+        class SharedFixtureScheduling(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                module, _, rest = nodeid.partition("::")
+                fixtures = _shared_fixtures_of_tests(module).get(rest.split("[")[0])
+                return f"{module}::{fixtures}" if fixtures else nodeid
+
+        return SharedFixtureScheduling(config, log)
 
 
 # ----------------------------------------------------------------------------- scenarios
