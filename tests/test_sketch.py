@@ -150,9 +150,11 @@ def test_deterministic_and_seed_sensitive(sketch):
 
 
 def test_builds_fast(sketch):
-    start = time.perf_counter()
+    # CPU time, not wall time: the bound is the sketch's own cost, whatever else the
+    # machine runs (the wall-clock bound failed on a loaded machine)
+    start = time.process_time()
     build_sketch()
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0
 
 
 def test_small_custom_course():
