@@ -118,9 +118,11 @@ def _streets_stage(ctx: RunContext) -> str:
     ctx.streets, ctx.course = found.streets, found.course
     ctx.facts["streets"] = ctx.streets.summary()
     ctx.facts["course"] = ctx.course.summary()
-    from sim.report import write_course_geopackage
+    from sim.report.geopackage import write_course_geopackage, write_event_public
 
     ctx.outputs.append(write_course_geopackage(ctx.streets, ctx.course, ctx.out_dir).name)
+    # what the operator knows of the event: its event-aware prior reads only this file
+    ctx.outputs.append(write_event_public(ctx.scenario, ctx.streets, ctx.course, ctx.out_dir).name)
     return f"{ctx.streets.n_nodes} nodes, course {ctx.course.length_m / 1000:.2f} km"
 
 
@@ -223,6 +225,7 @@ def _estimators_stage(ctx: RunContext) -> str:
         timezone=ctx.scenario.event.timezone,
         share_error=cfg.share_error,
         phones_error=cfg.phones_error,
+        public=ctx.out_dir / runfolder.EVENT_PUBLIC,
     )
     table = release.internal
     ctx.outputs.extend(p.name for p in write_release(table, release.published, ctx.out_dir))

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from sim.errors import RunFolderError
 from sim.estimate.output import INTERNAL_ESTIMATES_FILE, PUBLISHED_ESTIMATES_FILE
+from sim.estimate.priors import EVENT_PUBLIC_FILE
 from sim.io import write_json
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ __all__ = [
     "COURSE",
     "ESTIMATES",
     "ESTIMATES_INTERNAL",
+    "EVENT_PUBLIC",
     "LOCK",
     "MANIFEST",
     "METRICS",
@@ -97,8 +99,11 @@ SCENARIO = "scenario.toml"
 LOCK = ".lock"
 #: Where ``--overwrite`` moves the earlier run's files.
 PREVIOUS = ".previous"
-#: Streets stage: the course and its waypoints.
+#: Streets stage: the course and its waypoints, and the event's public data (course,
+#: closures, fan areas, streets) that the operator's event-aware prior reads (named where
+#: the estimators read it).
 COURSE = "course.gpkg"
+EVENT_PUBLIC = EVENT_PUBLIC_FILE
 #: Crowd stage: the zone systems and the ground truth.
 ZONES = "zones.gpkg"
 TRUTH_ZONES = "truth_zones.parquet"
