@@ -6,8 +6,9 @@ footprints). A prior that helps the course can hurt elsewhere, so both are measu
 
 - **course**: the ``segment`` zone system: the median over segments of the signed
   error of the peak, ``(max_b E - max_b T) / max_b T`` (segments whose true peak is at
-  least the floor; negative = undercount), the MAPE, and the signed error of the
-  segments' total in the bin where that true total peaks;
+  least the floor; negative = undercount), the MAPE (also split into the bins while the
+  course is closed and the others, when the public data has a course closure), and the
+  signed error of the segments' total in the bin where that true total peaks;
 - **named areas**: the ``area`` MAPE;
 - **the whole grid**: MAPE and KWD (metres);
 - **the background**: grid tiles whose centre lies farther than `background_m` from
@@ -57,8 +58,9 @@ __all__ = ["prior_study"]
 #: Grid tiles whose centre is farther than this from the course and fan areas (m) are
 #: the background.
 BACKGROUND_M = 500.0
-#: KWD on at most this many bins per variant (evenly spaced).
-KWD_BINS = 24
+#: KWD on at most this many bins per variant (evenly spaced), as the run's own scoring
+#: (:data:`validation.scoring.KWD_MAX_BINS`): it is the costly measure.
+KWD_BINS = 12
 
 
 def prior_study(
@@ -101,6 +103,7 @@ def prior_study(
     centroids = tile_centroids(run)
     public = EventPrior(run / runfolder.EVENT_PUBLIC, event_share=event_share)
     background = _background(zones["grid"], public, background_m)
+    closed = _course_closed(public, bins)
     variants: list[tuple[str, dict[str, Any]]] = [("flat", {"prior": "flat"})]
     variants += [(f"event w={w:g}", {"prior": "event", "prior_weight": w}) for w in weights]
     rows = []
@@ -116,7 +119,7 @@ def prior_study(
                 joined[s] = _join_one(method, s, part, truth, zone_lists.get(s, []), bin_s)
             rows.append({"method": method, "prior": label,
                          **_measures(joined, background, centroids, floor=floor,
-                                     kwd_bins=kwd_bins)})  # fmt: skip
+                                     kwd_bins=kwd_bins, closed=closed)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -128,6 +131,18 @@ def _truth(run: Path, bin_s: float) -> pd.DataFrame:
         system=truth["system"].astype("category"),
         zone=truth["zone"].astype("category"),
     )
+
+
+def _course_closed(public: EventPrior, bins: pd.DatetimeIndex) -> np.ndarray | None:
+    """Which bins start while some course closure holds (None: no course closure)."""
+    c = public.public.closures
+    c = c[c["course"].astype(bool)]
+    if c.empty:
+        return None
+    start, end = (pd.DatetimeIndex(pd.to_datetime(c[k], utc=True, format="ISO8601"))
+                  for k in ("start", "end"))  # fmt: skip
+    t = bins.asi8[:, None]
+    return ((start.asi8[None, :] <= t) & (t < end.asi8[None, :])).any(axis=1)
 
 
 def _background(grid: gpd.GeoDataFrame, public: EventPrior, distance_m: float) -> set[str]:
@@ -147,6 +162,7 @@ def _measures(
     *,
     floor: float,
     kwd_bins: int,
+    closed: np.ndarray | None,
 ) -> dict[str, float]:
     out: dict[str, float] = {}
     seg = joined.get("segment")
@@ -155,6 +171,10 @@ def _measures(
         peaked = per_zone["peak_truth"] >= floor
         out["segment_peak_error_median"] = float(per_zone["peak_error"][peaked].median())
         out["segment_mape"] = m["mape"][0]
+        if closed is not None:
+            for name, keep in (("closed", closed), ("open", ~closed)):
+                part = score(seg.select_bins(keep), floor=floor, centroids=None)[0]
+                out[f"segment_mape_{name}"] = part["mape"][0]
         tt, et = seg.truth.sum(axis=1), seg.estimate.sum(axis=1)
         at = int(np.argmax(tt))
         out["segment_total_error_at_peak"] = float((et[at] - tt[at]) / tt[at])
@@ -185,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--weights", default="0.25,0.5,1")
     parser.add_argument("--share", type=float, default=0.5)
     parser.add_argument("--methods", default="bayes,em")
+    parser.add_argument("--kwd-bins", type=int, default=KWD_BINS)
     parser.add_argument("--csv", default=None, help="also write the table here")
     args = parser.parse_args(argv)
     table = prior_study(
@@ -192,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         weights=[float(w) for w in args.weights.split(",")],
         event_share=args.share,
         methods=args.methods.split(","),
+        kwd_bins=args.kwd_bins,
     )
     if args.csv:
         table.to_csv(args.csv, index=False)

@@ -248,6 +248,7 @@ class EventPrior:
             self.public = read_event_public(public)
         self.event_share = float(event_share)
         self.strip_m = float(strip_m)
+        self._laid: tuple[Any, TilePrior] | None = None  # the last space and its prior
 
     def __repr__(self) -> str:
         """Where the data comes from and the recipe's numbers."""
@@ -264,6 +265,12 @@ class EventPrior:
         EstimateInputError
             No street and no event area inside the tiles at some time.
         """
+        if self._laid is not None and self._laid[0] == space:  # Bayes and EM share one
+            return self._laid[1]
+        self._laid = (space, self._tile_prior(space))
+        return self._laid[1]
+
+    def _tile_prior(self, space: Any) -> TilePrior:
         polys = space.boxes() if hasattr(space, "boxes") else np.asarray(space.geometry)
         tree = shapely.STRtree(polys)
         pub = self.public
