@@ -144,9 +144,11 @@ def _streets_stage(ctx: RunContext) -> str:
     ctx.streets, ctx.course = found.streets, found.course
     ctx.facts["streets"] = ctx.streets.summary()
     ctx.facts["course"] = ctx.course.summary()
-    from sim.report import write_course_geopackage
+    from sim.report.geopackage import write_course_geopackage, write_event_public
 
     ctx.outputs.append(write_course_geopackage(ctx.streets, ctx.course, ctx.out_dir).name)
+    # what the operator knows of the event: its event-aware prior reads only this file
+    ctx.outputs.append(write_event_public(ctx.scenario, ctx.streets, ctx.course, ctx.out_dir).name)
     return f"{ctx.streets.n_nodes} nodes, course {ctx.course.length_m / 1000:.2f} km"
 
 
@@ -279,7 +281,7 @@ def _simulate_stage(ctx: RunContext) -> str:
             bin_s=scenario.zones.bin_s,
             timezone=scenario.event.timezone,
             noise_seed=ctx.seeds["estimators"],
-            estimator_params=_estimator_params(scenario.estimators),
+            estimator_params=_estimator_params(scenario.estimators, ctx.out_dir),
             on_minute=ctx.on_minute,
             on_progress=display,
         ).run()
@@ -334,7 +336,7 @@ def _estimators_stage(ctx: RunContext) -> str:
         "counters": counters,
         "random_state": np.random.default_rng(ctx.seeds["estimators"]),
         "timezone": ctx.scenario.event.timezone,
-        **_estimator_params(cfg),
+        **_estimator_params(cfg, ctx.out_dir),
     }
     if ctx.live_counts is not None:  # counted in real time by the stream
         release = release_from_counts(
@@ -362,9 +364,16 @@ def _estimators_stage(ctx: RunContext) -> str:
     return f"{len(table)} estimates ({methods}, {cfg.mode}, from {source})"
 
 
-def _estimator_params(cfg: Any) -> dict[str, Any]:
-    """Parameters of every estimator beyond the shared ones of ``make_estimators``."""
-    return {"share_error": cfg.share_error, "phones_error": cfg.phones_error}
+def _estimator_params(cfg: Any, out_dir: Path) -> dict[str, Any]:
+    """Parameters of every estimator beyond the shared ones of ``make_estimators``.
+
+    ``public``: the event's public data the streets stage wrote, for an event-aware prior.
+    """
+    return {
+        "share_error": cfg.share_error,
+        "phones_error": cfg.phones_error,
+        "public": out_dir / runfolder.EVENT_PUBLIC,
+    }
 
 
 def _validation_stage(ctx: RunContext) -> str:

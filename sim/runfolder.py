@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from sim.errors import RunFolderError
 from sim.estimate.output import INTERNAL_ESTIMATES_FILE, PUBLISHED_ESTIMATES_FILE
+from sim.estimate.priors import EVENT_PUBLIC_FILE
 from sim.io import write_json
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ __all__ = [
     "COURSE_STREETS",
     "ESTIMATES",
     "ESTIMATES_INTERNAL",
+    "EVENT_PUBLIC",
     "LOCK",
     "MANIFEST",
     "METRICS",
@@ -101,6 +103,9 @@ PREVIOUS = ".previous"
 #: Streets stage: the course, its waypoints and the streets (layer :data:`COURSE_STREETS`).
 COURSE = "course.gpkg"
 COURSE_STREETS = "streets"
+#: Streets stage: the event's public data (course, closures, fan areas, streets) that the
+#: operator's event-aware prior reads (named where the estimators read it).
+EVENT_PUBLIC = EVENT_PUBLIC_FILE
 #: Crowd stage: the zone systems and the ground truth.
 ZONES = "zones.gpkg"
 TRUTH_ZONES = "truth_zones.parquet"

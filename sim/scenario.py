@@ -743,6 +743,27 @@ class EstimatorsConfig(_Section):
         le=10,
         description="relative error of its belief in phones per person (assumption)",
     )
+    prior: Literal["flat", "event"] = Field(
+        "flat",
+        description="prior over tiles of bayes and em: flat, or event (the event-aware "
+        "prior from the run's public event data: streets, course strip and fan areas while "
+        "the course is closed, closures; sim.estimate.priors)",
+    )
+    prior_weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="with prior = 'event': bayes uses (1 - w) flat + w event; em's MAP "
+        "update counts the prior as w times each minute's devices and starts from it",
+    )
+    prior_event_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="with prior = 'event': share of the people expected on the course strip "
+        "and fan areas while the course is closed (assumption from public figures: ~200,000 "
+        "spectators against a like number of residents and visitors)",
+    )
 
 
 class AreaConfig(_Section):

@@ -44,6 +44,7 @@ from sim.estimate.output import (
     write_release,
 )
 from sim.estimate.presence import PreparedRecords, prepare_records
+from sim.estimate.priors import EVENT_PUBLIC_FILE, EventPrior, read_event_public
 from sim.estimate.privacy import (
     DEFAULT_PUBLISHED_SYSTEM,
     check_partition,
@@ -59,12 +60,14 @@ __all__ = [
     "COUNT_METHODS",
     "ESTIMATE_COLUMNS",
     "ESTIMATORS",
+    "EVENT_PUBLIC_FILE",
     "INTERNAL_ESTIMATES_FILE",
     "PUBLISHED_ESTIMATES_FILE",
     "BayesEstimator",
     "EMEstimator",
     "EstimateInputError",
     "Estimator",
+    "EventPrior",
     "HMMEstimator",
     "NotFittedError",
     "PresenceEstimator",
@@ -73,6 +76,7 @@ __all__ = [
     "counts_suffice",
     "make_estimators",
     "period_bins",
+    "read_event_public",
     "release_estimates",
     "release_from_counts",
     "run_estimators",
@@ -94,6 +98,8 @@ ESTIMATORS: dict[str, type[Estimator]] = {
 COUNT_METHODS: frozenset[type[Estimator]] = frozenset(
     {PresenceEstimator, VoronoiEstimator, BayesEstimator, EMEstimator}
 )
+#: Methods that take a prior over tiles (``estimators.prior``).
+PRIOR_METHODS = ("bayes", "em")
 
 
 def make_estimators(
@@ -101,6 +107,7 @@ def make_estimators(
     *,
     random_state: int | np.random.Generator | None = None,
     mode: str = "realtime",
+    public: Any = None,
     **overrides: Any,
 ) -> list[Estimator]:
     """The estimators a scenario's ``[estimators]`` section lists, configured from it.
@@ -109,13 +116,23 @@ def make_estimators(
     ----------
     config
         A ``sim.scenario.EstimatorsConfig`` (or anything with ``methods``, ``window_min``,
-        ``latency_min``, ``privacy_threshold``, ``laplace_epsilon``).
+        ``latency_min``, ``privacy_threshold``, ``laplace_epsilon``; ``prior``,
+        ``prior_weight`` and ``prior_event_share`` when present).
     random_state
         Seed or generator for the Laplace noise; one generator is shared in method order.
     mode
         ``"realtime"`` or ``"batch"``.
+    public
+        The event's public data for ``prior = "event"``: the path of the run's
+        ``event_public.gpkg``, an :class:`~sim.estimate.priors.EventPublic` or a ready
+        :class:`EventPrior`; not read with the flat prior.
     **overrides
         Further shared parameters (e.g. ``market_share``, ``roaming_device_share``).
+
+    Raises
+    ------
+    EstimateInputError
+        An unknown method or prior, or ``prior = "event"`` without its public data.
     """
     rng = np.random.default_rng(random_state)
     unknown = [m for m in config.methods if m not in ESTIMATORS]
@@ -124,6 +141,7 @@ def make_estimators(
             f"estimators.methods: unknown method(s) {', '.join(unknown)}; "
             f"allowed: {', '.join(ESTIMATORS)}"
         )
+    own = _prior_params(config, public)
     shared = {
         "window_min": config.window_min,
         "latency_min": config.latency_min,
@@ -133,7 +151,35 @@ def make_estimators(
         "random_state": rng,
         **overrides,
     }
-    return [ESTIMATORS[m](**shared) for m in dict.fromkeys(config.methods)]
+    return [
+        ESTIMATORS[m](**shared, **(own if m in PRIOR_METHODS else {}))
+        for m in dict.fromkeys(config.methods)
+    ]
+
+
+def _prior_params(config: Any, public: Any) -> dict[str, Any]:
+    """The prior parameters of Bayes and EM from ``estimators.prior`` (none when flat)."""
+    kind = getattr(config, "prior", "flat")
+    if kind == "flat":
+        return {}
+    if kind != "event":
+        raise EstimateInputError(f"estimators.prior = {kind!r}; allowed: 'flat', 'event'")
+    weight = getattr(config, "prior_weight", 0.5)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
+        raise EstimateInputError(
+            f"estimators.prior_weight = {weight!r}; must be a number in [0, 1]"
+        )
+    if public is None:
+        raise EstimateInputError(
+            f"estimators.prior = 'event' needs the event's public data ({EVENT_PUBLIC_FILE}, "
+            "written by a run's street stage); pass public=, or use prior = 'flat'"
+        )
+    prior = (
+        public
+        if isinstance(public, EventPrior)
+        else EventPrior(public, event_share=getattr(config, "prior_event_share", 0.5))
+    )
+    return {"prior": prior, "prior_weight": float(weight)}
 
 
 def period_bins(plan: NetworkPlan, *, bin_s: float = 60.0) -> pd.DatetimeIndex:
@@ -161,6 +207,7 @@ def run_estimators(
     counters: pd.DataFrame | None = None,
     random_state: int | np.random.Generator | None = None,
     mode: str = "realtime",
+    public: Any = None,
     **overrides: Any,
 ) -> pd.DataFrame:
     """Run every estimator `config` lists; return the ``estimates.parquet`` table.
@@ -183,6 +230,8 @@ def run_estimators(
         Seed or generator for the noise (the run's ``estimators`` SeedSequence).
     mode
         ``"realtime"`` (default) or ``"batch"``; written in the ``mode`` column.
+    public
+        The event's public data, for ``config.prior = "event"`` (:func:`make_estimators`).
 
     Returns
     -------
@@ -191,7 +240,9 @@ def run_estimators(
     """
     prepared: PreparedRecords = prepare_records(records, plan, error=EstimateInputError)
     frames = []
-    for est in make_estimators(config, random_state=random_state, mode=mode, **overrides):
+    for est in make_estimators(
+        config, random_state=random_state, mode=mode, public=public, **overrides
+    ):
         est.fit(prepared, plan, counters=counters)
         frames.append(est.estimate(zone_systems, bins))
     return concat_estimates(frames, consume=True)
@@ -236,6 +287,7 @@ def release_estimates(
     mode: str = "realtime",
     timezone: str = "UTC",
     published_system: str | None = None,
+    public: Any = None,
     **overrides: Any,
 ) -> Release:
     """Run every estimator `config` lists; return the internal and the published tables.
@@ -252,7 +304,7 @@ def release_estimates(
 
     Parameters
     ----------
-    records, plan, zone_systems, bins, config, counters, mode, **overrides
+    records, plan, zone_systems, bins, config, counters, mode, public, **overrides
         As in :func:`run_estimators`.
     random_state
         Seed or generator for the noise.
@@ -427,8 +479,7 @@ def _release(
         if spatial:  # presence reports per cell, outside the published system
             noisy = laplace_counts(counts, epsilon=epsilon, rng=rng)
             noisy_tables += [
-                est.estimate_from_counts(noisy, one, bins, noise_epsilon=epsilon)
-                for est in spatial
+                est.estimate_from_counts(noisy, one, bins, noise_epsilon=epsilon) for est in spatial
             ]
             statistics.append("cell counts")
         for est in estimators:  # a device-level method: its own draw on its tile sums

@@ -3,8 +3,10 @@
 ``P(tile | cell) ∝ P(cell | tile) · prior(tile)`` (Tennekes & Gootzen 2022, the "mobloc"
 approach; Ricciato et al. 2020 §4): ``P(cell | tile)`` is the operator's coverage model
 (:func:`sim.estimate.tiles.coverage_matrix`, textbook propagation with nominal
-parameters, no shadowing) and the prior is uniform or a land-use weight per tile (e.g.
-street length, which is public knowledge, not ground truth). Each cell's devices are
+parameters, no shadowing) and the prior is uniform, a land-use weight per tile (e.g.
+street length, which is public knowledge, not ground truth) or the event-aware prior of
+:mod:`sim.estimate.priors` (public event data; it may change with the closures, so the
+posterior is computed once per state and each bin uses its state's). Each cell's devices are
 shared among tiles by that posterior, independently per cell (the "simple" in the name:
 the cells' counts are not fitted jointly, unlike EM).
 """
@@ -19,11 +21,12 @@ from scipy.sparse import csr_matrix
 
 from sim.estimate.base import EstimateInputError
 from sim.estimate.outside import TileGrid, emission_matrix
+from sim.estimate.priors import EventPrior, TilePrior
 from sim.estimate.spatial import SpatialEstimator
 from sim.estimate.tiles import TileRaster, ZoneSet, coverage_matrix
 from sim.network.plan import NetworkPlan
 
-__all__ = ["BayesEstimator", "tile_prior"]
+__all__ = ["BayesEstimator", "prior_over_time", "tile_prior"]
 
 
 def tile_prior(prior: Any, raster: TileRaster | TileGrid) -> np.ndarray:
@@ -66,14 +69,41 @@ def tile_prior(prior: Any, raster: TileRaster | TileGrid) -> np.ndarray:
     return out
 
 
+def prior_over_time(prior: Any, space: TileRaster | TileGrid, *, weight: float) -> TilePrior:
+    """The prior on the tiles of `space`, mixed with the flat one: ``(1 - w) flat + w prior``.
+
+    `prior` is anything :func:`tile_prior` takes (a static prior) or an
+    :class:`~sim.estimate.priors.EventPrior` (one prior per state of the closures).
+    """
+    if isinstance(prior, EventPrior):
+        return prior.tile_prior(space).mixed(weight)
+    return TilePrior.static(tile_prior(prior, space)).mixed(weight)
+
+
+def check_prior_weight(est: Any) -> float:
+    """`est.prior_weight` as a float in [0, 1], or a clear error naming the estimator."""
+    w = est.prior_weight
+    if isinstance(w, bool) or not isinstance(w, int | float) or not 0.0 <= w <= 1.0:
+        raise EstimateInputError(
+            f"{type(est).__name__}: prior_weight = {w!r}; must be a number in [0, 1] "
+            "(0 = the flat prior, 1 = the prior alone)"
+        )
+    return float(w)
+
+
 class BayesEstimator(SpatialEstimator):
     """Simple Bayes placement of each cell's devices on tiles.
 
     Parameters
     ----------
     prior
-        ``"uniform"``, one weight per tile, or a land-use table (see :func:`tile_prior`).
-        A cell whose coverage holds no prior weight falls back to the uniform prior.
+        ``"uniform"``, one weight per tile, a land-use table (see :func:`tile_prior`), or
+        an :class:`~sim.estimate.priors.EventPrior`. A cell whose coverage holds no prior
+        weight falls back to the uniform prior.
+    prior_weight
+        ``w`` in [0, 1]: the prior used is ``(1 - w) flat + w prior``, both normalised to
+        sum 1 over the tiles (mobloc's composite prior, ``create_prior(..., weights)``).
+        1 (default) uses `prior` alone; 0 is the flat prior whatever `prior` is.
     emission
         A user-supplied ``P(cell | tile)`` (:func:`~sim.estimate.outside.emission_matrix`:
         a sparse cells x tiles matrix or a table of cell, tile, probability), e.g. from a
@@ -87,8 +117,12 @@ class BayesEstimator(SpatialEstimator):
     ----------
     coverage_
         ``P(cell | tile)``, cells x tiles.
+    prior_
+        The prior over tiles (:class:`~sim.estimate.priors.TilePrior`, mixed).
+    posteriors_
+        ``P(tile | cell)`` per state of the prior, cells x tiles, rows summing to 1.
     posterior_
-        ``P(tile | cell)``, cells x tiles, rows summing to 1.
+        The first of them (the only one of a static prior).
     """
 
     method = "bayes"
@@ -97,6 +131,7 @@ class BayesEstimator(SpatialEstimator):
         self,
         *,
         prior: Any = "uniform",
+        prior_weight: float = 1.0,
         emission: Any = None,
         spread_db: float = 4.0,
         max_cells: int = 24,
@@ -105,6 +140,7 @@ class BayesEstimator(SpatialEstimator):
     ) -> None:
         super().__init__(**kwargs)
         self.prior = prior
+        self.prior_weight = prior_weight
         self.emission = emission
         self.spread_db = spread_db
         self.max_cells = max_cells
@@ -116,17 +152,26 @@ class BayesEstimator(SpatialEstimator):
     def _fit_footprints(self, plan: NetworkPlan | None) -> None:
         if not self.spread_db >= 0 or not self.max_cells >= 1:
             raise EstimateInputError("BayesEstimator: need spread_db >= 0 and max_cells >= 1")
+        weight = check_prior_weight(self)
         self.coverage_ = coverage_for(self, plan)
-        self.prior_ = tile_prior(self.prior, self.space_)
-        self.posterior_ = posterior(self.coverage_, self.prior_)
+        self.prior_ = prior_over_time(self.prior, self.space_, weight=weight)
+        self.posteriors_ = [posterior(self.coverage_, p) for p in self.prior_.weights]
+        self.posterior_ = self.posteriors_[0]
 
     location_model: ClassVar[str] = (
         "posterior P(tile | cell) with the prior; calibrated where devices follow the prior"
     )
 
     def tile_devices(self, counts: np.ndarray) -> np.ndarray:
-        """Devices per tile: ``sum_i c_i P(tile | cell i)``."""
-        return np.asarray(self.posterior_.T @ counts)
+        """Devices per tile: ``sum_i c_i P(tile | cell i)``, with each bin's posterior."""
+        if len(self.posteriors_) == 1:
+            return np.asarray(self.posterior_.T @ counts)
+        states = self.prior_.states(self.bins_in_hand())
+        out = np.empty((self.coverage_.shape[1], counts.shape[1]))
+        for k in np.unique(states):
+            cols = np.flatnonzero(states == k)
+            out[:, cols] = self.posteriors_[k].T @ counts[:, cols]
+        return out
 
     def zone_given_cell(self, zs: ZoneSet) -> csr_matrix:
         """``P(zone | cell) = sum_t w_zt P(t | cell)``, zones x cells (cached per system)."""

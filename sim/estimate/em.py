@@ -31,6 +31,22 @@ which helps when the operator's coverage model is wrong (the simulated world has
 shadowing, the model not). In practice the cap `max_iter` (300) is what stops EM on
 the runs here (see :class:`EMEstimator` for the measured effect on the smoke run).
 
+A prior (maximum a posteriori EM). With an independent gamma prior on each tile's
+density, shape ``1 + w N q_j`` and rate ``w`` (q a prior over tiles summing to 1, N the
+bin's device total, w the ``prior_weight``), the EM for the posterior mode has the
+closed-form M-step of Lange & Carson (1984, "EM reconstruction algorithms for emission
+and transmission tomography", J. Comput. Assist. Tomogr. 8(2); the gamma-prior case of
+Lange, Bahn & Little 1987, IEEE Trans. Med. Imaging 6(2))
+
+    u_j <- (u_j * sum_i c_i a_ij / sum_k a_ik u_k  +  w N q_j) / (sum_i a_ij + w)
+
+i.e. with every ``sum_i a_ij = 1`` each update is ``(1 - w') ML-EM step + w' N q_j``
+with ``w' = w / (1 + w)``: the prior counts as w times the bin's devices, its mode is
+the prior's expected count ``N q_j``, the total stays N, and like every EM the iteration
+never decreases the log-posterior. ``w = 0`` is the ML-EM above (a flat prior). The
+prior is renormalised over the tiles some cell covers (a tile no cell sees stays 0, as
+in ML-EM).
+
 All bins are iterated together as columns of one matrix; a bin leaves the iteration
 when it meets the rule. How the iteration is made cheap without changing its result is
 in the notes of :func:`em_deconvolve`.
@@ -48,7 +64,7 @@ import pandas as pd
 from scipy.sparse import csc_matrix, csr_matrix, vstack
 
 from sim.estimate.base import EstimateInputError
-from sim.estimate.bayes import coverage_for, outside_cells, tile_prior
+from sim.estimate.bayes import check_prior_weight, coverage_for, outside_cells, prior_over_time
 from sim.estimate.intervals import (
     bootstrap_density_variance,
     density_location_moments,
@@ -88,6 +104,9 @@ def em_deconvolve(
     max_iter: int = 300,
     trace: bool = False,
     init: np.ndarray | None = None,
+    prior: np.ndarray | None = None,
+    prior_state: np.ndarray | None = None,
+    prior_weight: float = 0.0,
 ) -> EMResult:
     """ML-EM estimate of tile densities from cell counts, all bins at once.
 
@@ -110,6 +129,10 @@ def em_deconvolve(
         solution; each bin's start is rescaled to its count total and mixed with 10% of
         the uniform start so that no covered tile starts at zero (EM cannot revive one).
         Default: the uniform start.
+    prior, prior_state, prior_weight
+        The MAP prior (module docstring): `prior` is a prior over tiles, (tiles,) for
+        every bin or (states, tiles) with `prior_state` giving each bin's row;
+        `prior_weight` w >= 0 its strength (0: none, the ML estimate).
 
     Returns
     -------
@@ -154,6 +177,7 @@ def em_deconvolve(
         mass = sens @ start
         scaled = start * np.divide(total, mass, out=np.zeros_like(total), where=mass > 0)
         u = np.where(mass > 0, 0.9 * scaled + 0.1 * u, u)
+    q = _map_prior(prior, prior_state, prior_weight, covered=covered, n_bins=n_bins)
     n_iter = np.zeros(n_bins, dtype=np.int64)
     active = np.flatnonzero(total > 0)  # bins that iterate
     loglik: list[np.ndarray] = []
@@ -171,18 +195,36 @@ def em_deconvolve(
     back = csr_matrix(fwd.T.multiply(1.0 / sens[tiles][:, None]))  # a_ij / sum_i a_ij
     ca = ca[cells]
     start = u[np.ix_(tiles, active)]
-    # largest start density of the tiles that drop to zero (part of the first change)
-    lost = u[np.ix_(dead, active)].max(axis=0, initial=0.0)
-    u[np.ix_(dead, active)] = 0.0  # where every tile not in `tiles` is after one iteration
+    # where every tile not in `tiles` is after one iteration and stays: 0, or with a prior
+    # the prior's share alone, (w N q_j) / (sum_i a_ij + w), as its ML step is 0
+    settled = np.zeros((int(dead.sum()), active.size))
+    if q is not None:
+        qs, state = q
+        settled = (prior_weight * qs[:, dead].T[:, state[active]] * total[active]
+                   / (sens[dead] + prior_weight)[:, None])  # fmt: skip
+    # largest change of those tiles in the first iteration (part of the first change)
+    lost = np.abs(u[np.ix_(dead, active)] - settled).max(axis=0, initial=0.0)
+    u[np.ix_(dead, active)] = settled
 
     def record(columns: np.ndarray, work: np.ndarray) -> None:
         u[np.ix_(tiles, active[columns])] = work
         loglik.append(poisson_loglik(c, a, u))
         totals.append(sens @ u)
 
+    pull = None
+    if q is not None:  # the MAP step on the reduced problem
+        qs, state = q
+        pull = _Pull(
+            q=np.ascontiguousarray(qs[:, tiles].T * prior_weight),
+            state=state[active],
+            total=total[active],
+            sens=sens[tiles],
+            weight=prior_weight,
+        )
     work, n_iter[active] = _iterate(
-        fwd, back, ca, start, lost, tol=tol, max_iter=max_iter, record=record if trace else None
-    )
+        fwd, back, ca, start, lost, tol=tol, max_iter=max_iter,
+        record=record if trace else None, pull=pull,
+    )  # fmt: skip
     u[np.ix_(tiles, active)] = work
     return EMResult(u=u, n_iter=n_iter, loglik=loglik, totals=totals)
 
@@ -191,6 +233,63 @@ def em_deconvolve(
 #: many bins one is bootstrapped (see :class:`EMEstimator`).
 N_BOOTSTRAP = 8
 BOOTSTRAP_EVERY = 15
+
+
+@dataclass(frozen=True)
+class _Pull:
+    """The MAP prior's part of the update on the reduced tiles (:func:`em_deconvolve`).
+
+    ``q`` is tiles x states, already times the weight w; ``state`` and ``total`` are per
+    iterating bin; ``sens`` is ``sum_i a_ij`` per tile.
+    """
+
+    q: np.ndarray
+    state: np.ndarray
+    total: np.ndarray
+    sens: np.ndarray
+    weight: float
+
+    def keep(self, mask: np.ndarray) -> _Pull:
+        """The same for the bins still iterating."""
+        return _Pull(self.q, self.state[mask], self.total[mask], self.sens, self.weight)
+
+    def apply(self, tiles: slice, ml: np.ndarray) -> np.ndarray:
+        """``(s_j ML_j + w N q_j) / (s_j + w)`` for a block of tiles, in place of `ml`."""
+        s = self.sens[tiles][:, None]
+        ml *= s
+        ml += self.q[tiles][:, self.state] * self.total
+        ml /= s + self.weight
+        return ml
+
+
+def _map_prior(
+    prior: np.ndarray | None,
+    state: np.ndarray | None,
+    weight: float,
+    *,
+    covered: np.ndarray,
+    n_bins: int,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The MAP prior as (states x tiles, renormalised on covered tiles; state per bin)."""
+    if not weight >= 0:
+        raise EstimateInputError(f"prior_weight = {weight}; must be >= 0")
+    if prior is None or weight == 0:
+        return None
+    qs = np.atleast_2d(np.asarray(prior, dtype=np.float64))
+    if qs.shape[1] != len(covered) or not np.isfinite(qs).all() or (qs < 0).any():
+        raise EstimateInputError(
+            f"prior: need finite weights >= 0, one per tile ({len(covered)}), per state; "
+            f"got shape {qs.shape}"
+        )
+    qs = qs * covered
+    mass = qs.sum(axis=1)
+    if not (mass > 0).all():
+        raise EstimateInputError("prior: no weight on the tiles the cells cover")
+    state = np.zeros(n_bins, np.int64) if state is None else np.asarray(state, np.int64)
+    if len(state) != n_bins or (state < 0).any() or (state >= len(qs)).any():
+        raise EstimateInputError(f"prior_state: need one state in [0, {len(qs)}) per bin")
+    return qs / mass[:, None], state
+
 
 #: Bytes of one block of tiles x bins in the back projection: small enough to stay in a
 #: core's L2 cache while it is multiplied, compared and written back.
@@ -207,6 +306,7 @@ def _iterate(
     tol: float,
     max_iter: int,
     record: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    pull: _Pull | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Iterate bins (columns) from `start` until each meets the stopping rule.
 
@@ -214,7 +314,8 @@ def _iterate(
     reduced problem. `start` (tiles x bins, C order) is overwritten with the result.
     `lost` is each bin's largest start density on tiles outside the problem, which the
     first iteration sets to zero. `record(columns, densities)` is called after every iteration
-    with the bins still iterating. Returns the densities and the iterations used.
+    with the bins still iterating. `pull` turns each update into the MAP update of a
+    prior. Returns the densities and the iterations used.
 
     The back projection, the update and the change run block by block of tiles, in
     place: no tiles x bins array is allocated per iteration (fresh memory costs page
@@ -237,6 +338,8 @@ def _iterate(
             old = work[tiles]
             new = part @ ratio
             new *= old
+            if pull is not None:
+                pull.apply(tiles, new)
             np.subtract(old, new, out=old)
             np.abs(old, out=old)
             change = np.maximum(change, old.max(axis=0, initial=0.0))
@@ -251,6 +354,7 @@ def _iterate(
             out[:, active[done]] = work[:, done]
             work, ca, active = work[:, keep], ca[:, keep], active[keep]
             lost = lost[keep]
+            pull = None if pull is None else pull.keep(keep)
     out[:, active] = work
     return out, n_iter
 
@@ -275,10 +379,16 @@ class EMEstimator(SpatialEstimator):
         from 29% to 36% (the finish area worst). Hence not the default.
     prior
         None (start from the uniform density, as the paper) or a prior over tiles (as
-        for :class:`~sim.estimate.bayes.BayesEstimator`): EM then starts from it (90%
+        for :class:`~sim.estimate.bayes.BayesEstimator`, an
+        :class:`~sim.estimate.priors.EventPrior` included): EM then starts from it (90%
         prior, 10% uniform, so no covered tile starts at zero). The ML fixed point does
         not depend on the start, but the early-stopped solution does, and a tile the
         data cannot resolve keeps the prior's shape.
+    prior_weight
+        ``w`` in [0, 1]: with a prior, each update is the MAP-EM update of a gamma prior
+        whose mode is the prior's expected count and which counts as w times the bin's
+        devices (module docstring; Lange & Carson 1984). 0 (default): the prior only
+        sets the start.
     emission
         A user-supplied ``P(cell | tile)`` (needs ``tiles``); see
         :class:`~sim.estimate.bayes.BayesEstimator`.
@@ -319,6 +429,7 @@ class EMEstimator(SpatialEstimator):
         warm_start: bool = False,
         block: int = 5,
         prior: Any = None,
+        prior_weight: float = 0.0,
         emission: Any = None,
         spread_db: float = 4.0,
         max_cells: int = 24,
@@ -335,6 +446,7 @@ class EMEstimator(SpatialEstimator):
         self.warm_start = warm_start
         self.block = block
         self.prior = prior
+        self.prior_weight = prior_weight
         self.emission = emission
         self.spread_db = spread_db
         self.max_cells = max_cells
@@ -356,8 +468,12 @@ class EMEstimator(SpatialEstimator):
                 raise EstimateInputError(
                     f"EMEstimator: {name} = {value!r}; give an integer >= {least}"
                 )
+        weight = check_prior_weight(self)
         self.coverage_ = coverage_for(self, plan)
-        self.prior_ = None if self.prior is None else tile_prior(self.prior, self.space_)
+        self.prior_ = (
+            None if self.prior is None else prior_over_time(self.prior, self.space_, weight=1.0)
+        )
+        self._map_weight = weight
         self.__dict__.pop("_cache_key", None)
 
     location_model: ClassVar[str] = (
@@ -404,6 +520,8 @@ class EMEstimator(SpatialEstimator):
         every = int(self.bootstrap_every)
         picked = np.arange(0, n_bins, every)
         stacked = vstack([self.zone_matrix(zs) for zs in sets]).tocsr()
+        timed = self.prior_ is not None and self.prior_.n_states > 1
+        self._boot_states = self.prior_.states(self.bins_in_hand())[picked] if timed else None
         extra = bootstrap_density_variance(
             counts[:, picked],
             self.coverage_,
@@ -426,30 +544,53 @@ class EMEstimator(SpatialEstimator):
         return zone_pairs(self.coverage_, self.zone_matrix(zs))
 
     def _refit(self, counts: np.ndarray) -> np.ndarray:
-        """EM's densities for replicate counts: same start and stopping rule, no cache."""
-        return em_deconvolve(
-            counts, self.coverage_, tol=self.tol, max_iter=self.max_iter, init=self.prior_
-        ).u
+        """EM's densities for replicate counts: same start, prior and stopping rule, no cache.
+
+        The replicates are the bootstrapped bins (``_boot_states``: their prior states).
+        """
+        return self._deconvolve(counts, getattr(self, "_boot_states", None))[0]
 
     def tile_devices(self, counts: np.ndarray) -> np.ndarray:
-        """Devices per tile: the EM densities (computed once per set of counts)."""
-        key = (counts.shape, hash(counts.tobytes()))
+        """Devices per tile: the EM densities (computed once per set of counts and bins)."""
+        timed = self.prior_ is not None and self.prior_.n_states > 1
+        states = self.prior_.states(self.bins_in_hand()) if timed else None
+        key = (counts.shape, hash(counts.tobytes()), None if states is None else states.tobytes())
         if getattr(self, "_cache_key", None) != key:
-            if not self.warm_start:
-                result = em_deconvolve(counts, self.coverage_, tol=self.tol,
-                                       max_iter=self.max_iter, init=self.prior_)  # fmt: skip
-                u, n_iter = result.u, result.n_iter
-            else:  # blocks of consecutive bins, each started from the previous block's end
-                u = np.zeros((self.coverage_.shape[1], counts.shape[1]))
-                n_iter = np.zeros(counts.shape[1], dtype=np.int64)
-                prev = self.prior_
-                for lo in range(0, counts.shape[1], max(1, self.block)):
-                    hi = min(lo + max(1, self.block), counts.shape[1])
-                    result = em_deconvolve(counts[:, lo:hi], self.coverage_, tol=self.tol,
-                                           max_iter=self.max_iter, init=prev)  # fmt: skip
-                    u[:, lo:hi], n_iter[lo:hi] = result.u, result.n_iter
-                    if counts[:, hi - 1].sum() > 0:
-                        prev = result.u[:, -1]
+            u, n_iter = self._deconvolve(counts, states)
             self._cache_key, self._cache_u = key, u
             self.n_iter_ = n_iter
         return self._cache_u
+
+    def _deconvolve(
+        self, counts: np.ndarray, states: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The EM densities and iterations of `counts` (bins of the given prior states)."""
+        p = self.prior_
+        if states is None:
+            states = np.zeros(counts.shape[1], dtype=np.int64)
+        prior = {} if p is None else {"prior": p.weights, "prior_weight": self._map_weight}
+
+        def start(cols: np.ndarray | slice) -> np.ndarray | None:
+            if p is None:
+                return None
+            return p.weights[0] if p.n_states == 1 else p.weights[states[cols]].T
+
+        if not self.warm_start:
+            result = em_deconvolve(counts, self.coverage_, tol=self.tol, max_iter=self.max_iter,
+                                   init=start(slice(None)), prior_state=states,
+                                   **prior)  # fmt: skip
+            return result.u, result.n_iter
+        # blocks of consecutive bins, each started from the previous block's end
+        u = np.zeros((self.coverage_.shape[1], counts.shape[1]))
+        n_iter = np.zeros(counts.shape[1], dtype=np.int64)
+        prev = None  # the last solution so far
+        for lo in range(0, counts.shape[1], max(1, self.block)):
+            hi = min(lo + max(1, self.block), counts.shape[1])
+            init = prev if prev is not None else start(slice(lo, hi))
+            result = em_deconvolve(counts[:, lo:hi], self.coverage_, tol=self.tol,
+                                   max_iter=self.max_iter, init=init,
+                                   prior_state=states[lo:hi], **prior)  # fmt: skip
+            u[:, lo:hi], n_iter[lo:hi] = result.u, result.n_iter
+            if counts[:, hi - 1].sum() > 0:
+                prev = result.u[:, -1]
+        return u, n_iter

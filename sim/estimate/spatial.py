@@ -109,6 +109,41 @@ class SpatialEstimator(Estimator):
         """Devices per tile (rows) and bin (columns); the method's core."""
         raise NotImplementedError
 
+    # A prior that changes with the closures needs to know which bins the counts are of;
+    # the shared pipeline passes counts only, so the two entry points note the bins here.
+    def estimate_from_counts(
+        self,
+        counts: np.ndarray,
+        zones: Any,
+        bins: pd.DatetimeIndex,
+        *,
+        noise_epsilon: float | None = None,
+    ) -> pd.DataFrame:
+        """People per zone and bin from devices per cell and bin (see the base class)."""
+        self._bins_in_hand = bins
+        try:
+            return super().estimate_from_counts(counts, zones, bins, noise_epsilon=noise_epsilon)
+        finally:
+            self._bins_in_hand = None
+
+    def estimate_minute(self, zones: Any, bin_start: pd.Timestamp) -> pd.DataFrame:
+        """The real-time update of one bin (see the base class)."""
+        self._bins_in_hand = pd.DatetimeIndex([pd.Timestamp(bin_start)])
+        try:
+            return super().estimate_minute(zones, bin_start)
+        finally:
+            self._bins_in_hand = None
+
+    def bins_in_hand(self) -> pd.DatetimeIndex:
+        """The bins of the counts being estimated (inside an estimate call only)."""
+        bins = getattr(self, "_bins_in_hand", None)
+        if bins is None:
+            raise EstimateInputError(
+                f"{type(self).__name__}: a prior that changes over time needs the bins; "
+                "call estimate, estimate_from_counts or estimate_minute"
+            )
+        return bins
+
     def _devices_per_zone(self, counts: np.ndarray, zs: ZoneSet) -> np.ndarray:
         return np.asarray(self.zone_matrix(zs) @ self.tile_devices(counts))
 
