@@ -69,6 +69,7 @@ __all__ = [
     "RUN_FILE_PATTERNS",
     "SCENARIO",
     "STATUSES",
+    "TRUTH_DEVICES",
     "TRUTH_EDGES",
     "TRUTH_ZONES",
     "ZONES",
@@ -108,6 +109,9 @@ RECORDS = "records.parquet"
 CELL_LOAD = "cell_load.parquet"
 NETWORK_PLAN = "network_plan.json"
 CELLS = "cells.gpkg"
+#: Network stage, ground truth: who carries each device of the records (never read by an
+#: estimator; scores multi-SIM deduplication).
+TRUTH_DEVICES = "truth_devices.parquet"
 #: Estimators stage: the published table and the operator's internal one (named where the
 #: estimators write them).
 ESTIMATES = PUBLISHED_ESTIMATES_FILE

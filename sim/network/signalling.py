@@ -502,15 +502,20 @@ class Signalling:
             "delay_s": np.where(has_batch, delay[np.where(has_batch, batch, 0)], 0.0)[order],
         }  # fmt: skip
 
-    def records(self, *, salt: np.random.Generator) -> pd.DataFrame:
+    def records(
+        self, *, salt: np.random.Generator | None = None, secret: bytes | None = None
+    ) -> pd.DataFrame:
         """The operator's records, with pseudonymous ids.
 
         Ids are keyed per local day of the event's time zone (:mod:`sim.network.pseudonyms`);
-        `salt` draws the run's secret.
+        `salt` draws the run's secret, or `secret` is the secret itself (one of the two).
         """
+        if (salt is None) == (secret is None):
+            raise ValueError("records: give either salt (a generator) or secret (bytes)")
         raw = self.raw_records()
-        times = self.start + pd.to_timedelta(raw["t_s"], unit="s")
-        ids = pseudonymise(raw["device"], times, secret=draw_secret(salt), timezone=self.timezone)
+        times = self.record_times()
+        secret = draw_secret(salt) if secret is None else secret
+        ids = pseudonymise(raw["device"], times, secret=secret, timezone=self.timezone)
         cell_id = self.plan.cells["cell_id"].to_numpy()[raw["cell"]]
         frame = pd.DataFrame({
             "time": times.tz_convert("UTC"),
@@ -520,6 +525,10 @@ class Signalling:
             "outcome": pd.Categorical.from_codes(raw["outcome"], categories=OUTCOMES),
         })  # fmt: skip
         return frame.astype(RECORD_COLUMNS)
+
+    def record_times(self) -> pd.DatetimeIndex:
+        """Time (UTC) of each of :meth:`raw_records`."""
+        return self.start + pd.to_timedelta(self.raw_records()["t_s"], unit="s")
 
     def cell_load(self) -> pd.DataFrame:
         """Counters per cell per minute.

@@ -20,7 +20,9 @@ import numpy as np
 import pandas as pd
 
 from sim.network.devices import Devices, assign_devices
+from sim.network.owners import device_truth, write_device_truth
 from sim.network.plan import NetworkPlan, add_event_cells, generate_cells, read_cells_csv
+from sim.network.pseudonyms import draw_secret
 from sim.network.radio import RadioEnvironment, build_radio
 from sim.network.signalling import Signalling, SignallingConfig
 from sim.scenario import EventConfig, NetworkConfig
@@ -183,22 +185,39 @@ def build_network(
 def write_network_outputs(
     run: NetworkRun, out_dir: Path, *, salt: np.random.Generator, dpi: int = 110
 ) -> list[Path]:
-    """Write records, cell load, the plan and the coverage figures; return the paths."""
+    """Write records, cell load, the plan and the coverage figures; return the paths.
+
+    Also the owners of the records' devices (``truth_devices.parquet``, ground truth for
+    scoring deduplication; :mod:`sim.network.owners`), with the records' pseudonyms.
+    """
     from sim.io import atomic_path
 
+    secret = draw_secret(salt)
     written = []
     for name, frame in (
-        ("records.parquet", run.signalling.records(salt=salt)),
+        ("records.parquet", run.signalling.records(secret=secret)),
         ("cell_load.parquet", run.signalling.cell_load()),
     ):
         dest = out_dir / name
         with atomic_path(dest) as tmp:
             frame.to_parquet(tmp, index=False)
         written.append(dest)
+    written.append(write_owners(run, out_dir, secret=secret))
     written.append(run.plan.to_json(out_dir / "network_plan.json"))
     written.append(_cells_geopackage(run.plan, out_dir / "cells.gpkg"))
     written.extend(plot_coverage(run, out_dir, dpi=dpi))
     return written
+
+
+def write_owners(run: NetworkRun, out_dir: Path, *, secret: bytes) -> Path:
+    """Write who carries each device of the records (:mod:`sim.network.owners`)."""
+    from sim.runfolder import TRUTH_DEVICES
+
+    eng = run.signalling
+    phones = np.bincount(run.devices.owner, minlength=int(eng.owner.max(initial=-1)) + 1)
+    truth = device_truth(eng.raw_records()["device"], eng.record_times(), eng.owner, phones,
+                         secret=secret, timezone=eng.timezone)  # fmt: skip
+    return write_device_truth(truth, out_dir / TRUTH_DEVICES)
 
 
 def _cells_geopackage(plan: NetworkPlan, dest: Path) -> Path:
