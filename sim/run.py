@@ -200,7 +200,7 @@ def _estimators_stage(ctx: RunContext) -> str:
     """
     import pandas as pd
 
-    from sim.estimate import period_bins, release_estimates, write_release
+    from sim.estimate import period_bins, release_estimates, write_duplicity, write_release
     from sim.network.plan import NetworkPlan
 
     assert ctx.crowd is not None, "the crowd stage gives the zone systems"
@@ -234,6 +234,9 @@ def _estimators_stage(ctx: RunContext) -> str:
         "suppressed_share": round(float(table["suppressed"].mean()), 4) if len(table) else 0.0,
         "privacy": release.privacy,
     }
+    if release.duplicity is not None:  # the operator's own table: device -> duplicity
+        ctx.outputs.append(write_duplicity(release.duplicity, ctx.out_dir).name)
+        ctx.facts["estimators"]["dedup"] = release.duplicity.facts
     return f"{len(table)} estimates ({', '.join(ctx.facts['estimators']['methods'])}, {cfg.mode})"
 
 

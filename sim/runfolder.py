@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sim.errors import RunFolderError
+from sim.estimate.dedup import DUPLICITY_FILE
 from sim.estimate.output import INTERNAL_ESTIMATES_FILE, PUBLISHED_ESTIMATES_FILE
 from sim.io import write_json
 
@@ -54,6 +55,7 @@ __all__ = [
     "CELLS",
     "CELL_LOAD",
     "COURSE",
+    "DUPLICITY",
     "ESTIMATES",
     "ESTIMATES_INTERNAL",
     "LOCK",
@@ -116,6 +118,8 @@ TRUTH_DEVICES = "truth_devices.parquet"
 #: estimators write them).
 ESTIMATES = PUBLISHED_ESTIMATES_FILE
 ESTIMATES_INTERNAL = INTERNAL_ESTIMATES_FILE
+#: With deduplication on: each device's probability of being a person's second phone.
+DUPLICITY = DUPLICITY_FILE
 #: Validation stage.
 METRICS = "metrics.parquet"
 METRICS_ZONES = "metrics_zones.parquet"

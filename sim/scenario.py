@@ -743,6 +743,19 @@ class EstimatorsConfig(_Section):
         le=10,
         description="relative error of its belief in phones per person (assumption)",
     )
+    dedup: bool = Field(
+        False,
+        description="multi-SIM deduplication: each device counts 1 - p/2 persons, p its "
+        "probability (from devices that move together) of being one of a person's two "
+        "phones, instead of a fixed phones-per-person factor",
+    )
+    second_device: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="the operator's belief in the share of people with a second phone "
+        "(DESIGN §3: about 0.1); the deduplication's prior",
+    )
 
 
 class AreaConfig(_Section):

@@ -3,8 +3,10 @@
 Behind one scikit-learn-style interface (:class:`Estimator`): ``presence`` (people per
 cell), ``voronoi`` (tower-seeded Voronoi), ``bayes`` (Simple Bayes with the operator's
 coverage model) and ``em`` (Ricciato et al. 2020 ML-EM deconvolution), each scaled from
-devices to people by the operator's beliefs and marked for privacy. Only operator data
-enters: records, counters, the network plan (the operator wall, DESIGN §1).
+devices to people by the operator's beliefs and marked for privacy; with ``dedup`` on,
+each device counts as the persons it stands for after multi-SIM deduplication
+(:mod:`sim.estimate.dedup`). Only operator data enters: records, counters, the network
+plan (the operator wall, DESIGN §1).
 
 The run stage calls :func:`release_estimates` with the records, the estimating operator's
 plan, the zone systems (``sim.zones.Zones``), the bin starts (:func:`period_bins`) and
@@ -33,6 +35,13 @@ from sim.estimate.base import (
 )
 from sim.estimate.bayes import BayesEstimator
 from sim.estimate.cellcount import PresenceEstimator
+from sim.estimate.dedup import (
+    DUPLICITY_FILE,
+    Duplicity,
+    DuplicityError,
+    duplicity,
+    write_duplicity,
+)
 from sim.estimate.em import EMEstimator
 from sim.estimate.output import (
     INTERNAL_ESTIMATES_FILE,
@@ -53,11 +62,14 @@ from sim.estimate.voronoi import VoronoiEstimator
 from sim.network.plan import NetworkPlan
 
 __all__ = [
+    "DUPLICITY_FILE",
     "ESTIMATE_COLUMNS",
     "ESTIMATORS",
     "INTERNAL_ESTIMATES_FILE",
     "PUBLISHED_ESTIMATES_FILE",
     "BayesEstimator",
+    "Duplicity",
+    "DuplicityError",
     "EMEstimator",
     "EstimateInputError",
     "Estimator",
@@ -65,10 +77,12 @@ __all__ = [
     "PresenceEstimator",
     "Release",
     "VoronoiEstimator",
+    "duplicity",
     "make_estimators",
     "period_bins",
     "release_estimates",
     "run_estimators",
+    "write_duplicity",
     "write_estimates",
     "write_release",
 ]
@@ -117,9 +131,17 @@ def make_estimators(
         "laplace_epsilon": config.laplace_epsilon,
         "mode": mode,
         "random_state": rng,
+        **_dedup_params(config),
         **overrides,
     }
     return [ESTIMATORS[m](**shared) for m in dict.fromkeys(config.methods)]
+
+
+def _dedup_params(config: Any) -> dict[str, Any]:
+    """The deduplication settings of ``[estimators]`` (none when the config has no key)."""
+    if not getattr(config, "dedup", False):
+        return {}
+    return {"dedup": True, "second_device": getattr(config, "second_device", 0.1)}
 
 
 def period_bins(plan: NetworkPlan, *, bin_s: float = 60.0) -> pd.DatetimeIndex:
@@ -199,11 +221,15 @@ class Release:
     privacy
         The release's facts for the manifest: threshold, published system, and the
         privacy budget (:func:`sim.estimate.privacy.privacy_budget`).
+    duplicity
+        With deduplication on: each device's probability of being one of a person's two
+        phones, from the whole day's records (:mod:`sim.estimate.dedup`); else None.
     """
 
     internal: pd.DataFrame
     published: pd.DataFrame
     privacy: dict[str, Any] = field(default_factory=dict)
+    duplicity: Duplicity | None = None
 
 
 def release_estimates(
@@ -280,4 +306,5 @@ def release_estimates(
         "published_methods": sorted(map(str, published["method"].unique())),
         "budget": privacy_budget(bins, epsilon=epsilon, timezone=timezone),
     }
-    return Release(internal=internal, published=published, privacy=privacy)
+    dedup = next((est.day_duplicity() for est in estimators if est.dedup), None)
+    return Release(internal=internal, published=published, privacy=privacy, duplicity=dedup)
