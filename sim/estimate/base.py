@@ -161,7 +161,7 @@ class Estimator:
         random_state: int | np.random.Generator | None = None,
         dedup: bool = False,
         second_device: float = 0.1,
-        dedup_refresh_min: float = 60.0,
+        dedup_refresh_min: float = 30.0,
     ) -> None:
         self.window_min = window_min
         self.latency_min = latency_min

@@ -654,7 +654,7 @@ def _pair_statistics(
         earlier = relation(obs.previous[other], cell)
         stay = obs.stay[obs.device[other]]
         p = np.where(earlier < 0, q, stay * (earlier == rel) + (1.0 - stay) * q)
-        return np.log(np.maximum(p, 1.0 / np.maximum(others, 1.0)))
+        return np.log(np.maximum(p, 1e-300))  # > 0: the other is where it is seen
 
     for lo in range(0, n, chunk):
         sa, sb = a[lo : lo + chunk], b[lo : lo + chunk]
