@@ -14,54 +14,70 @@ device seen in a slot is put at the cell of its last record there. Two devices s
 same slot are *co-observed*; they then **agree** (same cell), are **near** (cells of sites
 at most ``near_m`` apart, the same site included) or **far**.
 
-**Likelihoods of a pair** (i, j), over its co-observed slots k, each a product over slots:
+**Likelihoods of a pair** (i, j), a product over its co-observed slots k:
 
 - *twin* (one person): agree, near, far with fixed probabilities ``twin_agreement``
   (a, b, 1 - a - b). The two phones stand on the same spot, so they disagree only when one
   is connected and the other idle (handover and reselection hysteresis differ) or when one
-  moved between their records; an operator can learn these rates from its own customers
-  with two subscriptions, so they are a belief (defaults: the smoke run's twins).
-- *independent*: j is any other device seen in the slot, so ``P(agree) = (n_k(c_i) - 1) /
-  (n_k - 1)``, ``P(near) = n_k(near c_i) / (n_k - 1)``, and far the rest, with n_k(c) the
-  devices seen on cell c in slot k. This is the "chance co-location given the cells'
-  densities": agreeing in a packed cell is weak evidence, in an empty one strong.
-- *companion*: two people who move together (a family, friends; spectators come in
-  groups) agree like twins on the way but not always when they stand. The independent
-  model has no room for them, and without this class every group is taken for a twin
-  pair (on the smoke run a fifth of the people vanish). Companions agree with
-  probabilities (a_c, b_c, 1 - a_c - b_c) and make up a share w_c of the candidate pairs,
-  both estimated by EM (a Fellegi-Sunter mixture over the candidate pairs) with the twin
-  class held at its prior weight and fixed probabilities: twins and companions are told
-  apart only as far as their agreement differs, and where it does not, a co-moving pair
-  keeps the prior share of twins among co-moving pairs.
+  moved between their records. An operator could learn these rates from its customers
+  with two subscriptions; here they are a belief (defaults 0.95 / 0.04 / 0.01; the twins
+  of the smoke and demo runs agree in 97% of their co-observed one-minute slots, are
+  near in 2-3%, far in 0-1%).
+- *independent*, with persistence: j's cell in slot k is the cell it was seen on before,
+  with its stay propensity s_j (its own share of observations on the cell of the one
+  before, shrunk towards everybody's and capped at a), else any cell in proportion to the
+  devices seen there in the slot: agreeing on cell c by chance is ``(n_k(c) - 1) /
+  (n_k - 1)``, with n_k(c) the devices seen on c in slot k. So a packed cell's agreement is
+  weak evidence, an empty cell's strong, and two phones standing still together for hours
+  are no more evidence than their first meeting (with slot-by-slot independence instead,
+  every pair of neighbours at home looks like one person). The log-likelihood is the mean
+  of i-given-j and j-given-i, so it does not depend on which device is called i.
+- *companions*: two people who move together (a family, friends; spectators come in
+  groups and walk side by side, then stand apart along the course) agree like twins on the
+  way. Without a class of their own every group is taken for a twin pair: on the smoke
+  run the package's model (``companions=0``) loses 21% of the people among the devices,
+  on the demo 13%. ``companions`` classes, each with its own (agree, near, far) rates and
+  share of the candidate pairs, are fitted by EM (a Fellegi-Sunter mixture over the
+  candidate pairs), the twin class held at its prior weight and fixed rates. Twins and
+  companions are told apart only as far as their agreement differs; where it does not, a
+  pair moving together keeps the prior share of twins among such pairs.
 
 **Prior.** ``prior``, the a-priori probability that a device's owner carries a second
 phone of this operator, comes from the operator's beliefs: with a share q of people
 carrying a second phone and market share s, ``2 q s / (1 + q)`` (a device belongs to a
 two-phone person with probability 2q / (1 + q), whose other phone is on this network
-with probability s). The package's ``aprioriDuplicityProb`` is the same quantity per
-pair. Twin pairs expected among the devices: ``N prior / 2``; among the candidates the
-EM holds the twin class at that number.
+with probability s). Per pair it is ``prior / (N - 1)``, the package's
+``aprioriDuplicityProb``; the twin pairs expected among N devices are ``N prior / 2``.
 
 **Per device.** The pair posterior ``p_ij = P(twin | E_ij)`` is the EM responsibility of
 the twin class. The package's two approaches:
 
 - ``"pairs"``: ``p_i = max_j p_ij`` (the most similar device);
 - ``"1to1"`` (default): a device has at most one twin, so the hypotheses "j is i's twin"
-  are exclusive and ``p_i = O_i / (1 + O_i)`` with ``O_i = sum_j p_ij / (1 - p_ij)``, the
-  package's ``1 - 1 / (1 + alpha sum_j exp(l_i + l_j - l_ij))`` with our null likelihood.
+  are exclusive and ``p_i = O_i / (1 + O_i)``, ``O_i = sum_j p_ij / (1 - p_ij) + R_i``,
+  the package's ``1 - 1 / (1 + alpha sum_j exp(l_i + l_j - l_ij))`` with this null.
+
+``R_i`` is the prior odds kept for the devices i never met where one of them arrived on a
+cell (their likelihood ratio is 1: nothing tells): ``prior / (1 - prior)`` times the
+chance that a given device never did, the product over i's arrivals of ``1 - (n_k - 1) /
+(N - 1)`` and over its other observations of ``1 - m_k / (N - 1)`` (m_k arrivals in slot
+k). A device with few records keeps about the prior; one seen with everybody and moving
+with nobody goes to 0. The twin pairs expected among those never met are taken off the
+twin class's weight in the EM.
 
 **Candidates without all pairs.** The package scores every pair of devices, which is
 quadratic. Here a pair is scored only if its agreements could make it a twin: the
-agreement evidence ``sum log(a (n_k - 1) / (n_k(c) - 1))`` over the (slot, cell) tokens
-two devices share must reach the log prior odds against a twin pair less
-``log(p_min / (1 - p_min))``, so that a pair left out could not have reached ``p_min`` even
-with no disagreement. Only tokens seen by at most ``max_token_devices`` devices are
-summed (a packed cell's agreement carries little evidence, and its n^2 pairs are what
-makes the naive scan quadratic): the work is at most ``max_token_devices`` times the
-number of observations, found as a weighted sparse product ``A W A^T`` in blocks of
-devices. A twin pair that only ever agreed in packed cells is missed (it keeps p = 0); the
-run's facts say how many candidates there were.
+evidence ``sum log(a (n_k - 1) / (n_k(c) - 1))`` over the (slot, cell) tokens two devices
+share where one of them arrived (its observation before was on another cell) must reach
+the log prior odds against a twin pair plus ``log(p_min / (1 - p_min))``, so a pair left
+out could not have reached ``p_min`` from those agreements. Only tokens seen by at most
+``max_token_devices`` devices are summed (a packed cell's agreement carries little
+evidence, and its n^2 pairs are what makes the naive scan quadratic). The sums are two
+weighted sparse products, arrivals x tokens x devices, in blocks of devices; the work is
+at most ``2 max_token_devices`` times the observations, and a crowd standing in one cell
+adds none (``tests/test_dedup.py``). A twin pair that only ever met in packed cells, or
+never moved while both were seen, is not scored: it keeps its share of the prior through
+``R_i`` only if it never met where one arrived.
 
 **Counting people.** A twin pair is one person, so device i counts ``1 - p_i / 2`` persons
 (a certain twin half a person, as in the ESSnet ``aggregation`` package). The sum is the
@@ -69,8 +85,17 @@ expected number of distinct people among the operator's devices; it is turned in
 by the share of people who carry at least one phone of the operator,
 ``o s (1 + q (1 - s))`` with ownership ``o = phones_per_person / (1 + q)``, in place of the
 fixed ``s * phones_per_person`` (:func:`persons_per_person`). With every ``p_i`` at its
-prior the two give the same count: deduplication moves the twin discount to where the
-records show twins.
+prior the two give the same count: deduplication moves the twin discount to the devices
+the records show moving together. Real time (:func:`dedup_weights`) recomputes the
+probabilities every refresh period from the records before it, so no count reads a later
+record; before the first refresh every device counts ``1 - prior / 2``.
+
+**What it achieves** (``validation.persons``; smoke: 1,373 devices, 42 twin pairs, one
+hour; demo: 3,228 devices, 120 twin pairs, four hours): the people among the devices
+within -0.2% (smoke) and -0.6% (demo) of the truth, against -0.4% and +0.3% for the
+fixed factor, and a Brier score of the twin indicator of 0.055 and 0.064 against 0.058
+and 0.069 for the prior alone (AUC 0.72 and 0.82). The zone-bin MAPE moves by under one
+point either way: the twins are 6-7% of the devices, the spatial error is 15-80%.
 """
 
 from __future__ import annotations
