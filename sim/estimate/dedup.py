@@ -142,6 +142,8 @@ DUPLICITY_COLUMNS: dict[str, str] = {
 }
 
 APPROACHES = ("1to1", "pairs")
+#: Up to this many cells the near/far relation of two cells is a dense lookup table.
+_DENSE_RELATION_CELLS = 4096
 #: EM starting (agree, near, far) rates of the companion classes, tight to loose.
 _COMPANION_START = ((0.9, 0.07, 0.03), (0.45, 0.3, 0.25), (0.2, 0.3, 0.5))
 
@@ -246,7 +248,7 @@ def duplicity(
     companions: int = 3,
     max_token_devices: int = 64,
     p_min: float = 0.01,
-    block_devices: int = 20_000,
+    block_devices: int = 5_000,
     max_iter: int = 200,
     tol: float = 1e-7,
     n_devices: int | None = None,
@@ -636,7 +638,7 @@ def _pair_statistics(
     near: sparse.csr_matrix,
     *,
     n_dev: int,
-    chunk: int = 1_000_000,
+    chunk: int = 100_000,
 ) -> dict[str, np.ndarray]:
     """Per pair: agree, near and far slots, and the log-likelihood if independent.
 
@@ -657,18 +659,25 @@ def _pair_statistics(
     flag.data[:] = 1.0
     near = near.tocsr()
     n_cells = near.shape[0]
-    near_key = np.sort(
-        np.repeat(np.arange(n_cells, dtype=np.int64), np.diff(near.indptr)) * n_cells
-        + near.indices.astype(np.int64)
-    )
+    rows = np.repeat(np.arange(n_cells, dtype=np.int64), np.diff(near.indptr))
+    if n_cells <= _DENSE_RELATION_CELLS:  # a lookup table (16 MB at most)
+        table = np.full((n_cells, n_cells), 2, dtype=np.int8)
+        table[rows, near.indices] = 1
+        np.fill_diagonal(table, 0)
 
-    def relation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """0 same cell, 1 near, 2 far (-1 where x is -1: no earlier observation)."""
-        key = x * n_cells + y
-        pos = np.clip(np.searchsorted(near_key, key), 0, max(len(near_key) - 1, 0))
-        is_near = (near_key[pos] == key) if len(near_key) else np.zeros(len(x), dtype=bool)
-        out = np.where(x == y, 0, np.where(is_near, 1, 2))
-        return np.where(x < 0, -1, out)
+        def relation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            """0 same cell, 1 near, 2 far (-1 where x is -1: no earlier observation)."""
+            return np.where(x < 0, -1, table[np.maximum(x, 0), y])
+
+    else:
+        near_key = np.sort(rows * n_cells + near.indices.astype(np.int64))
+
+        def relation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            """0 same cell, 1 near, 2 far (-1 where x is -1: no earlier observation)."""
+            key = x * n_cells + y
+            pos = np.clip(np.searchsorted(near_key, key), 0, max(len(near_key) - 1, 0))
+            is_near = near_key[pos] == key if len(near_key) else np.zeros(len(x), dtype=bool)
+            return np.where(x < 0, -1, np.where(x == y, 0, np.where(is_near, 1, 2)))
 
     def log_given(k: np.ndarray, fixed: np.ndarray, other: np.ndarray, rel: np.ndarray):
         """Log P(other's relation to `fixed`'s cell) if independent of it."""
