@@ -137,7 +137,10 @@ class Estimator:
         about 0.1): the deduplication's prior; ownership is then
         ``phones_per_person / (1 + second_device)``. Unused without `dedup`.
     dedup_refresh_min
-        Real time with `dedup`: minutes between recomputations of the probabilities.
+        Real time with `dedup`: minutes between recomputations of the probabilities. Each
+        recomputation reads every record before it, so a day of H hours costs about
+        ``H / (2 refresh)`` batch computations; until the first, every device counts at
+        the prior (the fixed factor's count).
     """
 
     #: Name in the ``method`` column.
@@ -161,7 +164,7 @@ class Estimator:
         random_state: int | np.random.Generator | None = None,
         dedup: bool = False,
         second_device: float = 0.1,
-        dedup_refresh_min: float = 30.0,
+        dedup_refresh_min: float = 60.0,
     ) -> None:
         self.window_min = window_min
         self.latency_min = latency_min
