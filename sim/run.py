@@ -320,7 +320,13 @@ def _estimators_stage(ctx: RunContext) -> str:
     """
     import pandas as pd
 
-    from sim.estimate import period_bins, release_estimates, release_from_counts, write_release
+    from sim.estimate import (
+        period_bins,
+        release_estimates,
+        release_from_counts,
+        write_duplicity,
+        write_release,
+    )
     from sim.network.plan import NetworkPlan
 
     assert ctx.zones is not None, "the crowd gives the zone systems"
@@ -360,6 +366,9 @@ def _estimators_stage(ctx: RunContext) -> str:
         "privacy": release.privacy,
         "intervals": release.intervals,
     }
+    if release.duplicity is not None:  # the operator's own table: device -> duplicity
+        ctx.outputs.append(write_duplicity(release.duplicity, ctx.out_dir).name)
+        ctx.facts["estimators"]["dedup"] = release.duplicity.facts
     methods = ", ".join(ctx.facts["estimators"]["methods"])
     return f"{len(table)} estimates ({methods}, {cfg.mode}, from {source})"
 

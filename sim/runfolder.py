@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sim.errors import RunFolderError
+from sim.estimate.dedup import DUPLICITY_FILE
 from sim.estimate.output import INTERNAL_ESTIMATES_FILE, PUBLISHED_ESTIMATES_FILE
 from sim.estimate.priors import EVENT_PUBLIC_FILE
 from sim.io import write_json
@@ -56,6 +57,7 @@ __all__ = [
     "CELL_LOAD",
     "COURSE",
     "COURSE_STREETS",
+    "DUPLICITY",
     "ESTIMATES",
     "ESTIMATES_INTERNAL",
     "EVENT_PUBLIC",
@@ -72,6 +74,7 @@ __all__ = [
     "RUN_FILE_PATTERNS",
     "SCENARIO",
     "STATUSES",
+    "TRUTH_DEVICES",
     "TRUTH_EDGES",
     "TRUTH_ZONES",
     "ZONES",
@@ -115,10 +118,15 @@ RECORDS = "records.parquet"
 CELL_LOAD = "cell_load.parquet"
 NETWORK_PLAN = "network_plan.json"
 CELLS = "cells.gpkg"
+#: Network stage, ground truth: who carries each device of the records (never read by an
+#: estimator; scores multi-SIM deduplication).
+TRUTH_DEVICES = "truth_devices.parquet"
 #: Estimators stage: the published table and the operator's internal one (named where the
 #: estimators write them).
 ESTIMATES = PUBLISHED_ESTIMATES_FILE
 ESTIMATES_INTERNAL = INTERNAL_ESTIMATES_FILE
+#: With deduplication on: each device's probability of being a person's second phone.
+DUPLICITY = DUPLICITY_FILE
 #: Validation stage.
 METRICS = "metrics.parquet"
 METRICS_ZONES = "metrics_zones.parquet"

@@ -764,6 +764,19 @@ class EstimatorsConfig(_Section):
         "and fan areas while the course is closed (assumption from public figures: ~200,000 "
         "spectators against a like number of residents and visitors)",
     )
+    dedup: bool = Field(
+        False,
+        description="multi-SIM deduplication: each device counts 1 - p/2 persons, p its "
+        "probability (from devices that move together) of being one of a person's two "
+        "phones, instead of a fixed phones-per-person factor",
+    )
+    second_device: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="the operator's belief in the share of people with a second phone "
+        "(DESIGN §3: about 0.1); the deduplication's prior",
+    )
 
 
 class AreaConfig(_Section):

@@ -82,6 +82,7 @@ from sim.errors import RunFolderError
 from sim.estimate.output import INTERNAL_ESTIMATES_FILE, PUBLISHED_ESTIMATES_FILE
 from sim.io import atomic_path, read_table, write_json
 from sim.runfolder import read_manifest
+from validation.persons import score_persons
 
 __all__ = [
     "DEFAULT_FLOOR",
@@ -854,7 +855,9 @@ def write_metrics(
     Writes ``metrics.parquet`` (method, zone_system, metric, value, n),
     ``metrics_zones.parquet`` (per zone: peaks, their times and errors, MAE),
     ``metrics_bins.parquet`` (per bin: totals, total error, KWD) and ``metrics.json``
-    (the summary of :func:`compute_metrics`).
+    (the summary of :func:`compute_metrics`, with ``persons``: the people among the
+    operator's devices, true, by the fixed factor and by deduplication,
+    :func:`validation.persons.score_persons`).
 
     Parameters
     ----------
@@ -872,6 +875,9 @@ def write_metrics(
     table, per_zone, per_bin, summary = compute_tables(
         run, floor=floor, kwd_stride=kwd_stride, kwd_max_bins=kwd_max_bins
     )
+    persons = score_persons(run)  # None for a run without truth_devices.parquet
+    if persons is not None:
+        summary["persons"] = persons
     written = []
     for name, frame in (
         ("metrics", table),

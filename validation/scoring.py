@@ -52,6 +52,8 @@ def score_run(run_dir: str | os.PathLike[str]) -> StageOutput:
             for method, by_system in summary["metrics"].items()
         },
     }
+    if "persons" in summary:  # people among the operator's devices (multi-SIM)
+        facts["persons"] = summary["persons"]
     area = {m: s["area"]["mape"] for m, s in summary["metrics"].items() if "area" in s}
     shown = ", ".join(f"{m} {v:.0%}" if v is not None else f"{m} n/a" for m, v in area.items())
     note = f"metrics of {len(summary['metrics'])} methods; area MAPE: {shown or 'n/a'}"

@@ -4,8 +4,10 @@ Behind one scikit-learn-style interface (:class:`Estimator`): ``presence`` (peop
 cell), ``voronoi`` (tower-seeded Voronoi), ``bayes`` (Simple Bayes with the operator's
 coverage model), ``em`` (Ricciato et al. 2020 ML-EM deconvolution) and ``hmm`` (a hidden
 Markov model per device, as the ESSnet ``destim`` package), each scaled from devices to
-people by the operator's beliefs and marked for privacy. Only operator data
-enters: records, counters, the network plan (the operator wall, DESIGN §1).
+people by the operator's beliefs and marked for privacy; with ``dedup`` on, each device
+counts as the persons it stands for after multi-SIM deduplication
+(:mod:`sim.estimate.dedup`). Only operator data enters: records, counters, the network
+plan (the operator wall, DESIGN §1).
 
 The run stage calls :func:`release_estimates` with the records, the estimating operator's
 plan, the zone systems (``sim.zones.Zones``), the bin starts (:func:`period_bins`) and
@@ -35,6 +37,13 @@ from sim.estimate.base import (
 )
 from sim.estimate.bayes import BayesEstimator
 from sim.estimate.cellcount import PresenceEstimator
+from sim.estimate.dedup import (
+    DUPLICITY_FILE,
+    Duplicity,
+    DuplicityError,
+    duplicity,
+    write_duplicity,
+)
 from sim.estimate.em import EMEstimator
 from sim.estimate.hmm import HMMEstimator
 from sim.estimate.output import (
@@ -58,12 +67,15 @@ from sim.network.plan import NetworkPlan
 
 __all__ = [
     "COUNT_METHODS",
+    "DUPLICITY_FILE",
     "ESTIMATE_COLUMNS",
     "ESTIMATORS",
     "EVENT_PUBLIC_FILE",
     "INTERNAL_ESTIMATES_FILE",
     "PUBLISHED_ESTIMATES_FILE",
     "BayesEstimator",
+    "Duplicity",
+    "DuplicityError",
     "EMEstimator",
     "EstimateInputError",
     "Estimator",
@@ -74,12 +86,14 @@ __all__ = [
     "Release",
     "VoronoiEstimator",
     "counts_suffice",
+    "duplicity",
     "make_estimators",
     "period_bins",
     "read_event_public",
     "release_estimates",
     "release_from_counts",
     "run_estimators",
+    "write_duplicity",
     "write_estimates",
     "write_release",
 ]
@@ -149,6 +163,7 @@ def make_estimators(
         "laplace_epsilon": config.laplace_epsilon,
         "mode": mode,
         "random_state": rng,
+        **_dedup_params(config),
         **overrides,
     }
     return [
@@ -180,6 +195,13 @@ def _prior_params(config: Any, public: Any) -> dict[str, Any]:
         else EventPrior(public, event_share=getattr(config, "prior_event_share", 0.5))
     )
     return {"prior": prior, "prior_weight": float(weight)}
+
+
+def _dedup_params(config: Any) -> dict[str, Any]:
+    """The deduplication settings of ``[estimators]`` (none when the config has no key)."""
+    if not getattr(config, "dedup", False):
+        return {}
+    return {"dedup": True, "second_device": getattr(config, "second_device", 0.1)}
 
 
 def period_bins(plan: NetworkPlan, *, bin_s: float = 60.0) -> pd.DatetimeIndex:
@@ -267,12 +289,16 @@ class Release:
     intervals
         What ``lower``/``upper`` mean, per method (:meth:`Estimator.interval_facts`): the
         nominal level, the location model, the real-time bound.
+    duplicity
+        With deduplication on: each device's probability of being one of a person's two
+        phones, from the whole day's records (:mod:`sim.estimate.dedup`); else None.
     """
 
     internal: pd.DataFrame
     published: pd.DataFrame
     privacy: dict[str, Any] = field(default_factory=dict)
     intervals: dict[str, Any] = field(default_factory=dict)
+    duplicity: Duplicity | None = None
 
 
 def release_estimates(
@@ -347,6 +373,8 @@ def counts_suffice(config: Any) -> bool:
     that reads the records themselves (a device-level model) needs
     :func:`release_estimates`.
     """
+    if getattr(config, "dedup", False):  # device weights come from the records
+        return False
     return all(ESTIMATORS.get(m) in COUNT_METHODS for m in config.methods)
 
 
@@ -498,4 +526,11 @@ def _release(
         "budget": privacy_budget(bins, epsilon=spent, timezone=timezone),
     }
     intervals = {est.method: est.interval_facts() for est in estimators}
-    return Release(internal=internal, published=published, privacy=privacy, intervals=intervals)
+    dedup = next((est.day_duplicity() for est in estimators if est.dedup), None)
+    return Release(
+        internal=internal,
+        published=published,
+        privacy=privacy,
+        intervals=intervals,
+        duplicity=dedup,
+    )

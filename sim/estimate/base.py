@@ -38,6 +38,14 @@ import numpy as np
 import pandas as pd
 
 from sim.errors import CrowdsimError
+from sim.estimate.dedup import (
+    Duplicity,
+    DuplicityError,
+    dedup_weights,
+    persons_per_person,
+    shared_duplicity,
+    twin_prior,
+)
 from sim.estimate.intervals import belief_uncertainty, people_interval
 from sim.estimate.outside import counts_matrix
 from sim.estimate.presence import (
@@ -132,6 +140,23 @@ class Estimator:
         the run's manifest states it (``facts.estimators.intervals``).
     random_state
         Seed or ``numpy.random.Generator`` for the noise; same seed, same output.
+    dedup
+        Multi-SIM deduplication (:mod:`sim.estimate.dedup`): each device counts
+        ``1 - p / 2`` persons, p its probability of being one of a person's two phones of
+        this operator, learned from the records (devices that move together), and persons
+        are scaled by the share of people with at least one phone of the operator instead
+        of ``market_share * phones_per_person``. Batch mode computes p once from the whole
+        day; real time recomputes it every `dedup_refresh_min` from the records before,
+        so no estimate uses a later record. Needs records (not :meth:`fit_counts`).
+    second_device
+        The operator's belief in the share of people carrying a second phone (DESIGN §3:
+        about 0.1): the deduplication's prior; ownership is then
+        ``phones_per_person / (1 + second_device)``. Unused without `dedup`.
+    dedup_refresh_min
+        Real time with `dedup`: minutes between recomputations of the probabilities. Each
+        recomputation reads every record before it, so a day of H hours costs about
+        ``H / (2 refresh)`` batch computations; until the first, every device counts at
+        the prior (the fixed factor's count).
     """
 
     #: Name in the ``method`` column.
@@ -153,6 +178,9 @@ class Estimator:
         laplace_epsilon: float | None = None,
         confidence: float = 0.95,
         random_state: int | np.random.Generator | None = None,
+        dedup: bool = False,
+        second_device: float = 0.1,
+        dedup_refresh_min: float = 60.0,
     ) -> None:
         self.window_min = window_min
         self.latency_min = latency_min
@@ -167,6 +195,9 @@ class Estimator:
         self.laplace_epsilon = laplace_epsilon
         self.confidence = confidence
         self.random_state = random_state
+        self.dedup = dedup
+        self.second_device = second_device
+        self.dedup_refresh_min = dedup_refresh_min
 
     # -- scikit-learn parameter protocol -------------------------------------------------
     @classmethod
@@ -277,6 +308,34 @@ class Estimator:
         self._fit_space(plan)
         return self
 
+    def _dedup_weights(self, instants: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Groups of reference instants and the device weights that apply to them.
+
+        Without `dedup`: one group, no weights. Batch: one group, weights from every
+        record. Real time: one group per refresh period, weights from the records before
+        the period's start (:func:`sim.estimate.dedup.dedup_weights`).
+        """
+        if not self.dedup:
+            return [(np.arange(len(instants)), None)]
+        return dedup_weights(
+            self.records_,
+            instants,
+            prior=self.twin_prior_,
+            refresh=None if self.mode == "batch" else pd.Timedelta(minutes=self.dedup_refresh_min),
+            error=EstimateInputError,
+        )
+
+    def day_duplicity(self) -> Duplicity:
+        """The deduplication of the whole day's records (what ``duplicity.parquet`` holds).
+
+        Shared with the other estimators fitted on the same prepared records.
+        """
+        if not self.dedup:
+            raise EstimateInputError(f"{type(self).__name__}: dedup is off")
+        if getattr(self, "records_", None) is None:
+            raise NotFittedError(f"{type(self).__name__}: call fit(records, plan) first")
+        return shared_duplicity(self.records_, prior=self.twin_prior_)
+
     def fit_counts(self, counts: pd.DataFrame, plan: NetworkPlan | None = None) -> Estimator:
         """Fit on devices per cell and bin instead of records (outside data).
 
@@ -310,6 +369,11 @@ class Estimator:
             if plan is not None
             else self._outside_cells()
         )
+        if self.dedup:
+            raise EstimateInputError(
+                f"{type(self).__name__}: dedup reads each device's records; counts per cell "
+                "have none. Use fit(records, plan), or dedup=False"
+            )
         matrix, cells, bins = counts_matrix(counts, cells=known, error=EstimateInputError)
         self.cell_ids_, self.counts_, self.count_bins_ = cells, matrix, bins
         self.records_ = None
@@ -328,6 +392,16 @@ class Estimator:
         share = self.market_share if self.market_share is not None else default_share
         phones = self.phones_per_person if self.phones_per_person is not None else default_phones
         share, phones = share * (1.0 + self.share_error), phones * (1.0 + self.phones_error)
+        if self.dedup:
+            # devices weighted by 1 - p/2 count the people with a phone of the operator
+            try:
+                self.twin_prior_ = twin_prior(market_share=share, second_device=self.second_device)
+                phones = persons_per_person(
+                    market_share=share, phones_per_person=phones,
+                    second_device=self.second_device,
+                ) / share  # fmt: skip
+            except DuplicityError as exc:
+                raise EstimateInputError(f"{type(self).__name__}: {exc}") from None
         self.people_per_device_ = people_per_device(
             market_share=share,
             phones_per_person=phones,
@@ -470,8 +544,12 @@ class Estimator:
         (instant,) = reference_instants(
             bins, width=width, latency=pd.Timedelta(minutes=self.latency_min), mode="realtime"
         )
+        ((_, weights),) = self._dedup_weights(np.array([int(instant)]))
         counts = presence_at(
-            self.records_, int(instant), window=pd.Timedelta(minutes=self.window_min)
+            self.records_,
+            int(instant),
+            window=pd.Timedelta(minutes=self.window_min),
+            weights=weights,
         )[:, None]
         rng = np.random.default_rng(self.random_state)
         if self.laplace_epsilon is not None:
@@ -489,9 +567,13 @@ class Estimator:
         instants = reference_instants(
             bins, width=width, latency=pd.Timedelta(minutes=self.latency_min), mode=self.mode
         )
-        return presence_counts(
-            self.records_, instants, window=pd.Timedelta(minutes=self.window_min), mode=self.mode
-        )
+        window = pd.Timedelta(minutes=self.window_min)
+        counts = np.zeros((self.plan_.n_cells, len(instants)))
+        for which, weights in self._dedup_weights(instants):
+            counts[:, which] = presence_counts(
+                self.records_, instants[which], window=window, mode=self.mode, weights=weights
+            )
+        return counts
 
     # -- what a method defines ------------------------------------------------------------
     def _fit_space(self, plan: NetworkPlan) -> None:
@@ -604,6 +686,16 @@ class Estimator:
         if self.laplace_epsilon is not None and not self.laplace_epsilon > 0:
             raise EstimateInputError(
                 f"{name}: laplace_epsilon = {self.laplace_epsilon}; must be > 0 or None"
+            )
+        if not isinstance(self.dedup, bool | np.bool_):
+            raise EstimateInputError(f"{name}: dedup = {self.dedup!r}; must be True or False")
+        if not 0.0 <= self.second_device < 1.0:
+            raise EstimateInputError(
+                f"{name}: second_device = {self.second_device}; must be in [0, 1)"
+            )
+        if not self.dedup_refresh_min > 0:
+            raise EstimateInputError(
+                f"{name}: dedup_refresh_min = {self.dedup_refresh_min}; must be > 0"
             )
 
 

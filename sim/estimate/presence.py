@@ -58,6 +58,8 @@ class PreparedRecords:
         Row of the record's cell in ``plan.cells``.
     detach
         True where the procedure is a detach (the device leaves the network).
+    device_ids
+        Pseudonymous id of each device code (``device_ids[code]``).
     """
 
     plan: NetworkPlan
@@ -67,6 +69,10 @@ class PreparedRecords:
     detach: np.ndarray
     _by_time: np.ndarray | None = field(default=None, repr=False)
     _time_sorted: np.ndarray | None = field(default=None, repr=False)
+    device_ids: np.ndarray | None = field(default=None, repr=False)
+    #: results derived from these records and shared by the estimators fitted on them
+    #: (e.g. the deduplication), by key
+    derived: dict = field(default_factory=dict, repr=False)
 
     @property
     def n_records(self) -> int:
@@ -164,7 +170,8 @@ def prepare_records(
             f"records: {int(outside.sum())} record(s) fall outside the plan's period "
             f"{start.isoformat()} .. {end.isoformat()}, e.g. {first.isoformat()}"
         )
-    device = pd.factorize(records["device"].to_numpy())[0].astype(np.int64)
+    codes, device_ids = pd.factorize(records["device"].to_numpy())
+    device = codes.astype(np.int64)
     time_ns = pd.DatetimeIndex(times).as_unit("ns").asi8
     # time order (free when the records come time-ordered, as a network writes them),
     # then device order by the unique key (device, rank in time): ties stay as given
@@ -189,6 +196,7 @@ def prepare_records(
         detach=detach[sort],
         _by_time=position[by_time],
         _time_sorted=time_ns[by_time],
+        device_ids=np.asarray(device_ids),
     )
     return prepared
 
@@ -312,6 +320,7 @@ def presence_counts(
     *,
     window: pd.Timedelta,
     mode: Literal["realtime", "batch"] = "realtime",
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Devices present per cell (rows, plan order) at each reference instant (columns).
 
@@ -326,6 +335,9 @@ def presence_counts(
     mode
         ``"realtime"``: last record before the instant, within W. ``"batch"``: the record
         nearest in time, within W either side.
+    weights
+        What each device counts for, by device code (e.g. persons per device after
+        deduplication, :mod:`sim.estimate.dedup`); None counts every device 1.
     """
     n_cells, n_bins = rec.plan.n_cells, len(instants)
     start, end = _record_runs(rec, window_ns=int(window.value), mode=mode)
@@ -335,18 +347,29 @@ def presence_counts(
     stride = n_bins + 1
     cell = rec.cell[keep]
     size = n_cells * stride
-    diff = np.bincount(cell * stride + lo[keep], minlength=size) - np.bincount(
-        cell * stride + hi[keep], minlength=size
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)[rec.device[keep]]
+    diff = np.bincount(cell * stride + lo[keep], weights=w, minlength=size) - np.bincount(
+        cell * stride + hi[keep], weights=w, minlength=size
     )
-    return np.cumsum(diff.reshape(n_cells, stride), axis=1)[:, :n_bins].astype(np.float64)
+    counts = np.cumsum(diff.reshape(n_cells, stride), axis=1)[:, :n_bins].astype(np.float64)
+    if w is not None:  # a weighted running sum leaves round-off below 0 where it returns to 0
+        np.maximum(counts, 0.0, out=counts)
+    return counts
 
 
-def presence_at(rec: PreparedRecords, instant_ns: int, *, window: pd.Timedelta) -> np.ndarray:
+def presence_at(
+    rec: PreparedRecords,
+    instant_ns: int,
+    *,
+    window: pd.Timedelta,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
     """Devices per cell at one instant in real time, reading only records before it.
 
     The crisis-centre update of one minute: the records in ``[instant - W, instant)``
     (a slice of the time-sorted records), each device's last one, its cell counted.
-    Equals the corresponding column of :func:`presence_counts` in real-time mode.
+    Equals the corresponding column of :func:`presence_counts` in real-time mode (with
+    the same `weights`).
     """
     order = rec.by_time
     times = rec.time_sorted
@@ -361,4 +384,5 @@ def presence_at(rec: PreparedRecords, instant_ns: int, *, window: pd.Timedelta) 
     np.maximum.at(last, rec.device[idx], idx)
     last = last[last >= 0]
     last = last[~rec.detach[last]]
-    return np.bincount(rec.cell[last], minlength=rec.plan.n_cells).astype(np.float64)
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)[rec.device[last]]
+    return np.bincount(rec.cell[last], weights=w, minlength=rec.plan.n_cells).astype(np.float64)

@@ -522,16 +522,24 @@ class Signalling:
             "delay_s": np.where(has_batch, delay[np.where(has_batch, batch, 0)], 0.0)[order],
         }  # fmt: skip
 
-    def records(self, *, salt: np.random.Generator) -> pd.DataFrame:
+    def records(
+        self, *, salt: np.random.Generator | None = None, secret: bytes | None = None
+    ) -> pd.DataFrame:
         """The operator's records, with pseudonymous ids.
 
         Ids are keyed per local day of the event's time zone (:mod:`sim.network.pseudonyms`);
-        `salt` draws the run's secret.
+        `salt` draws the run's secret, or `secret` is the secret itself (one of the two).
         """
-        return pd.concat(list(self.iter_records(salt=salt)), ignore_index=True)
+        if (salt is None) == (secret is None):
+            raise ValueError("records: give either salt (a generator) or secret (bytes)")
+        return pd.concat(list(self.iter_records(salt=salt, secret=secret)), ignore_index=True)
 
     def iter_records(
-        self, *, salt: np.random.Generator, rows: int = 1_000_000
+        self,
+        *,
+        salt: np.random.Generator | None = None,
+        secret: bytes | None = None,
+        rows: int = 1_000_000,
     ) -> Iterator[pd.DataFrame]:
         """The operator's records in time order, `rows` at a time (:meth:`records`).
 
@@ -541,7 +549,9 @@ class Signalling:
         """
         raw = self.raw_records()
         n = len(raw["t_s"])
-        secret = draw_secret(salt)
+        if (salt is None) == (secret is None):
+            raise ValueError("iter_records: give either salt (a generator) or secret (bytes)")
+        secret = draw_secret(salt) if secret is None else secret
         n_dev = max(1, len(self.owner))
         midnights, days_of = self._local_days(raw["t_s"])
         seen = np.zeros(len(midnights) * n_dev, dtype=bool)
@@ -589,6 +599,10 @@ class Signalling:
             return np.searchsorted(midnights, ns, side="right") - 1
 
         return midnights, days_of
+
+    def record_times(self) -> pd.DatetimeIndex:
+        """Time (UTC) of each of :meth:`raw_records`."""
+        return self.start + pd.to_timedelta(self.raw_records()["t_s"], unit="s")
 
     def cell_load(self, minutes: range | None = None) -> pd.DataFrame:
         """Counters per cell per minute.

@@ -20,7 +20,9 @@ import numpy as np
 import pandas as pd
 
 from sim.network.devices import Devices, assign_devices
+from sim.network.owners import device_truth, write_device_truth
 from sim.network.plan import NetworkPlan, add_event_cells, generate_cells, read_cells_csv
+from sim.network.pseudonyms import draw_secret
 from sim.network.radio import RadioEnvironment, build_radio
 from sim.network.signalling import Signalling, SignallingConfig
 from sim.scenario import EventConfig, NetworkConfig
@@ -183,18 +185,23 @@ def build_network(
 def write_network_outputs(
     run: NetworkRun, out_dir: Path, *, salt: np.random.Generator, dpi: int = 110
 ) -> list[Path]:
-    """Write records, cell load, the plan and the coverage figures; return the paths."""
+    """Write records, cell load, the plan and the coverage figures; return the paths.
+
+    Also the owners of the records' devices (``truth_devices.parquet``, ground truth for
+    scoring deduplication; :mod:`sim.network.owners`), with the records' pseudonyms.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from sim.io import atomic_path
 
+    secret = draw_secret(salt)
     written = []
     dest = out_dir / "records.parquet"
     with atomic_path(dest) as tmp:  # chunk by chunk: the records never exist whole as a table
         writer = None
         try:
-            for frame in run.signalling.iter_records(salt=salt):
+            for frame in run.signalling.iter_records(secret=secret):
                 table = pa.Table.from_pandas(frame, preserve_index=False)
                 writer = writer or pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)
@@ -206,10 +213,22 @@ def write_network_outputs(
     with atomic_path(dest) as tmp:
         run.signalling.cell_load().to_parquet(tmp, index=False)
     written.append(dest)
+    written.append(write_owners(run, out_dir, secret=secret))
     written.append(run.plan.to_json(out_dir / "network_plan.json"))
     written.append(_cells_geopackage(run.plan, out_dir / "cells.gpkg"))
     written.extend(plot_coverage(run, out_dir, dpi=dpi))
     return written
+
+
+def write_owners(run: NetworkRun, out_dir: Path, *, secret: bytes) -> Path:
+    """Write who carries each device of the records (:mod:`sim.network.owners`)."""
+    from sim.runfolder import TRUTH_DEVICES
+
+    eng = run.signalling
+    phones = np.bincount(run.devices.owner, minlength=int(eng.owner.max(initial=-1)) + 1)
+    truth = device_truth(eng.raw_records()["device"], eng.record_times(), eng.owner, phones,
+                         secret=secret, timezone=eng.timezone)  # fmt: skip
+    return write_device_truth(truth, out_dir / TRUTH_DEVICES)
 
 
 def _cells_geopackage(plan: NetworkPlan, dest: Path) -> Path:
