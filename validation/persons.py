@@ -220,9 +220,9 @@ def dedup_effect(
                 values, _, _ = score(joined, floor=DEFAULT_FLOOR, centroids=None)
                 scored[on][(method, system)] = {m: values[m][0] for m in EFFECT_METRICS}
     for key, off in scored[False].items():
-        on = scored[True].get(key, {})
+        on_ = scored[True].get(key, {})
         for metric in EFFECT_METRICS:
-            a, b = off.get(metric, np.nan), on.get(metric, np.nan)
+            a, b = off.get(metric, np.nan), on_.get(metric, np.nan)
             rows.append(
                 {"method": key[0], "zone_system": key[1], "metric": metric, "off": a, "on": b,
                  "change": b - a, "seconds_off": round(seconds[False], 2),

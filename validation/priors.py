@@ -93,7 +93,7 @@ def prior_study(
         s: gpd.read_file(run / runfolder.ZONES, layer=s) for s in SYSTEMS if s in _zone_lists(run)
     }
     prepared = prepare_records(records, plan)
-    shared = {"mode": base.mode, "share_error": base.share_error,
+    shared: dict[str, Any] = {"mode": base.mode, "share_error": base.share_error,
               "phones_error": base.phones_error}  # fmt: skip
     one = base.model_copy(update={"methods": [methods[0]], "laplace_epsilon": None})
     counter = make_estimators(one, **shared)[0].fit(prepared, plan)

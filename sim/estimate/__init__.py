@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -355,7 +355,7 @@ def release_estimates(
     # a method that follows devices (the HMM) works from the records, not the shared counts
     from_counts = [est for est in estimators if not getattr(est, "needs_records", False)]
     tiles = {
-        id(est): est.tile_devices(bins)
+        id(est): cast(Any, est).tile_devices(bins)
         for est in estimators
         if getattr(est, "needs_records", False)
     }
@@ -491,7 +491,7 @@ def _release(
     epsilon = config.laplace_epsilon
     internal = concat_estimates(
         [
-            est.estimate_from_tiles(tiles[id(est)], zone_systems, bins)
+            cast(Any, est).estimate_from_tiles(tiles[id(est)], zone_systems, bins)
             if id(est) in tiles
             else est.estimate_from_counts(counts, zone_systems, bins)
             for est in estimators
@@ -513,7 +513,7 @@ def _release(
         for est in estimators:  # a device-level method: its own draw on its tile sums
             if id(est) in tiles:
                 noisy = laplace_counts(tiles[id(est)], epsilon=epsilon, rng=rng)
-                noisy_tables.append(est.estimate_from_tiles(noisy, one, bins))
+                noisy_tables.append(cast(Any, est).estimate_from_tiles(noisy, one, bins))
                 statistics.append(f"{est.method} tile sums")
         published = published_view(concat_estimates(noisy_tables), system=system)
     # each noisy statistic is a separate release of sensitivity 1: their epsilons add up

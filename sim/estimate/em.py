@@ -56,6 +56,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from itertools import pairwise
 from typing import Any, ClassVar
 
@@ -510,7 +511,7 @@ class EMEstimator(SpatialEstimator):
         u = self.tile_devices(counts)
         out = []
         for zs in sets:
-            pairs = self._cached("pairs", zs, lambda zs=zs: self._pairs(zs))
+            pairs = self._cached("pairs", zs, partial(self._pairs, zs))
             out.append(
                 density_location_moments(counts, self.coverage_, u, pairs, noise_var=noise_var)[1]
             )
@@ -520,8 +521,8 @@ class EMEstimator(SpatialEstimator):
         every = int(self.bootstrap_every)
         picked = np.arange(0, n_bins, every)
         stacked = vstack([self.zone_matrix(zs) for zs in sets]).tocsr()
-        timed = self.prior_ is not None and self.prior_.n_states > 1
-        self._boot_states = self.prior_.states(self.bins_in_hand())[picked] if timed else None
+        states = self._prior_states()
+        self._boot_states = None if states is None else states[picked]
         extra = bootstrap_density_variance(
             counts[:, picked],
             self.coverage_,
@@ -550,10 +551,16 @@ class EMEstimator(SpatialEstimator):
         """
         return self._deconvolve(counts, getattr(self, "_boot_states", None))[0]
 
+    def _prior_states(self) -> np.ndarray | None:
+        """The prior's state per bin in hand; None for no prior or one that never changes."""
+        p = self.prior_
+        if p is None or p.n_states <= 1:
+            return None
+        return p.states(self.bins_in_hand())
+
     def tile_devices(self, counts: np.ndarray) -> np.ndarray:
         """Devices per tile: the EM densities (computed once per set of counts and bins)."""
-        timed = self.prior_ is not None and self.prior_.n_states > 1
-        states = self.prior_.states(self.bins_in_hand()) if timed else None
+        states = self._prior_states()
         key = (counts.shape, hash(counts.tobytes()), None if states is None else states.tobytes())
         if getattr(self, "_cache_key", None) != key:
             u, n_iter = self._deconvolve(counts, states)
@@ -568,7 +575,9 @@ class EMEstimator(SpatialEstimator):
         p = self.prior_
         if states is None:
             states = np.zeros(counts.shape[1], dtype=np.int64)
-        prior = {} if p is None else {"prior": p.weights, "prior_weight": self._map_weight}
+        prior: dict[str, Any] = (
+            {} if p is None else {"prior": p.weights, "prior_weight": self._map_weight}
+        )
 
         def start(cols: np.ndarray | slice) -> np.ndarray | None:
             if p is None:

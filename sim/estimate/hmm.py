@@ -851,7 +851,12 @@ class HMMEstimator(SpatialEstimator):
         return concat_estimates(frames, consume=True)
 
     def estimate_from_counts(
-        self, counts: np.ndarray, zones: Any, bins: pd.DatetimeIndex
+        self,
+        counts: np.ndarray,
+        zones: Any,
+        bins: pd.DatetimeIndex,
+        *,
+        noise_epsilon: float | None = None,
     ) -> pd.DataFrame:
         """Not possible: cell counts do not say which device is which."""
         raise EstimateInputError(

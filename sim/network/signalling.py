@@ -551,7 +551,9 @@ class Signalling:
         n = len(raw["t_s"])
         if (salt is None) == (secret is None):
             raise ValueError("iter_records: give either salt (a generator) or secret (bytes)")
-        secret = draw_secret(salt) if secret is None else secret
+        if secret is None:
+            assert salt is not None
+            secret = draw_secret(salt)
         n_dev = max(1, len(self.owner))
         midnights, days_of = self._local_days(raw["t_s"])
         seen = np.zeros(len(midnights) * n_dev, dtype=bool)

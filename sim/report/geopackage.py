@@ -22,6 +22,8 @@ from sim.io import atomic_path
 from sim.runfolder import COURSE_STREETS, EVENT_PUBLIC
 
 if TYPE_CHECKING:
+    import geopandas as gpd
+
     from sim.course import Course
     from sim.scenario import Scenario
     from sim.streets import Streets
@@ -164,7 +166,7 @@ def _closures_frame(
     lines: np.ndarray,
     rep: np.ndarray,
     pieces: list[np.ndarray],
-) -> object:
+) -> gpd.GeoDataFrame:
     """One row per closure and edge (or course piece) it closes, with its UTC times."""
     import geopandas as gpd
     import shapely
