@@ -423,18 +423,29 @@ def test_play_moves_the_clock_at_the_chosen_speed(dashboard: Any) -> None:
 
 
 def test_two_runs_beside_and_their_difference(smoke_data: RunData) -> None:
+    import copy
+
     from sim.dashboard.app import Dashboard
 
-    dash = Dashboard([smoke_data, smoke_data])
+    # a variant with twice the people on every tile
+    variant = copy.copy(smoke_data)
+    variant.systems = dict(smoke_data.systems)
+    tiles = copy.copy(smoke_data.systems["grid"])
+    tiles.truth = tiles.truth * 2
+    variant.systems["grid"] = tiles
+    dash = Dashboard([smoke_data, variant])
     assert len(dash.maps) == 3
     dash.view.value = "B − A"
     assert dash.maps[2].fig.visible and not dash.maps[0].fig.visible
     dash.layer.value = "truth"
     dash.time.value = 20
     diff = np.asarray(dash.maps[2].zones["grid"].source.data["value"])
-    assert np.nanmax(np.abs(diff)) == 0  # the same run twice: no difference
+    np.testing.assert_array_equal(diff, smoke_data.systems["grid"].truth_matrix()[:, 20])
+    assert dash.maps[2].bar.title == "B − A: truth (people)"
     dash.view.value = "A beside B"
     assert dash.maps[0].fig.visible and dash.maps[1].fig.visible
+    b_values = np.asarray(dash.maps[1].zones["grid"].source.data["value"])
+    np.testing.assert_array_equal(b_values, 2 * smoke_data.systems["grid"].truth_matrix()[:, 20])
 
 
 # ----------------------------------------------------------------------------- the commands

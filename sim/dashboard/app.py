@@ -56,7 +56,7 @@ SPEEDS = {
     "60 min/s": (250, 15),
 }
 PEOPLE_PALETTE = YlOrRd9[::-1][2:]  # light (few) to dark (many); the palest two vanish on grey
-DIFF_PALETTE = RdBu11[::-1]  # blue: estimate below the truth; red: above
+DIFF_PALETTE = RdBu11  # low to high: blue (estimate below the truth, or B below A) to red
 #: Alert states of a zone at one bin (layer "alerts").
 ALERT_STATES = ("none", "alert and true", "false alert", "missed")
 ALERT_COLOURS = ("#ffffff", "#b2182b", "#f4a582", "#5e3c99")
@@ -341,12 +341,12 @@ class RunMap:
         for name, other in self.zones.items():
             other.renderer.visible = other is layer and name == system
 
-    def set_mapper(self, layer: str, high: float) -> None:
+    def set_mapper(self, layer: str, high: float, *, title: str | None = None) -> None:
         """Colour scale of `layer`: people (log), difference (diverging) or alert states."""
         if layer == "difference":
             self.diff.update(low=-high, high=high)
             mapper: Any = self.diff
-            self.bar.title = "estimate − truth (people)"
+            self.bar.title = title or "estimate − truth (people)"
         elif layer == "alerts":
             mapper = self.alerts
             self.bar.title = "alerts"
@@ -655,9 +655,8 @@ class Dashboard:
         )
         fig.add_layout(self.now_span)
         fig.add_layout(self.limit_span)
-        fig.legend.location = "top_left"
         fig.legend.label_text_font_size = "8pt"
-        fig.legend.background_fill_alpha = 0.6
+        fig.add_layout(fig.legend[0], "right")  # beside the plot: the lines stay readable
         return fig
 
     # ------------------------------------------------------------------ wiring
@@ -757,7 +756,8 @@ class Dashboard:
             m.show_system(system)
             if k == 2:  # B − A
                 value, alpha, high = self._difference_ab(system, layer, method, t)
-                m.set_mapper("difference", high)
+                what = "truth" if layer == "truth" else f"{method} estimate"
+                m.set_mapper("difference", high, title=f"B − A: {what} (people)")
             else:
                 with m.data.lock:
                     value, alpha = layer_values(
@@ -948,7 +948,7 @@ class Dashboard:
             )
         )
         self.alert_text.object = _alert_summary(
-            total, len(per_zone), how, method, self.tolerance.value
+            total, len(per_zone), how, method, self.tolerance.value, a.bin_s / 60.0
         )
 
     def _default_density(self) -> float:
@@ -1016,9 +1016,11 @@ def _check_pair(a: RunData, b: RunData) -> None:
         )
 
 
-def _alert_summary(total: AlertScore, zones: int, how: str, method: str, minutes: Any) -> str:
-    delays = total.delays
-    late = f", median delay {np.median(delays):g} bins" if len(delays) else ""
+def _alert_summary(
+    total: AlertScore, zones: int, how: str, method: str, minutes: Any, bin_min: float
+) -> str:
+    delays = total.delays * bin_min
+    late = f"; median delay of the detected {np.median(delays):g} min" if len(delays) else ""
     return (
         f"Alert when {how} ({method} against the truth; on time within {minutes} min):  \n"
         f"truth crossed **{total.truth_alerts}** times in {zones} zones; the estimate "
