@@ -415,7 +415,9 @@ def test_the_estimator_stage_reads_no_truth(
         out_dir=folder,
         seeds=run_module.seed_sequences(1),
         crowd=SimpleNamespace(zones=zones),
+        zones=zones,
     )
+    ctx.facts["network"] = {"procedures": len(pd.read_parquet(folder / "records.parquet"))}
     note = run_module._estimators_stage(ctx)
     assert "estimates" in note
     assert DUPLICITY_FILE in ctx.outputs

@@ -366,8 +366,11 @@ def test_the_run_writes_the_public_data_and_the_event_prior_lifts_the_course(
         est = cls(prior=prior, prior_weight=0.5, latency_min=1.0).fit(records, plan)
         whole = est.estimate(zone_systems["segment"].assign(system="segment"), bins[20:23])
         minute = est.estimate_minute(zone_systems["segment"].assign(system="segment"), bins[21])
+        # EM's real-time bounds skip the bootstrap of its density (its interval_facts say
+        # so): the estimate is the same, the bounds are the cheaper real-time ones
+        drop = ["lower", "upper"] if cls is EMEstimator else []
         pd.testing.assert_frame_equal(
-            minute.reset_index(drop=True),
-            whole[whole["bin"] == bins[21]].reset_index(drop=True),
+            minute.drop(columns=drop).reset_index(drop=True),
+            whole[whole["bin"] == bins[21]].drop(columns=drop).reset_index(drop=True),
             check_categorical=False,
         )

@@ -348,7 +348,7 @@ def release_estimates(
     system, sets = _published_system(zone_systems, config, published_system)
     rng = np.random.default_rng(random_state)
     prepared = prepare_records(records, plan, error=EstimateInputError)
-    estimators = make_estimators(config, random_state=rng, mode=mode, **overrides)
+    estimators = make_estimators(config, random_state=rng, mode=mode, public=public, **overrides)
     for est in estimators:
         est.set_params(laplace_epsilon=None)  # the internal table is exact
         est.fit(prepared, plan, counters=counters)

@@ -544,12 +544,14 @@ class EMEstimator(SpatialEstimator):
     def _pairs(self, zs: ZoneSet) -> Any:
         return zone_pairs(self.coverage_, self.zone_matrix(zs))
 
-    def _refit(self, counts: np.ndarray) -> np.ndarray:
+    def _refit(self, counts: np.ndarray, bins: np.ndarray) -> np.ndarray:
         """EM's densities for replicate counts: same start, prior and stopping rule, no cache.
 
-        The replicates are the bootstrapped bins (``_boot_states``: their prior states).
+        `bins`: each replicate column's bin among the bootstrapped ones, whose prior states
+        are ``_boot_states``.
         """
-        return self._deconvolve(counts, getattr(self, "_boot_states", None))[0]
+        states = getattr(self, "_boot_states", None)
+        return self._deconvolve(counts, None if states is None else states[bins])[0]
 
     def _prior_states(self) -> np.ndarray | None:
         """The prior's state per bin in hand; None for no prior or one that never changes."""

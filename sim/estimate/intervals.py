@@ -247,7 +247,7 @@ def bootstrap_density_variance(
     counts: np.ndarray,
     coverage: csr_matrix,
     density: np.ndarray,
-    refit: Callable[[np.ndarray], np.ndarray],
+    refit: Callable[[np.ndarray, np.ndarray], np.ndarray],
     zones: csr_matrix,
     *,
     n_bootstrap: int,
@@ -266,7 +266,8 @@ def bootstrap_density_variance(
     density
         The fitted density per tile and bin.
     refit
-        ``refit(counts) -> density``: the method's fit (same start and stopping rule).
+        ``refit(counts, bins) -> density``: the method's fit (same start and stopping
+        rule); `bins` gives, per column of the replicate counts, its bin among `counts`.
     zones
         Share of each tile in each zone, zones x tiles.
     n_bootstrap
@@ -318,7 +319,7 @@ def bootstrap_density_variance(
                 part = slice(i * n_bootstrap, (i + 1) * n_bootstrap)
                 own = np.random.default_rng([root, int(keys[b]) & 0xFFFFFFFFFFFFFFFF])
                 drawn[:, part] = own.poisson(means[:, part])
-        refitted = refit(drawn)
+        refitted = refit(drawn, np.repeat(cols, n_bootstrap))
         again = posterior_mean(np.repeat(cols, n_bootstrap), refitted)
         diff = again - np.repeat(base, n_bootstrap, axis=1)
         out[:, cols] = (diff**2).reshape(w.shape[0], len(cols), n_bootstrap).mean(axis=2)
