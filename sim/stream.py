@@ -260,13 +260,13 @@ class Stream:
     def run(self) -> Stream:
         """Run every tick, hand out every frame; return self."""
         crowd, signalling, timer = self.crowd, self.signalling, self.timer
-        dt = self.dt
+        dt, owner = self.dt, self.signalling.owner
         while crowd.tick < crowd.n_ticks:
             t0 = time.perf_counter()
             crowd.step()
-            snap = crowd.positions()
+            snap = crowd.positions(rows=owner)  # the phones' owners only
             t0 = timer.add("crowd", t0)
-            signalling.step(snap.t_s - dt, snap.x, snap.y, snap.present)
+            signalling.step_devices(snap.t_s - dt, snap.x, snap.y, snap.present)
             t0 = timer.add("network", t0)
             self._take_records(crowd.tick)
             timer.add("presence", t0)

@@ -256,6 +256,17 @@ class Signalling:
         present
             Which persons are in the study area (the others' phones are elsewhere).
         """
+        owner = self.owner
+        self.step_devices(
+            t_s, np.asarray(x)[owner], np.asarray(y)[owner], np.asarray(present, dtype=bool)[owner]
+        )
+
+    def step_devices(self, t_s: float, x: np.ndarray, y: np.ndarray, present: np.ndarray) -> None:
+        """:meth:`step` given each simulated device's position (its owner's), in device order.
+
+        What a streaming run passes: the crowd computes the positions of the phones'
+        owners only (``CrowdModel.positions(rows=owner)``), not of everybody.
+        """
         self._tick_chunk.append(len(self._rec))
         self._tick_batch.append(len(self.mme.delay))
         tick = self._sense(t_s, x, y, present)
@@ -267,14 +278,14 @@ class Signalling:
         self._account(tick)
 
     def _sense(self, t_s: float, x: np.ndarray, y: np.ndarray, present: np.ndarray) -> _Tick:
-        """Who is in the area now, the strongest cell where each phone stands."""
-        now_present = np.asarray(present, dtype=bool)[self.owner]
+        """Who is in the area now, the strongest cell where each phone stands (by device)."""
+        now_present = np.asarray(present, dtype=bool)
         arrived = now_present & ~self.present
         left = self.present & ~now_present
         self._reset(left)
         self.present = now_present
         idx = np.flatnonzero(now_present)
-        pix = self.radio.pixel(np.asarray(x)[self.owner[idx]], np.asarray(y)[self.owner[idx]])
+        pix = self.radio.pixel(np.asarray(x)[idx], np.asarray(y)[idx])
         moved_pixel = pix != self._pix[idx]  # most people stand still: look up only movers
         changed = idx[moved_pixel]
         self._pix[changed] = pix[moved_pixel]
