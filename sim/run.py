@@ -312,11 +312,15 @@ def _simulate_stage(ctx: RunContext) -> str:
 
 
 def _estimators_stage(ctx: RunContext) -> str:
-    """Run the listed estimators on what the operator wrote, read back from the run folder.
+    """Release the listed estimators' tables from what the operator has.
 
-    Reading ``records.parquet``, ``cell_load.parquet`` and ``network_plan.json`` (and
-    nothing else of the network) keeps the operator wall in the data flow, not only in
-    the imports.
+    The plan and the counters are read back from the run folder (``network_plan.json``,
+    ``cell_load.parquet``). The devices per cell and bin come from the streaming run's
+    real-time presence, counted from the records as they were written
+    (:func:`sim.estimate.release_from_counts`); the batch path, batch mode, or a method
+    that reads the records themselves read ``records.parquet`` back instead. Either way
+    nothing else of the network enters: the operator wall holds in the data flow, not
+    only in the imports.
     """
     import pandas as pd
 

@@ -172,7 +172,7 @@ class Stream:
     bin_s
         Width of a bin (``scenario.zones.bin_s``).
     timezone
-        The event's time zone: device keys follow its local days, as pseudonyms do.
+        The event's time zone, in which the progress shows the simulated clock.
     noise_seed
         The run's ``estimators`` seed: with ``laplace_epsilon`` set, the frames' noise is
         the release's (the same first draws of the same generator).
@@ -233,10 +233,8 @@ class Stream:
             self.plan.n_cells, instants, window=pd.Timedelta(minutes=config.window_min)
         )
         self._cursor = 0
-        self._n_dev = max(1, len(self.signalling.owner))
         self._start_ns = pd.Timestamp(self.start).as_unit("ns").value
         self._dt_ns = round(self.dt * 1e9)
-        self._midnights = _local_midnights(self.start, self.duration_s, timezone)
         self._emitted = 0
         self._records_at_bin: list[int] = [0]
         self._wall0 = self._shown = time.perf_counter()
@@ -262,13 +260,13 @@ class Stream:
     def run(self) -> Stream:
         """Run every tick, hand out every frame; return self."""
         crowd, signalling, timer = self.crowd, self.signalling, self.timer
-        dt = self.dt
+        dt, owner = self.dt, self.signalling.owner
         while crowd.tick < crowd.n_ticks:
             t0 = time.perf_counter()
             crowd.step()
-            snap = crowd.positions()
+            snap = crowd.positions(rows=owner)  # the phones' owners only
             t0 = timer.add("crowd", t0)
-            signalling.step(snap.t_s - dt, snap.x, snap.y, snap.present)
+            signalling.step_devices(snap.t_s - dt, snap.x, snap.y, snap.present)
             t0 = timer.add("network", t0)
             self._take_records(crowd.tick)
             timer.add("presence", t0)
@@ -304,17 +302,12 @@ class Stream:
         if len(raw["t_s"]):
             self.presence.add(
                 raw["time_ns"],
-                self._keys(raw["device"], raw["time_ns"]),
+                self.signalling.pseudonym_keys(raw["device"], raw["time_ns"]),
                 raw["cell"],
                 raw["procedure"] == _DETACH,
                 order=raw["t_s"],
             )
         self.presence.close_until(now_ns)
-
-    def _keys(self, device: np.ndarray, time_ns: np.ndarray) -> np.ndarray:
-        """Device keys: (local day, device), which map one to one onto the pseudonyms."""
-        day = np.searchsorted(self._midnights, time_ns, side="right")
-        return day * self._n_dev + device
 
     # ------------------------------------------------------------------ frames
     def _emit_ready(self, *, final: bool) -> None:
@@ -366,18 +359,6 @@ class Stream:
             wall_s=wall,
             eta_s=eta,
         )
-
-
-def _local_midnights(start: pd.Timestamp, duration_s: float, timezone: str) -> np.ndarray:
-    """UTC ns of the local midnights from the day before `start` to the day after the end.
-
-    A record's local day is the number of these at or before it (pseudonyms rotate there).
-    """
-    first = pd.Timestamp(start).tz_convert(timezone).normalize() - pd.Timedelta(days=1)
-    days = int(duration_s // 86400) + 3
-    local = pd.date_range(first.tz_localize(None), periods=days, freq="D")
-    utc = local.tz_localize(timezone, ambiguous=False, nonexistent="shift_forward")
-    return utc.tz_convert("UTC").as_unit("ns").asi8
 
 
 def _minutes_of(j: int, bin_s: float) -> range:

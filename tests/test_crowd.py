@@ -408,6 +408,13 @@ def test_positions_are_in_memory_and_replayable(sketch_world: tuple[Streets, Cou
     again = replay.positions()
     np.testing.assert_array_equal(again.x, last.x)
     np.testing.assert_array_equal(again.present, last.present)
+    # the positions of some people (repeats allowed) are those rows of everybody's
+    rows = np.random.default_rng(1).integers(0, model.people.n, 500)
+    some = replay.positions(rows=rows)
+    for got, whole in ((some.x, again.x), (some.y, again.y), (some.present, again.present),
+                       (some.spectator, again.spectator)):  # fmt: skip
+        np.testing.assert_array_equal(got, whole[rows])
+    assert some.present.any() and some.t_s == again.t_s
 
 
 def test_counterflow_swaps_pass_full_segments() -> None:

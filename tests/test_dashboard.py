@@ -400,8 +400,9 @@ def test_overlays_draw_sites_and_levels_of_service(dashboard: Any, smoke_data: R
     m = dash.maps[0]
     assert m.site_renderer.visible
     assert len(m.sites.data["x"]) == len(smoke_data.sites.site_ids)
-    edges, _, _ = smoke_data.los.at(dash.t)
-    assert len(edges) and len(m.los.data["x0"]) == len(edges)
+    edges, levels, _ = smoke_data.los.at(dash.t)
+    drawn = [int(np.isfinite(np.asarray(src.data["x"])).sum()) // 2 for src in m.los]
+    assert len(edges) and drawn == np.bincount(levels, minlength=6).tolist()
     assert m.tiles is None  # no web map before it is asked for
     dash.overlays.value = ["course", "web map (online)"]
     assert m.tiles is not None and m.tiles.visible

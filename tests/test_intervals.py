@@ -391,3 +391,35 @@ def test_vanishing_densities_give_finite_bounds_without_overflow() -> None:
     lo, hi = people_interval(np.array([1e-310, 0.0, 4.0]), np.array([1e-300, 0.0, 0.0]),
                              people_per_device=1.0, confidence=0.95)  # fmt: skip
     assert np.isfinite(lo).all() and np.isfinite(hi).all() and lo[0] == 0.0
+
+
+def test_the_release_states_each_methods_interval_and_widens_the_noisy_one(monkeypatch) -> None:
+    import sim.estimate as estimate_pkg
+    from sim.estimate import release_estimates
+    from sim.scenario import EstimatorsConfig
+
+    plan, recs, _ = tiny_world()
+    bins = pd.date_range(START + pd.Timedelta(minutes=20), periods=2, freq="1min")
+    grid = {"grid": squares((0.0, 0.0, 3000.0, 3000.0), 500.0, "grid")}
+    drawn = []
+    real = estimate_pkg.laplace_counts
+
+    def keep(counts, **kw):
+        drawn.append(real(counts, **kw))
+        return drawn[-1]
+
+    monkeypatch.setattr(estimate_pkg, "laplace_counts", keep)
+    cfg = EstimatorsConfig(methods=["presence", "bayes"], privacy_threshold=0,
+                           laplace_epsilon=0.2)  # fmt: skip
+    release = release_estimates(recs, plan, grid, bins, cfg, random_state=3)
+    assert set(release.intervals) == {"presence", "bayes"}
+    assert release.intervals["bayes"]["confidence"] == 0.95
+    assert "posterior" in release.intervals["bayes"]["location"]
+    assert release.intervals["presence"]["location"].startswith("none")
+    # the published figures come from the noisy counts, and their intervals carry the noise
+    bayes = BayesEstimator(latency_min=1.0, privacy_threshold=0).fit(recs, plan)
+    with_noise = bayes.estimate_from_counts(drawn[0], grid, bins, noise_epsilon=0.2)
+    without = bayes.estimate_from_counts(drawn[0], grid, bins)
+    published = release.published.reset_index(drop=True)
+    np.testing.assert_allclose(published["upper"], with_noise["upper"], rtol=1e-6)
+    assert (with_noise["upper"] - with_noise["lower"] > without["upper"] - without["lower"]).all()

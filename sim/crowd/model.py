@@ -870,27 +870,33 @@ class CrowdModel(mesa.Model):
         st = self.people.state
         return (st == WAITING) | (st == WALKING) | (st == STAYING)
 
-    def positions(self) -> PositionSnapshot:
+    def positions(self, rows: np.ndarray | None = None) -> PositionSnapshot:
         """Everybody's position now (EPSG:31370 metres; NaN for pending or gone).
 
-        Called every tick by the network stage: people at nodes take their node's
-        coordinates in one gather, and only those on an edge are interpolated.
+        Called every tick by the network: people at nodes take their node's coordinates
+        in one gather, and only those on an edge are interpolated. With `rows` (person
+        indices, repeats allowed), the snapshot holds those people only, in that order:
+        the network asks for the owners of the phones it simulates, not everybody.
         """
         p, g = self.people, self.graph
-        here = self.present()
-        x = g.x[p.node]
-        y = g.y[p.node]
-        on = np.flatnonzero(here & (p.edge >= 0))
-        e = p.edge[on]
+        if self._spectator_mask is None:
+            self._spectator_mask = p.kind == SPECTATOR
+        st = p.state if rows is None else p.state[rows]
+        here = (st == WAITING) | (st == WALKING) | (st == STAYING)
+        node = p.node if rows is None else p.node[rows]
+        edge = p.edge if rows is None else p.edge[rows]
+        x = g.x[node]
+        y = g.y[node]
+        on = np.flatnonzero(here & (edge >= 0))
+        e = edge[on]
         u, v = g.eu[e], g.ev[e]
-        f = p.s[on] / g.length[e]
+        f = (p.s[on] if rows is None else p.s[rows[on]]) / g.length[e]
         x[on] = g.x[u] + (g.x[v] - g.x[u]) * f
         y[on] = g.y[u] + (g.y[v] - g.y[u]) * f
         x[~here] = np.nan
         y[~here] = np.nan
-        if self._spectator_mask is None:
-            self._spectator_mask = p.kind == SPECTATOR
-        return PositionSnapshot(self.tick * self.dt, x, y, here, self._spectator_mask)
+        spectator = self._spectator_mask if rows is None else self._spectator_mask[rows]
+        return PositionSnapshot(self.tick * self.dt, x, y, here, spectator)
 
     def state_counts(self) -> dict[str, int]:
         """Number of people in each state now."""

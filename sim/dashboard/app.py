@@ -35,7 +35,7 @@ from bokeh.plotting import figure
 from bokeh.transform import transform
 
 from sim.dashboard.alerts import AlertScore, score_alerts, score_zone_alerts
-from sim.dashboard.data import RunData, ZoneSeries
+from sim.dashboard.data import LOS_LEVELS, RunData, ZoneSeries
 
 __all__ = ["LAYERS", "SYSTEM_LABELS", "Dashboard", "layer_values"]
 
@@ -152,16 +152,11 @@ class RunMap:
         )
         self.fig.grid.visible = False
         self.fig.background_fill_color = "#fbfbf8"
-        self.streets = ColumnDataSource({"x0": [], "y0": [], "x1": [], "y1": []})
-        self.fig.segment(
-            "x0",
-            "y0",
-            "x1",
-            "y1",
-            source=self.streets,
-            line_color="#b9b9b9",
-            line_width=0.6,
-            level="image",
+        # the streets as one line broken by NaN: one stroke for tens of thousands of
+        # segments (a segment glyph strokes each one: seconds per redraw on a region)
+        self.streets = ColumnDataSource({"x": [], "y": []})
+        self.fig.line(
+            "x", "y", source=self.streets, line_color="#b9b9b9", line_width=0.6, level="image"
         )
         self.people = LogColorMapper(palette=PEOPLE_PALETTE, low=1, high=100, nan_color=SUPPRESSED)
         self.diff = LinearColorMapper(palette=DIFF_PALETTE, low=-50, high=50, nan_color=SUPPRESSED)
@@ -170,21 +165,20 @@ class RunMap:
         self.bar = ColorBar(color_mapper=self.people, width=12, title="people")
         self.fig.add_layout(self.bar, "right")
         self.zones: dict[str, _ZoneLayer] = {}
-        self.los = ColumnDataSource(
-            {"x0": [], "y0": [], "x1": [], "y1": [], "level": [], "width": []}
-        )
-        self.los_renderer = self.fig.segment(
-            "x0",
-            "y0",
-            "x1",
-            "y1",
-            source=self.los,
-            line_color=transform(
-                "level", LinearColorMapper(palette=list(LOS_COLOURS), low=-0.5, high=5.5)
-            ),
-            line_width="width",
-            visible=False,
-        )
+        # levels of service: one broken line per level A..F (one stroke each), wider the worse
+        self.los = [ColumnDataSource({"x": [], "y": []}) for _ in LOS_COLOURS]
+        self.los_renderers = [
+            self.fig.line(
+                "x",
+                "y",
+                source=src,
+                line_color=colour,
+                line_width=1.5 + k,
+                visible=False,
+                name=f"los {LOS_LEVELS[k]}",
+            )
+            for k, (src, colour) in enumerate(zip(self.los, LOS_COLOURS, strict=True))
+        ]
         self.course = ColumnDataSource({"xs": [], "ys": []})
         self.course_renderer = self.fig.multi_line(
             "xs", "ys", source=self.course, line_color="#1f3b73", line_width=3, line_alpha=0.8
@@ -244,10 +238,10 @@ class RunMap:
         """(Re)draw what changes only when the data do: streets, course, sites, zones."""
         data = self.data
         with data.lock:
-            if data.streets is not None and not len(self.streets.data["x0"]):
+            if data.streets is not None and not len(self.streets.data["x"]):
                 s = data.streets
-                d = s.drawn
-                self.streets.data = {"x0": s.x0[d], "y0": s.y0[d], "x1": s.x1[d], "y1": s.y1[d]}
+                x, y = _broken_line(s, s.drawn)
+                self.streets.data = {"x": x, "y": y}
             if data.course is not None and not len(self.course.data["xs"]):
                 c = data.course
                 self.course.data = {"xs": c.xs, "ys": c.ys}
@@ -406,22 +400,18 @@ class RunMap:
 
         Coloured A (green) to F (dark red), and drawn wider the worse the level.
         """
-        self.los_renderer.visible = visible
+        for renderer in self.los_renderers:
+            renderer.visible = visible
         data = self.data
         if not visible or data.los is None or data.streets is None:
-            if len(self.los.data["x0"]):
-                self.los.data = {k: [] for k in self.los.data}
+            for src in self.los:
+                if len(src.data["x"]):
+                    src.data = {"x": [], "y": []}
             return
         edge, level, _ = data.los.at(t)
-        s = data.streets
-        self.los.data = {
-            "x0": s.x0[edge],
-            "y0": s.y0[edge],
-            "x1": s.x1[edge],
-            "y1": s.y1[edge],
-            "level": level.astype(np.float32),  # 0 = A ... 5 = F, coloured in the browser
-            "width": 1.5 + level.astype(np.float32),
-        }
+        for k, src in enumerate(self.los):
+            x, y = _broken_line(data.streets, edge[level == k])
+            src.data = {"x": x, "y": y}
 
     def set_web_tiles(self, on: bool) -> None:
         """Web map tiles beneath (made only when first asked for: no request before)."""
@@ -997,6 +987,16 @@ class Dashboard:
             self._update_series()
         if self.live is not None:
             self.status.object = self.live.status_markdown()
+
+
+def _broken_line(streets: Any, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Street `edges` as one line broken by NaN (x0 x1 NaN x0 x1 NaN ...), float32."""
+    n = len(edges)
+    x = np.full(3 * n, np.nan, dtype=np.float32)
+    y = np.full(3 * n, np.nan, dtype=np.float32)
+    x[0::3], x[1::3] = streets.x0[edges], streets.x1[edges]
+    y[0::3], y[1::3] = streets.y0[edges], streets.y1[edges]
+    return x, y
 
 
 def _check_pair(a: RunData, b: RunData) -> None:

@@ -256,6 +256,17 @@ class Signalling:
         present
             Which persons are in the study area (the others' phones are elsewhere).
         """
+        owner = self.owner
+        self.step_devices(
+            t_s, np.asarray(x)[owner], np.asarray(y)[owner], np.asarray(present, dtype=bool)[owner]
+        )
+
+    def step_devices(self, t_s: float, x: np.ndarray, y: np.ndarray, present: np.ndarray) -> None:
+        """:meth:`step` given each simulated device's position (its owner's), in device order.
+
+        What a streaming run passes: the crowd computes the positions of the phones'
+        owners only (``CrowdModel.positions(rows=owner)``), not of everybody.
+        """
         self._tick_chunk.append(len(self._rec))
         self._tick_batch.append(len(self.mme.delay))
         tick = self._sense(t_s, x, y, present)
@@ -267,14 +278,14 @@ class Signalling:
         self._account(tick)
 
     def _sense(self, t_s: float, x: np.ndarray, y: np.ndarray, present: np.ndarray) -> _Tick:
-        """Who is in the area now, the strongest cell where each phone stands."""
-        now_present = np.asarray(present, dtype=bool)[self.owner]
+        """Who is in the area now, the strongest cell where each phone stands (by device)."""
+        now_present = np.asarray(present, dtype=bool)
         arrived = now_present & ~self.present
         left = self.present & ~now_present
         self._reset(left)
         self.present = now_present
         idx = np.flatnonzero(now_present)
-        pix = self.radio.pixel(np.asarray(x)[self.owner[idx]], np.asarray(y)[self.owner[idx]])
+        pix = self.radio.pixel(np.asarray(x)[idx], np.asarray(y)[idx])
         moved_pixel = pix != self._pix[idx]  # most people stand still: look up only movers
         changed = idx[moved_pixel]
         self._pix[changed] = pix[moved_pixel]
@@ -555,24 +566,25 @@ class Signalling:
             assert salt is not None
             secret = draw_secret(salt)
         n_dev = max(1, len(self.owner))
-        midnights, days_of = self._local_days(raw["t_s"])
-        seen = np.zeros(len(midnights) * n_dev, dtype=bool)
-        for lo in range(0, n, rows):
-            seen[days_of(lo, lo + rows) * n_dev + raw["device"][lo : lo + rows]] = True
-        pairs = np.flatnonzero(seen)
-        noon = pd.DatetimeIndex(midnights[pairs // n_dev] + 12 * 3600 * 10**9, tz="UTC")
-        ids = pseudonymise(pairs % n_dev, noon, secret=secret, timezone=self.timezone)
-        slot = np.zeros(len(seen), dtype=np.int64)
-        slot[pairs] = np.arange(len(pairs))
-        del seen
+
+        def chunk(lo: int, hi: int) -> tuple[pd.DatetimeIndex, np.ndarray]:
+            times = (self.start + pd.to_timedelta(raw["t_s"][lo:hi], unit="s")).tz_convert("UTC")
+            ns = pd.DatetimeIndex(times).as_unit("ns").asi8
+            return times, self.pseudonym_keys(raw["device"][lo:hi], ns)
+
+        used = [np.unique(chunk(lo, lo + rows)[1]) for lo in range(0, n, rows)]
+        pairs = np.unique(np.concatenate(used)) if used else np.zeros(0, np.int64)
+        del used
+        day, device = np.divmod(pairs, n_dev)
+        noon = pd.DatetimeIndex(self._midnights()[day] + 12 * 3600 * 10**9, tz="UTC")
+        ids = pseudonymise(device, noon, secret=secret, timezone=self.timezone)
         cell_ids = self.plan.cells["cell_id"].to_numpy()
         for lo in range(0, max(n, 1), rows):
             hi = min(lo + rows, n)
-            times = self.start + pd.to_timedelta(raw["t_s"][lo:hi], unit="s")
-            key = days_of(lo, hi) * n_dev + raw["device"][lo:hi]
+            times, key = chunk(lo, hi)
             frame = pd.DataFrame({
-                "time": times.tz_convert("UTC"),
-                "device": ids[slot[key]],
+                "time": times,
+                "device": ids[np.searchsorted(pairs, key)],
                 "cell_id": cell_ids[raw["cell"][lo:hi]],
                 "procedure": pd.Categorical.from_codes(raw["procedure"][lo:hi],
                                                        categories=PROCEDURES),
@@ -580,27 +592,43 @@ class Signalling:
             })  # fmt: skip
             yield frame.astype(RECORD_COLUMNS)
 
-    def _local_days(self, t_s: np.ndarray) -> tuple[np.ndarray, Callable[[int, int], np.ndarray]]:
-        """Local midnights (UTC ns) around the records, and the local day of a slice of them."""
+    def pseudonym_keys(self, device: np.ndarray, time_ns: np.ndarray) -> np.ndarray:
+        """One integer per record, the same exactly when its pseudonymous id is the same.
+
+        A pseudonym is a keyed hash of the device and its local day
+        (:mod:`sim.network.pseudonyms`), so the key is ``local day x devices + device``
+        (days counted from the day before the start). A streaming run's real-time
+        presence counts devices by it before the records' ids exist.
+
+        Parameters
+        ----------
+        device
+            Device index of each record.
+        time_ns
+            Time of each record, ns since the epoch (UTC).
+        """
+        midnights = self._midnights()
+        if len(time_ns) and int(np.max(time_ns)) >= midnights[-1]:
+            span = (int(np.max(time_ns)) - midnights[0]) / 86400e9
+            midnights = self._midnights(days=int(span) + 2)
+        day = np.searchsorted(midnights, time_ns, side="right") - 1
+        return day * max(1, len(self.owner)) + np.asarray(device, dtype=np.int64)
+
+    def _midnights(self, days: int = 4) -> np.ndarray:
+        """UTC ns of the local midnights from the day before the start, `days` of them."""
+        cached = getattr(self, "_midnight_ns", None)
+        if cached is not None and len(cached) >= days:
+            return cached
         first = pd.Timestamp(self.start).tz_convert(self.timezone).normalize()
-        span = float(t_s[-1]) if len(t_s) else 0.0
-        local = pd.date_range(
-            first.tz_localize(None) - pd.Timedelta(days=1), periods=int(span // 86400) + 4,
-            freq="D",
-        )  # fmt: skip
-        midnights = (
+        local = pd.date_range(first.tz_localize(None) - pd.Timedelta(days=1), periods=days,
+                              freq="D")  # fmt: skip
+        self._midnight_ns = (
             local.tz_localize(self.timezone, ambiguous=False, nonexistent="shift_forward")
             .tz_convert("UTC")
             .as_unit("ns")
             .asi8
         )
-
-        def days_of(lo: int, hi: int) -> np.ndarray:
-            times = self.start + pd.to_timedelta(t_s[lo:hi], unit="s")
-            ns = pd.DatetimeIndex(times.tz_convert("UTC")).as_unit("ns").asi8
-            return np.searchsorted(midnights, ns, side="right") - 1
-
-        return midnights, days_of
+        return self._midnight_ns
 
     def record_times(self) -> pd.DatetimeIndex:
         """Time (UTC) of each of :meth:`raw_records`."""
