@@ -140,8 +140,8 @@ def _course_closed(public: EventPrior, bins: pd.DatetimeIndex) -> np.ndarray | N
     if c.empty:
         return None
     start, end = (pd.DatetimeIndex(pd.to_datetime(c[k], utc=True, format="ISO8601"))
-                  for k in ("start", "end"))  # fmt: skip
-    t = bins.asi8[:, None]
+                  .as_unit("ns") for k in ("start", "end"))  # fmt: skip
+    t = bins.as_unit("ns").asi8[:, None]
     return ((start.asi8[None, :] <= t) & (t < end.asi8[None, :])).any(axis=1)
 
 
