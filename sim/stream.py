@@ -394,6 +394,7 @@ class _FrameMaker:
             est.set_params(laplace_epsilon=None)
             self.estimators.append(est.fit_plan(plan))
         self.noise: np.ndarray | None = None
+        self.epsilon: float | None = config.laplace_epsilon
         if config.laplace_epsilon is not None:
             # the release's draw (sim.estimate.release_from_counts): the first of the
             # estimators' generator, one value per cell and bin
@@ -415,7 +416,13 @@ class _FrameMaker:
         if self.noise is not None:
             column = np.maximum(column + self.noise[:, j : j + 1], 0.0)
         one = self.bins[j : j + 1]
-        tables = [est.estimate_from_counts(column, self.zones, one) for est in self.estimators]
+        # the noise's variance goes into the intervals, as in the release; a frame is the
+        # real-time minute update, so each method's real-time bound (EM: no bootstrap)
+        epsilon = self.epsilon
+        tables = [
+            est.estimate_from_counts(column, self.zones, one, noise_epsilon=epsilon, live=True)
+            for est in self.estimators
+        ]
         estimates = published_view(concat_estimates(tables), system=self.system)
         return MinuteFrame(
             bin=self.bins[j],

@@ -166,7 +166,7 @@ def test_bad_input_names_the_folder_and_what_is_wrong(
     (missing / "truth_edges.parquet").unlink()
     with pytest.raises(
         CrowdsimError,
-        match=r"missing: missing truth_edges\.parquet, cells\.gpkg, which the run wrote",
+        match=r"missing: missing cells\.gpkg, truth_edges\.parquet, which the run wrote",
     ):
         compare_runs(base, missing)
 

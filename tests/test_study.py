@@ -144,6 +144,17 @@ def test_study_file_loads_its_sweeps_and_variants(tmp_path: Path) -> None:
     assert [v.label for v in study.variants] == ["voronoi", "em", "em-w30"]
 
 
+def test_the_shipped_study_loads_with_every_method_prior_and_dedup() -> None:
+    study = load_study(SCENARIOS / "study" / "estimators.toml")
+    assert set(study.sweeps) == {"ttt", "stage1"}
+    assert all(len(sweep.runs) >= 10 for sweep in study.sweeps.values())
+    methods = {v.method for v in study.variants}
+    assert {"voronoi", "bayes", "em", "hmm"} <= methods
+    options = [v.options for v in study.variants]
+    assert any(o.get("prior") == "event" for o in options)
+    assert any(o.get("dedup") for o in options)
+
+
 def test_option_value_is_checked_against_each_scenario(tmp_path: Path) -> None:
     bad = (
         VARIANTS + '\n[[variant]]\nlabel = "late"\nmethod = "bayes"\noptions = { mode = "later" }\n'

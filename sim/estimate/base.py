@@ -455,6 +455,7 @@ class Estimator:
         bins: pd.DatetimeIndex,
         *,
         noise_epsilon: float | None = None,
+        live: bool = False,
     ) -> pd.DataFrame:
         """People per zone and bin from devices per cell (rows, plan order) and bin.
 
@@ -470,6 +471,10 @@ class Estimator:
         noise_epsilon
             The counts already carry Laplace noise of scale ``1 / noise_epsilon`` (as the
             release's shared draw does): the intervals are widened for it.
+        live
+            The counts are the real-time minute update (a streaming run's frame): a
+            method may use its cheaper real-time bound, as :meth:`estimate_minute` does
+            (``interval_facts()["realtime"]`` says which).
         """
         if not hasattr(self, "cell_ids_"):
             raise NotFittedError(f"{type(self).__name__}: call fit first")
@@ -492,7 +497,9 @@ class Estimator:
         if self.laplace_epsilon is not None:
             counts = laplace_counts(counts, epsilon=self.laplace_epsilon, rng=rng)
             epsilon = self.laplace_epsilon
-        return self._tables(counts, self._zone_sets(zones), bins, epsilon=epsilon, rng=rng)
+        return self._tables(
+            counts, self._zone_sets(zones), bins, epsilon=epsilon, rng=rng, live=live
+        )
 
     def _tables(
         self,

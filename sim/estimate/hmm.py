@@ -857,6 +857,7 @@ class HMMEstimator(SpatialEstimator):
         bins: pd.DatetimeIndex,
         *,
         noise_epsilon: float | None = None,
+        live: bool = False,
     ) -> pd.DataFrame:
         """Not possible: cell counts do not say which device is which."""
         raise EstimateInputError(

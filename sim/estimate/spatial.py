@@ -118,11 +118,14 @@ class SpatialEstimator(Estimator):
         bins: pd.DatetimeIndex,
         *,
         noise_epsilon: float | None = None,
+        live: bool = False,
     ) -> pd.DataFrame:
         """People per zone and bin from devices per cell and bin (see the base class)."""
         self._bins_in_hand = bins
         try:
-            return super().estimate_from_counts(counts, zones, bins, noise_epsilon=noise_epsilon)
+            return super().estimate_from_counts(
+                counts, zones, bins, noise_epsilon=noise_epsilon, live=live
+            )
         finally:
             self._bins_in_hand = None
 

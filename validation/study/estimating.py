@@ -56,6 +56,7 @@ _INPUTS = (
     runfolder.TRUTH_ZONES,
     runfolder.ZONES,
     runfolder.SCENARIO,
+    runfolder.EVENT_PUBLIC,
 )
 #: A cached score: its tables, and the key file written last.
 _PARTS = ("metrics", "zones", "bins")
@@ -144,6 +145,7 @@ def _estimate(data: OperatorData, variant: Variant) -> tuple[pd.DataFrame, pd.Da
         timezone=scenario.event.timezone,
         share_error=cfg.share_error,
         phones_error=cfg.phones_error,
+        public=data.folder.out_dir / runfolder.EVENT_PUBLIC,
     )
     return _relabel(release.internal, variant.label), _relabel(release.published, variant.label)
 
