@@ -35,7 +35,7 @@ from bokeh.plotting import figure
 from bokeh.transform import transform
 
 from sim.dashboard.alerts import AlertScore, score_alerts, score_zone_alerts
-from sim.dashboard.data import LOS_LEVELS, RunData, ZoneSeries
+from sim.dashboard.data import LOS_LEVELS, RunData, ZoneSeries, interval_note
 
 __all__ = ["LAYERS", "SYSTEM_LABELS", "Dashboard", "layer_values"]
 
@@ -601,7 +601,7 @@ class Dashboard:
             source=src,
             fill_alpha=0.25,
             fill_color="#1f77b4",
-            legend_label="interval (95 %, sampling)",
+            legend_label="interval",
         )
         self.est_line = fig.line(
             "t", "estimate", source=src, line_width=2, color="#1f77b4", legend_label="estimate (A)"
@@ -905,7 +905,7 @@ class Dashboard:
         self.zone_text.object = (
             f"**{zone}** ({SYSTEM_LABELS[system]}, {area / 1e4:,.2f} ha) at **{a.clock(t)}**: "
             f"truth **{truth:,.0f}**; {method} estimate {shown}.  \n"
-            f"The interval is the {a.interval_note}."
+            f"The interval is the {interval_note(a.interval_facts.get(method))}."
         )
 
     # ------------------------------------------------------------------ alerts

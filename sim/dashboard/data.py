@@ -58,6 +58,7 @@ __all__ = [
     "StreetLines",
     "ZoneSeries",
     "area_outlines",
+    "interval_note",
     "tile_outlines",
     "to_map",
 ]
@@ -69,11 +70,34 @@ MAP_CRS = "EPSG:3857"
 SYSTEMS = ("grid", "segment", "area")
 #: Fruin's walkway levels, A (free) to F (jammed), as ``truth_edges.parquet`` codes them.
 LOS_LEVELS = "ABCDEF"
-#: What the ``lower``/``upper`` columns are (sim.estimate.base): said beside every interval.
+#: What the ``lower``/``upper`` columns are (sim.estimate.intervals), said beside every
+#: interval when the run's manifest does not say it per method (a live run, an old run).
 INTERVAL_NOTE = (
-    "95 % interval from sampling alone (Poisson counts of the operator's devices, "
-    "scaled to people); it does not cover the spatial model's error"
+    "95 % interval of the people: where the cells' devices are (the method's location "
+    "posterior), who carries a device (binomial thinning) and the operator's uncertain "
+    "market share and phones per person; it does not hold a crowd whose density differs "
+    "from the method's model (as one packed along a course)"
 )
+
+
+def interval_note(facts: dict[str, Any] | None) -> str:
+    """One sentence on a method's interval from its manifest facts (``interval_facts()``)."""
+    if not facts:
+        return INTERVAL_NOTE
+    level = float(facts.get("confidence", 0.95))
+    text = (
+        f"{level * 100:g} % interval of the people: location ({facts.get('location', '?')}), "
+        f"sampling ({facts.get('sampling', '?')})"
+    )
+    sd = facts.get("belief_relative_sd")
+    if sd:
+        text += f", beliefs (relative sd {float(sd):.0%} of people per device)"
+    realtime = facts.get("realtime")
+    if realtime and realtime != "the same as in batch":
+        text += f"; in real time: {realtime}"
+    return text
+
+
 #: Files a run folder must hold for the dashboard.
 NEEDED = (
     runfolder.ESTIMATES,
@@ -558,7 +582,8 @@ class RunData:
     #: bumped whenever the data change (sessions redraw what changed)
     version: int = 0
     progress: Any = None
-    interval_note: str = INTERVAL_NOTE
+    #: each method's interval facts, from the manifest (``facts.estimators.intervals``)
+    interval_facts: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
     _extras: threading.Thread | None = None
     _extras_error: BaseException | None = None
@@ -586,7 +611,13 @@ class RunData:
         if areas:
             systems["area"] = ZoneSeries("area", len(bins), "internal")
             systems["area"].add_zones(list(areas), list(areas.values()))
+        from sim.estimate import make_estimators
+
+        # what each method's interval holds depends on its parameters, not on its prior
+        config = scenario.estimators.model_copy(update={"prior": "flat"})
+        facts = {e.method: e.interval_facts() for e in make_estimators(config)}
         return cls(
+            interval_facts=facts,
             label=label or f"{scenario.name} (live)",
             scenario=scenario,
             bins=bins,
@@ -635,6 +666,8 @@ class RunData:
             path=rf.path,
             n_filled=len(bins),
         )
+        facts = (rf.manifest.get("facts") or {}).get("estimators") or {}
+        data.interval_facts = dict(facts.get("intervals") or {})
         t0 = data._time("open_run_s", t0)
         grid = data._zone_layers(("grid",))["grid"]
         grid.source = "published"
