@@ -125,7 +125,7 @@ class StreamProgress:
         left = "?" if self.eta_s is None else _duration(self.eta_s)
         return (
             f"{self.clock:%H:%M} | {self.people_moving:,} moving of {self.people_present:,} "
-            f"| {self.records_per_s:,.0f} records/s | {self.speed:,.0f}x real time "
+            f"| {self.records_per_s:,.0f} records/s simulated | {self.speed:,.0f}x real time "
             f"| {left} left"
         )
 

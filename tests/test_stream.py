@@ -191,7 +191,7 @@ def progress(**changes: object) -> StreamProgress:
 def test_progress_says_clock_people_moving_records_per_second_and_time_left() -> None:
     p = progress()
     assert p.describe() == (
-        "14:35 | 12,345 moving of 150,000 | 1,234 records/s | 200x real time | 1:02 left"
+        "14:35 | 12,345 moving of 150,000 | 1,234 records/s simulated | 200x real time | 1:02 left"
     )
     assert p.fraction == pytest.approx(20100 / 32400)
     assert progress(eta_s=None).describe().endswith("? left")
