@@ -856,8 +856,11 @@ def write_metrics(
     ``metrics_zones.parquet`` (per zone: peaks, their times and errors, MAE),
     ``metrics_bins.parquet`` (per bin: totals, total error, KWD) and ``metrics.json``
     (the summary of :func:`compute_metrics`, with ``persons``: the people among the
-    operator's devices, true, by the fixed factor and by deduplication,
-    :func:`validation.persons.score_persons`).
+    operator's devices, true, by the fixed factor and, when the run deduplicated (its
+    ``duplicity.parquet``), by deduplication, :func:`validation.persons.score_persons`).
+    A run without deduplication is not deduplicated here: computing it from the records
+    took 337 s of the 374 s of a full team-time-trial run's validation;
+    ``score_persons(run)`` does it on demand.
 
     Parameters
     ----------
@@ -875,7 +878,8 @@ def write_metrics(
     table, per_zone, per_bin, summary = compute_tables(
         run, floor=floor, kwd_stride=kwd_stride, kwd_max_bins=kwd_max_bins
     )
-    persons = score_persons(run)  # None for a run without truth_devices.parquet
+    # None for a run without truth_devices.parquet; dedup figures only if the run has them
+    persons = score_persons(run, compute=False)
     if persons is not None:
         summary["persons"] = persons
     written = []
