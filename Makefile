@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench study clean
+.PHONY: demo test lint bench study study-ttt clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: $(BIN)/.installed
 # The estimator study: runs (reused when finished), docs/estimators.md and the README table.
 study: $(BIN)/.installed
 	$(BIN)/crowdsim study scenarios/study/estimators.toml --out runs/study
+
+# Its team-time-trial half (what fits a session on a shared 2-core machine), same folder.
+study-ttt: $(BIN)/.installed
+	$(BIN)/crowdsim study scenarios/study/estimators_ttt.toml --out runs/study
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

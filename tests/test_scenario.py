@@ -32,7 +32,13 @@ def test_minimal_scenario_fills_defaults(minimal: dict[str, Any]) -> None:
 
 #: The study's files that are not scenarios: its spec, its variants and its sweeps
 #: (tests/test_study.py loads them); the sweep files of scenarios/sweeps/ are not either.
-STUDY_FILES = {"estimators.toml", "variants.toml", "ttt_sweep.toml", "stage1_sweep.toml"}
+STUDY_FILES = {
+    "estimators.toml",
+    "estimators_ttt.toml",
+    "variants.toml",
+    "ttt_sweep.toml",
+    "stage1_sweep.toml",
+}
 #: Every scenario file shipped.
 SHIPPED = sorted(
     p
