@@ -27,6 +27,7 @@ from sim.estimate.intervals import (
 )
 from sim.network.plan import CELL_COLUMNS, NetworkPlan
 from tests.conftest import operator_records
+from tests.test_estimate import square_zones
 
 NOMINAL = 0.90
 #: One bin per replication; the plan's period holds them all.
@@ -57,22 +58,6 @@ def plan_of(*, share: float = 1.0, phones: float = 1.0) -> NetworkPlan:
         }
     ).astype(CELL_COLUMNS)
     return NetworkPlan("op", cells, share, phones, PERIOD)
-
-
-def squares(bounds: tuple[float, ...], side: float, system: str) -> gpd.GeoDataFrame:
-    """Square zones of `side` tiling `bounds`, clipped to it."""
-    xmin, ymin, xmax, ymax = bounds
-    gx, gy = np.meshgrid(np.arange(xmin, xmax, side), np.arange(ymin, ymax, side))
-    gx, gy = gx.ravel(), gy.ravel()
-    frame = gpd.GeoDataFrame(
-        {"zone": [f"{system}{i}" for i in range(gx.size)]},
-        geometry=shapely.intersection(
-            shapely.box(gx, gy, gx + side, gy + side), shapely.box(xmin, ymin, xmax, ymax)
-        ),
-        crs="EPSG:31370",
-    )
-    frame.attrs["system"] = system
-    return frame
 
 
 def count_in(zones, px, py, draw, *, weight=None):
@@ -164,8 +149,8 @@ def test_bayes_covers_at_its_level_where_devices_follow_its_prior(share, phones)
     px, py = points_in_tiles(rng, raster, tile)
     counts = counts_of(cells_of(rng, est.coverage_, tile), draw, plan.n_cells)
     zones = {
-        "tile": squares(raster.bounds, 250.0, "tile"),
-        "block": squares(raster.bounds, 750.0, "block"),
+        "tile": square_zones(raster.bounds, 250.0, "tile"),
+        "block": square_zones(raster.bounds, 750.0, "block"),
     }
     table = est.estimate_from_counts(counts, zones, BINS)
     truth = {name: count_in(z, px, py, draw, weight=people) for name, z in zones.items()}
@@ -188,7 +173,10 @@ def test_voronoi_covers_at_its_level_on_a_uniform_voronoi_world() -> None:
     bearing = np.degrees(np.arctan2(px - SITES[site, 0], py - SITES[site, 1])) % 360.0
     sector = np.abs((bearing[:, None] - AZIMUTHS + 180.0) % 360.0 - 180.0).argmin(axis=1)
     counts = counts_of(3 * site + sector, draw, plan.n_cells)
-    zones = {"tile": squares(bounds, 250.0, "tile"), "block": squares(bounds, 750.0, "block")}
+    zones = {
+        "tile": square_zones(bounds, 250.0, "tile"),
+        "block": square_zones(bounds, 750.0, "block"),
+    }
     table = est.estimate_from_counts(counts, zones, BINS)
     got = coverage(table, {name: count_in(z, px, py, draw) for name, z in zones.items()})
     print("voronoi", got)
@@ -329,7 +317,7 @@ def tiny_world():
     recs = operator_records(
         rng.uniform(0, 30, 3000), list(range(3000)), list(100 + rng.integers(0, 18, 3000))
     )
-    zones = squares((0.0, 0.0, 3000.0, 3000.0), 500.0, "squares")
+    zones = square_zones((0.0, 0.0, 3000.0, 3000.0), 500.0, "squares")
     return plan, recs, zones
 
 
@@ -400,7 +388,7 @@ def test_the_release_states_each_methods_interval_and_widens_the_noisy_one(monke
 
     plan, recs, _ = tiny_world()
     bins = pd.date_range(START + pd.Timedelta(minutes=20), periods=2, freq="1min")
-    grid = {"grid": squares((0.0, 0.0, 3000.0, 3000.0), 500.0, "grid")}
+    grid = {"grid": square_zones((0.0, 0.0, 3000.0, 3000.0), 500.0, "grid")}
     drawn = []
     real = estimate_pkg.laplace_counts
 
