@@ -419,7 +419,14 @@ def _report_stage(ctx: RunContext) -> str:
     ctx.outputs.extend(p.name for p in written.files)
     ctx.facts["report"] = written.facts
     ctx.part_timings["report"] = written.seconds
-    return "report.html"
+    # the screen's arrays for `crowdsim serve`, so that its first opening is quick too (a
+    # cache beside the run's files, keyed by the tables the manifest lists so far)
+    from sim.dashboard.data import write_screen
+
+    t0 = time.perf_counter()
+    screen = write_screen(ctx.out_dir)
+    ctx.part_timings["screen"] = {"write": round(time.perf_counter() - t0, 3)}
+    return "report.html" + ("" if screen is None else " and the screen's arrays")
 
 
 #: The stages in the order they run: crowd and network on one clock (``simulate``).

@@ -36,7 +36,7 @@ import shutil
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -325,7 +325,7 @@ def open_run(
     path: str | os.PathLike[str],
     *,
     need: Sequence[str] = (),
-    verify: bool = True,
+    verify: bool | Collection[str] = True,
     purpose: str = "this",
 ) -> RunFolder:
     """Open a finished run folder: check its status and its files, read its scenario.
@@ -339,6 +339,8 @@ def open_run(
     verify
         Check every file the manifest lists against its recorded size and SHA-256, and
         that no run file lies there that the manifest does not list (a mixed folder).
+        A collection of file names checks those (and the strangers) only: a reader that
+        opens the other files later checks them then (:func:`verify_files`).
     purpose
         What the caller is (``"validate"``, ``"compare"``...), for the messages.
 
@@ -365,7 +367,7 @@ def open_run(
             f"({_HINT_RERUN})"
         )
     if verify:
-        _verify_files(folder, manifest)
+        verify_files(folder, manifest, None if verify is True else verify)
     from sim.errors import ScenarioError
     from sim.scenario import load_scenario
 
@@ -411,7 +413,19 @@ def _status_message(folder: Path, manifest: dict[str, Any], status: str, purpose
     )
 
 
-def _verify_files(folder: Path, manifest: dict[str, Any]) -> None:
+def verify_files(
+    folder: Path, manifest: dict[str, Any], names: Collection[str] | None = None
+) -> None:
+    """Check the run's files (`names`, or all the manifest lists) against the manifest.
+
+    Each must have its recorded size and SHA-256, and no run file may lie in the folder
+    that the manifest does not list.
+
+    Raises
+    ------
+    RunFolderError
+        A file missing, changed, or of another run; the message names it.
+    """
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise RunFolderError(
@@ -424,7 +438,8 @@ def _verify_files(folder: Path, manifest: dict[str, Any]) -> None:
         raise RunFolderError(
             f"{folder}: missing {', '.join(missing)}, which the run wrote; {_HINT_RERUN}"
         )
-    for name, record in files.items():
+    checked = files if names is None else {n: files[n] for n in names if n in files}
+    for name, record in checked.items():
         path = folder / name
         if path.stat().st_size != record.get("bytes") or _sha256(path) != record.get("sha256"):
             raise RunFolderError(

@@ -26,7 +26,7 @@ from sim.dashboard.alerts import (
     score_alerts,
     score_zone_alerts,
 )
-from sim.dashboard.data import RunData, area_outlines, tile_outlines
+from sim.dashboard.data import SCREEN_CACHE, RunData, area_outlines, tile_outlines
 from sim.errors import RunFolderError
 from tests.conftest import SCENARIOS
 
@@ -228,6 +228,71 @@ def test_open_refuses_folders_it_cannot_show(smoke_run: Path, tmp_path: Path) ->
     (broken / "cell_load.parquet").unlink()
     with pytest.raises(RunFolderError, match=r"cell_load\.parquet"):
         RunData.from_run(broken)
+
+
+def _same_grid(a: RunData, b: RunData) -> None:
+    ga, gb = a.systems["grid"], b.systems["grid"]
+    assert ga.ids == gb.ids and ga.methods == gb.methods
+    np.testing.assert_array_equal(ga.truth_matrix(), gb.truth_matrix())
+    for method in ga.methods:
+        for what in ("estimate", "lower", "upper", "suppressed"):
+            np.testing.assert_array_equal(ga.matrix(method, what), gb.matrix(method, what))
+    np.testing.assert_array_equal(a.sites.cell_ids, b.sites.cell_ids)
+    np.testing.assert_array_equal(a.sites.connected, b.sites.connected)
+    np.testing.assert_array_equal(a.sites.rejections, b.sites.rejections)
+
+
+def test_the_screen_cache_holds_what_the_tables_say(
+    smoke_run: Path, smoke_data: RunData, tmp_path: Path
+) -> None:
+    """The run leaves the screen's arrays; opening from them equals opening from the tables."""
+    assert (smoke_run / SCREEN_CACHE).is_file()  # the run's report stage wrote it
+    assert "screen_s" in smoke_data.timings and "estimates_s" not in smoke_data.timings
+    copy = shutil.copytree(smoke_run, tmp_path / "copy")
+    (copy / SCREEN_CACHE).unlink()
+    fresh = RunData.from_run(copy, extras=False)  # from the tables, and leaves the cache
+    assert "estimates_s" in fresh.timings and (copy / SCREEN_CACHE).is_file()
+    _same_grid(fresh, smoke_data)
+    again = RunData.from_run(copy, extras=False)
+    assert "screen_s" in again.timings
+    _same_grid(again, smoke_data)
+
+
+def test_a_stale_or_damaged_screen_cache_is_not_trusted(
+    smoke_run: Path, smoke_data: RunData, tmp_path: Path
+) -> None:
+    copy = shutil.copytree(smoke_run, tmp_path / "copy")
+    cache = copy / SCREEN_CACHE
+    whole = cache.read_bytes()
+    cache.write_bytes(whole[: len(whole) // 2])  # cut short, as by a full disk
+    damaged = RunData.from_run(copy, extras=False)
+    assert "estimates_s" in damaged.timings
+    _same_grid(damaged, smoke_data)
+    # another run's cache (its tables differ, so does its key): the tables are read
+    with np.load(cache) as z:
+        arrays = {name: z[name] for name in z.files}
+    arrays["key"] = np.asarray("0" * 64)
+    arrays["truth"] = arrays["truth"] + 1.0
+    with cache.open("wb") as handle:
+        np.savez(handle, **arrays)
+    stale = RunData.from_run(copy, extras=False)
+    assert "estimates_s" in stale.timings
+    _same_grid(stale, smoke_data)
+
+
+def test_a_mixed_folder_is_refused_with_a_screen_cache_too(smoke_run: Path, tmp_path: Path) -> None:
+    """The map's files are checked at opening, the others when the background reads them."""
+    copy = shutil.copytree(smoke_run, tmp_path / "copy")
+    published = pd.read_parquet(copy / "estimates.parquet")
+    published.iloc[:-1].to_parquet(copy / "estimates.parquet")  # another table, same name
+    with pytest.raises(RunFolderError, match=r"estimates\.parquet: changed"):
+        RunData.from_run(copy)
+    copy = shutil.copytree(smoke_run, tmp_path / "copy2")
+    with (copy / "truth_edges.parquet").open("ab") as handle:
+        handle.write(b"damage")
+    data = RunData.from_run(copy)  # the map opens: truth_edges is not one of its files
+    with pytest.raises(RunFolderError, match=r"truth_edges\.parquet: changed"):
+        data.wait_extras(timeout=120)
 
 
 # ----------------------------------------------------------------------------- the live path

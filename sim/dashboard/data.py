@@ -107,6 +107,51 @@ NEEDED = (
     runfolder.CELL_LOAD,
     runfolder.NETWORK_PLAN,
 )
+#: The screen's arrays of a finished run: its published grid, the grid's truth and the
+#: cell load per tile (cell) and bin, as the map draws them. A cache, not a run file (so
+#: hidden): keyed by the checksums of the files it comes from, built at the end of a run
+#: (its report stage) or by the first ``serve`` of it, and read in a fraction of the time
+#: the tables take (on the full team time trial the published table alone is 24 million
+#: rows). A stale or damaged cache is built again, never trusted.
+SCREEN_CACHE = ".screen.npz"
+#: The files the screen's arrays come from.
+SCREEN_SOURCES = (runfolder.ESTIMATES, runfolder.TRUTH_ZONES, runfolder.CELL_LOAD, runfolder.ZONES)
+#: Bumped when what the cache holds changes.
+SCREEN_FORMAT = 1
+#: The files the map needs at once when the cache is good (the others are read later).
+NEEDED_WITH_SCREEN = (runfolder.ZONES, runfolder.COURSE, runfolder.NETWORK_PLAN, *SCREEN_SOURCES)
+
+
+def screen_key(manifest: dict[str, Any]) -> str | None:
+    """The key of a run's screen cache: its sources' checksums (None: not all recorded)."""
+    import hashlib
+    import json
+
+    files = manifest.get("files") or {}
+    sums = {name: (files.get(name) or {}).get("sha256") for name in SCREEN_SOURCES}
+    if not all(sums.values()):
+        return None
+    record = json.dumps({"format": SCREEN_FORMAT, "sources": sums}, sort_keys=True)
+    return hashlib.sha256(record.encode()).hexdigest()
+
+
+def write_screen(folder: str | Path) -> Path | None:
+    """Build a run's screen cache from its tables (a run's report stage calls this).
+
+    Reads the run's files as the manifest written so far lists them (the run may still be
+    running); returns the cache's path, or None when the run has no published table yet.
+    """
+    folder = Path(folder)
+    manifest = runfolder.read_manifest(folder)
+    key = screen_key(manifest)
+    if key is None:
+        return None
+    from sim.scenario import load_scenario
+
+    data = RunData._from_folder(folder, load_scenario(folder / runfolder.SCENARIO), manifest)
+    grid = data._zone_layers(("grid",))["grid"]
+    data._put_tables(grid)
+    return data._write_screen(grid, key)
 
 
 @cache
@@ -584,6 +629,8 @@ class RunData:
     progress: Any = None
     #: each method's interval facts, from the manifest (``facts.estimators.intervals``)
     interval_facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: a finished run's manifest (its files are checked against it as they are read)
+    manifest: dict[str, Any] | None = None
     lock: threading.RLock = field(default_factory=threading.RLock)
     _extras: threading.Thread | None = None
     _extras_error: BaseException | None = None
@@ -651,35 +698,33 @@ class RunData:
         import time
 
         t0 = time.perf_counter()
-        rf = runfolder.open_run(path, need=NEEDED, purpose="serve")
-        bins, bin_s = cls.period(rf.scenario)
-        data = cls(
-            label=rf.label,
-            scenario=rf.scenario,
-            bins=bins,
-            bin_s=bin_s,
-            timezone=rf.scenario.event.timezone,
-            systems={},
-            sites=SiteLoad(
-                np.zeros(0, np.int64), np.zeros((0, len(bins))), np.zeros((0, len(bins)))
-            ),
-            path=rf.path,
-            n_filled=len(bins),
+        folder = Path(path)
+        # the files the map reads now are checked now; the others when they are read
+        key = screen_key(runfolder.read_manifest(folder)) if (folder / SCREEN_CACHE).is_file() \
+            else None  # fmt: skip
+        rf = runfolder.open_run(
+            folder,
+            need=NEEDED,
+            verify=NEEDED_WITH_SCREEN if key is not None else NEEDED,
+            purpose="serve",
         )
-        facts = (rf.manifest.get("facts") or {}).get("estimators") or {}
-        data.interval_facts = dict(facts.get("intervals") or {})
+        data = cls._from_folder(rf.path, rf.scenario, rf.manifest, label=rf.label)
         t0 = data._time("open_run_s", t0)
         grid = data._zone_layers(("grid",))["grid"]
         grid.source = "published"
         data.systems["grid"] = grid
         t0 = data._time("zones_s", t0)
-        data._put_published(rf.file(runfolder.ESTIMATES), grid)
-        t0 = data._time("estimates_s", t0)
-        data._put_truth_file(rf.file(runfolder.TRUTH_ZONES), {"grid": grid})
-        t0 = data._time("truth_s", t0)
-        data.sites.add(_read_table(rf.file(runfolder.CELL_LOAD)), data.minute_index)
+        if key is None or not data._read_screen(grid, key):
+            data._put_tables(grid)
+            t0 = time.perf_counter()
+            key = screen_key(rf.manifest)
+            if key is not None:
+                data._write_screen(grid, key)  # for the next time (or nothing, if read-only)
+            t0 = data._time("screen_written_s", t0)
+        else:
+            t0 = data._time("screen_s", t0)
         data.sites.attach_plan(rf.file(runfolder.NETWORK_PLAN))
-        t0 = data._time("cell_load_s", t0)
+        t0 = data._time("plan_s", t0)
         data._load_map(rf.file(runfolder.COURSE))
         data._time("map_s", t0)
         if extras:
@@ -688,6 +733,117 @@ class RunData:
             )
             data._extras.start()
         return data
+
+    @classmethod
+    def _from_folder(
+        cls, folder: Path, scenario: Scenario, manifest: dict[str, Any], *, label: str = ""
+    ) -> RunData:
+        """An empty RunData of a run folder: its period, sites and interval facts."""
+        bins, bin_s = cls.period(scenario)
+        data = cls(
+            label=label or f"{scenario.name} ({folder.name})",
+            scenario=scenario,
+            bins=bins,
+            bin_s=bin_s,
+            timezone=scenario.event.timezone,
+            systems={},
+            sites=SiteLoad(
+                np.zeros(0, np.int64), np.zeros((0, len(bins))), np.zeros((0, len(bins)))
+            ),
+            path=folder,
+            n_filled=len(bins),
+            manifest=manifest,
+        )
+        facts = (manifest.get("facts") or {}).get("estimators") or {}
+        data.interval_facts = dict(facts.get("intervals") or {})
+        return data
+
+    def _put_tables(self, grid: ZoneSeries) -> None:
+        """The grid's published estimates, its truth and the cell load, from the tables."""
+        import time
+
+        assert self.path is not None
+        t0 = time.perf_counter()
+        self._put_published(self.path / runfolder.ESTIMATES, grid)
+        t0 = self._time("estimates_s", t0)
+        self._put_truth_file(self.path / runfolder.TRUTH_ZONES, {"grid": grid})
+        t0 = self._time("truth_s", t0)
+        self.sites.add(_read_table(self.path / runfolder.CELL_LOAD), self.minute_index)
+        self._time("cell_load_s", t0)
+
+    def _screen_arrays(self, grid: ZoneSeries) -> dict[str, np.ndarray]:
+        methods = grid.methods
+        n, n_bins = grid.n, self.n_bins
+
+        def stacked(what: str, dtype: Any) -> np.ndarray:
+            if not methods:
+                return np.zeros((0, n, n_bins), dtype=dtype)
+            return np.stack([grid.matrix(m, what) for m in methods])
+
+        return {
+            "zones": np.asarray(grid.ids, dtype=str),
+            "bins": self.bins.asi8,
+            "methods": np.asarray(methods, dtype=str),
+            "estimate": stacked("estimate", np.float32),
+            "lower": stacked("lower", np.float32),
+            "upper": stacked("upper", np.float32),
+            "suppressed": stacked("suppressed", bool),
+            "truth": grid.truth_matrix(),
+            "cell_ids": self.sites.cell_ids,
+            "connected": self.sites.connected,
+            "rejections": self.sites.rejections,
+        }
+
+    def _write_screen(self, grid: ZoneSeries, key: str) -> Path | None:
+        """Store the screen's arrays under `key` (None when the folder is not writable)."""
+        from sim.io import atomic_path
+
+        assert self.path is not None
+        dest = self.path / SCREEN_CACHE
+        try:
+            with atomic_path(dest) as tmp, tmp.open("wb") as handle:
+                np.savez(handle, key=np.asarray(key), **self._screen_arrays(grid))
+        except OSError:
+            return None
+        return dest
+
+    def _read_screen(self, grid: ZoneSeries, key: str) -> bool:
+        """Fill the grid and the cell load from the screen cache, if it is `key`'s and whole.
+
+        False (and nothing filled) when it is stale, damaged or of other zones or bins.
+        """
+        import zipfile
+
+        assert self.path is not None
+        try:
+            # the file opened here, so that a damaged one is closed too (np.load leaks it)
+            with (
+                (self.path / SCREEN_CACHE).open("rb") as handle,
+                np.load(handle, allow_pickle=False) as z,
+            ):
+                if str(z["key"]) != key:
+                    return False
+                if not np.array_equal(z["bins"], self.bins.asi8) or z["zones"].tolist() != grid.ids:
+                    return False
+                arrays = {name: z[name] for name in z.files if name not in ("key", "bins", "zones")}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return False
+        shape = (grid.n, self.n_bins)
+        if arrays["truth"].shape != shape or arrays["estimate"].shape[1:] != shape:
+            return False
+        grid.truth = arrays["truth"]
+        for k, method in enumerate(str(m) for m in arrays["methods"]):
+            grid.estimate[method] = arrays["estimate"][k]
+            grid.lower[method] = arrays["lower"][k]
+            grid.upper[method] = arrays["upper"][k]
+            grid.suppressed[method] = arrays["suppressed"][k]
+        self.sites = SiteLoad(arrays["cell_ids"], arrays["connected"], arrays["rejections"])
+        return True
+
+    @property
+    def n_bins(self) -> int:
+        """Bins of the period."""
+        return len(self.bins)
 
     def _time(self, key: str, since: float) -> float:
         import time
@@ -799,6 +955,9 @@ class RunData:
         """Course segments and areas (internal estimates, truth) and levels of service."""
         try:
             assert self.path is not None
+            if self.manifest is not None:  # checked here, as the map's files were at open
+                later = (runfolder.ESTIMATES_INTERNAL, runfolder.TRUTH_ZONES, runfolder.TRUTH_EDGES)
+                runfolder.verify_files(self.path, self.manifest, later)
             names = [s for s in SYSTEMS[1:] if s not in self.systems]
             layers = self._zone_layers(names)
             internal = _read_table(
