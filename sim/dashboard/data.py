@@ -700,8 +700,9 @@ class RunData:
         t0 = time.perf_counter()
         folder = Path(path)
         # the files the map reads now are checked now; the others when they are read
-        key = screen_key(runfolder.read_manifest(folder)) if (folder / SCREEN_CACHE).is_file() \
-            else None  # fmt: skip
+        key = None
+        if (folder / SCREEN_CACHE).is_file():
+            key = screen_key(runfolder.read_manifest(folder))
         rf = runfolder.open_run(
             folder,
             need=NEEDED,
@@ -771,7 +772,7 @@ class RunData:
         self.sites.add(_read_table(self.path / runfolder.CELL_LOAD), self.minute_index)
         self._time("cell_load_s", t0)
 
-    def _screen_arrays(self, grid: ZoneSeries) -> dict[str, np.ndarray]:
+    def _screen_arrays(self, grid: ZoneSeries) -> dict[str, Any]:
         methods = grid.methods
         n, n_bins = grid.n, self.n_bins
 
