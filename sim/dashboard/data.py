@@ -117,7 +117,9 @@ SCREEN_CACHE = ".screen.npz"
 #: The files the screen's arrays come from.
 SCREEN_SOURCES = (runfolder.ESTIMATES, runfolder.TRUTH_ZONES, runfolder.CELL_LOAD, runfolder.ZONES)
 #: Bumped when what the cache holds changes.
-SCREEN_FORMAT = 1
+SCREEN_FORMAT = 2
+#: The values of an estimate the cache keeps (with its suppressed marks).
+VALUES = ("estimate", "lower", "upper")
 #: The files the map needs at once when the cache is good (the others are read later).
 NEEDED_WITH_SCREEN = (runfolder.ZONES, runfolder.COURSE, runfolder.NETWORK_PLAN, *SCREEN_SOURCES)
 
@@ -773,27 +775,32 @@ class RunData:
         self._time("cell_load_s", t0)
 
     def _screen_arrays(self, grid: ZoneSeries) -> dict[str, Any]:
-        methods = grid.methods
-        n, n_bins = grid.n, self.n_bins
+        """The arrays of the cache, most of them sparse.
 
-        def stacked(what: str, dtype: Any) -> np.ndarray:
-            if not methods:
-                return np.zeros((0, n, n_bins), dtype=dtype)
-            return np.stack([grid.matrix(m, what) for m in methods])
-
-        return {
+        Most published zone-bins are suppressed (79% on the full team time trial), so a
+        method's values are kept only where one of them is a number (flat index and
+        value), and its suppressed marks as bits: 150 MB there instead of 365 MB as
+        dense arrays, and no slower to read back.
+        """
+        arrays: dict[str, Any] = {
             "zones": np.asarray(grid.ids, dtype=str),
             "bins": self.bins.asi8,
-            "methods": np.asarray(methods, dtype=str),
-            "estimate": stacked("estimate", np.float32),
-            "lower": stacked("lower", np.float32),
-            "upper": stacked("upper", np.float32),
-            "suppressed": stacked("suppressed", bool),
+            "methods": np.asarray(grid.methods, dtype=str),
             "truth": grid.truth_matrix(),
             "cell_ids": self.sites.cell_ids,
             "connected": self.sites.connected,
             "rejections": self.sites.rejections,
         }
+        for k, method in enumerate(grid.methods):
+            values = {what: grid.matrix(method, what).reshape(-1) for what in VALUES}
+            shown = np.zeros(grid.n * self.n_bins, dtype=bool)
+            for column in values.values():
+                shown |= ~np.isnan(column)
+            index = np.flatnonzero(shown)
+            arrays[f"index_{k}"] = index.astype(np.int64)
+            arrays.update({f"{what}_{k}": column[index] for what, column in values.items()})
+            arrays[f"suppressed_{k}"] = np.packbits(grid.matrix(method, "suppressed"))
+        return arrays
 
     def _write_screen(self, grid: ZoneSeries, key: str) -> Path | None:
         """Store the screen's arrays under `key` (None when the folder is not writable)."""
@@ -830,14 +837,28 @@ class RunData:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return False
         shape = (grid.n, self.n_bins)
-        if arrays["truth"].shape != shape or arrays["estimate"].shape[1:] != shape:
+        size = grid.n * self.n_bins
+        if arrays["truth"].shape != shape:
             return False
-        grid.truth = arrays["truth"]
+        filled: dict[str, dict[str, np.ndarray]] = {}
         for k, method in enumerate(str(m) for m in arrays["methods"]):
-            grid.estimate[method] = arrays["estimate"][k]
-            grid.lower[method] = arrays["lower"][k]
-            grid.upper[method] = arrays["upper"][k]
-            grid.suppressed[method] = arrays["suppressed"][k]
+            index = arrays[f"index_{k}"]
+            if len(index) and (index.min() < 0 or index.max() >= size):
+                return False
+            columns = {}
+            for what in VALUES:
+                column = np.full(size, np.nan, dtype=np.float32)
+                column[index] = arrays[f"{what}_{k}"]
+                columns[what] = column.reshape(shape)
+            bits = np.unpackbits(arrays[f"suppressed_{k}"], count=size)
+            columns["suppressed"] = bits.astype(bool).reshape(shape)
+            filled[method] = columns
+        grid.truth = arrays["truth"]
+        for method, columns in filled.items():
+            grid.estimate[method] = columns["estimate"]
+            grid.lower[method] = columns["lower"]
+            grid.upper[method] = columns["upper"]
+            grid.suppressed[method] = columns["suppressed"]
         self.sites = SiteLoad(arrays["cell_ids"], arrays["connected"], arrays["rejections"])
         return True
 
