@@ -269,7 +269,9 @@ class RunMap:
             HoverTool(renderers=[self.waypoint_renderer], tooltips=[("", "@name (km @km{0.0})")]),
         )
         self.highlight = ColumnDataSource({"xs": [], "ys": []})
-        self.fig.multi_line("xs", "ys", source=self.highlight, line_color="black", line_width=3)
+        self.fig.multi_line(
+            "xs", "ys", source=self.highlight, line_color="black", line_width=3, name="highlight"
+        )
         self.tiles: Any = None
         # a click on the map: the tile under it (the tiles' image has no glyphs to tap)
         self.fig.on_event(Tap, self._tap_point)
