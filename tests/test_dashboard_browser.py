@@ -357,6 +357,7 @@ def test_clicking_a_tile_shows_its_series(page: Any, smoke_run: Path, tmp_path: 
     busiest = str(grid.groupby("zone", observed=True)["people"].sum().idxmax())
     # where the tile is on the screen, from the map's own scales, once the layout is still
     # (a colour bar's new title moves the frame by a few pixels: a tile is about ten)
+    set_clock(page, 40)
     wait_drawn(page, truth_at(smoke_run, 40), "truth at 14:40")
     where = """
         const d = tileImage().data_source.data;
@@ -375,6 +376,32 @@ def test_clicking_a_tile_shows_its_series(page: Any, smoke_run: Path, tmp_path: 
             break
         before = (x, y)
         time.sleep(0.5)
+    # hovering the tile names it and its value
+    tip = "return [...document.querySelectorAll('*')].map(e => e.shadowRoot).filter(r => r)"
+    tip += ".flatMap(r => [...r.querySelectorAll('.bk-tooltip-content')])"
+    tip += ".map(e => e.textContent).join(' | ');"
+    hover = ActionBuilder(page)
+    hover.pointer_action.move_to_location(int(x), int(y))
+    hover.perform()
+    value = truth_at(smoke_run, 40)[busiest]
+    shown = wait_for(page, f"const t = (() => {{ {tip} }})(); return t.includes(arguments[0]) && t;",
+                     busiest)  # fmt: skip
+    assert f"{value:.1f}" in shown, shown
+    # a pixel of the image that is no tile shows nothing
+    empty = run_js(
+        page,
+        "const d = tileImage().data_source.data, names = d.zone[0];"
+        "const j = names.findIndex(row => row.includes('')), i = names[j].indexOf('');"
+        "const view = viewOf(mapFigure()), box = view.canvas_view.el.getBoundingClientRect();"
+        "const sx = view.frame.x_scale.compute(d.x[0] + (i + 0.5) * d.dw[0] / names[0].length);"
+        "const sy = view.frame.y_scale.compute(d.y[0] + (j + 0.5) * d.dh[0] / names.length);"
+        "return [box.left + sx, box.top + sy];",
+    )
+    hover = ActionBuilder(page)
+    hover.pointer_action.move_to_location(int(empty[0]), int(empty[1]))
+    hover.perform()
+    time.sleep(1.0)
+    assert "zone" not in run_js(page, f"return (() => {{ {tip} }})();")
     click = ActionBuilder(page)  # a real mouse click at that point of the window
     click.pointer_action.move_to_location(int(x), int(y)).click()
     click.perform()
