@@ -272,6 +272,9 @@ def test_a_live_run_fills_the_same_arrays(smoke_run: Path, smoke_data: RunData) 
     seen: dict[str, Any] = {}
 
     def replay(on_minute: Any) -> None:
+        # a session opened before the first minute: no tile to draw yet
+        seen["early"] = Dashboard([live], live=feed)
+        seen["no tiles"] = seen["early"].maps[0].zones["grid"].tiles is None
         for k, frame in enumerate(frames):
             on_minute(frame)
             if k == 9:  # a session opens in the middle of the run, and follows it
@@ -284,12 +287,14 @@ def test_a_live_run_fills_the_same_arrays(smoke_run: Path, smoke_data: RunData) 
                 )
                 seen["page"] = page
         seen["page"].poll()
+        seen["early"].poll()
         seen["at 60"] = (seen["page"].time.value, seen["page"].time.end)
 
     feed = LiveFeed(live, smoke_run, replay)
     feed._run()  # in this thread: the same code the background thread runs
     assert seen["at 10"] == (9, 9, True)
     assert seen["at 60"] == (59, 59)
+    assert seen["no tiles"]
     assert feed.state == "finished", feed.error
     assert feed.final is not None and not feed.final.live
     assert live.n_filled == 60 and feed.frames == 60
@@ -300,6 +305,12 @@ def test_a_live_run_fills_the_same_arrays(smoke_run: Path, smoke_data: RunData) 
     for method in full.methods:
         np.testing.assert_array_equal(grid.matrix(method), full.matrix(method)[rows])
     np.testing.assert_array_equal(grid.truth_matrix(), full.truth_matrix()[rows])
+    # both pages draw every tile the run named, with the estimate at the last minute
+    for page in (seen["page"], seen["early"]):
+        assert page.maps[0].zones["grid"].n == grid.n
+        values, _ = drawn_tiles(page)
+        expected = grid.matrix(page.method.value)[:, 59]
+        np.testing.assert_array_equal(values, expected.astype(np.float32))
     # tiles nobody ever entered and no estimate named are not drawn live, and had nothing
     unseen = np.setdiff1d(np.arange(full.n), rows)
     assert full.truth_matrix()[unseen].sum() == 0

@@ -384,8 +384,9 @@ def test_clicking_a_tile_shows_its_series(page: Any, smoke_run: Path, tmp_path: 
     hover.pointer_action.move_to_location(int(x), int(y))
     hover.perform()
     value = truth_at(smoke_run, 40)[busiest]
-    shown = wait_for(page, f"const t = (() => {{ {tip} }})(); return t.includes(arguments[0]) && t;",
-                     busiest)  # fmt: skip
+    shown = wait_for(
+        page, f"const t = (() => {{ {tip} }})(); return t.includes(arguments[0]) && t;", busiest
+    )
     assert f"{value:.1f}" in shown, shown
     # a pixel of the image that is no tile shows nothing
     empty = run_js(
