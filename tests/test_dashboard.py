@@ -572,13 +572,18 @@ def test_play_moves_the_clock_at_the_chosen_speed(dashboard: Any) -> None:
 def test_two_runs_beside_and_their_difference(smoke_data: RunData) -> None:
     import copy
 
-    from sim.dashboard.app import Dashboard
+    from bokeh.events import Tap
 
-    # a variant with twice the people on every tile
+    from sim.dashboard.app import Dashboard
+    from sim.dashboard.data import ZoneSeries
+
+    # a variant with twice the people on every tile, its tiles in the reverse order
+    full = smoke_data.systems["grid"]
     variant = copy.copy(smoke_data)
     variant.systems = dict(smoke_data.systems)
-    tiles = copy.copy(smoke_data.systems["grid"])
-    tiles.truth = tiles.truth * 2
+    tiles = ZoneSeries("grid", full.n_bins, "published")
+    tiles.add_zones(full.ids[::-1], full.outlines[::-1])
+    tiles.truth = full.truth_matrix()[::-1] * 2
     variant.systems["grid"] = tiles
     dash = Dashboard([smoke_data, variant])
     assert len(dash.maps) == 3
@@ -593,7 +598,14 @@ def test_two_runs_beside_and_their_difference(smoke_data: RunData) -> None:
     dash.view.value = "A beside B"
     assert dash.maps[0].fig.visible and dash.maps[1].fig.visible
     b_values, _ = drawn_tiles(dash, 1)
-    np.testing.assert_array_equal(b_values, 2 * smoke_data.systems["grid"].truth_matrix()[:, 20])
+    np.testing.assert_array_equal(b_values, 2 * full.truth_matrix()[::-1, 20])
+    # a click on a tile of B chooses that tile (B's rows are not A's)
+    b = dash.maps[1]
+    b._tap_point(
+        Tap(b.fig, x=b.zones["grid"].tiles.centre(0)[0], y=b.zones["grid"].tiles.centre(0)[1])
+    )
+    assert dash.selected == ("grid", full.ids[-1])
+    np.testing.assert_array_equal(dash.series_source.data["truth"], full.truth_matrix()[-1])
 
 
 # ----------------------------------------------------------------------------- the commands

@@ -626,14 +626,14 @@ class Dashboard:
         size = (
             {"width": 760, "height": 620} if len(self.runs) == 1 else {"width": 560, "height": 520}
         )
-        self.maps = [RunMap(a, title=f"A: {a.label}", on_tap=self._on_tap, **size)]
+        self.maps = [RunMap(a, title=f"A: {a.label}", on_tap=self._tap_on(a), **size)]
         if len(self.runs) == 2:
             first = self.maps[0].fig
             b = self.runs[1]
             linked: dict[str, Any] = {"x_range": first.x_range, "y_range": first.y_range, **size}
-            self.maps.append(RunMap(b, title=f"B: {b.label}", on_tap=self._on_tap, **linked))
+            self.maps.append(RunMap(b, title=f"B: {b.label}", on_tap=self._tap_on(b), **linked))
             self.maps.append(
-                RunMap(a, title="B − A (variant minus baseline)", on_tap=self._on_tap, **linked)
+                RunMap(a, title="B − A (variant minus baseline)", on_tap=self._tap_on(a), **linked)
             )
         self.series = self._series_figure()
         self._wire()
@@ -794,6 +794,22 @@ class Dashboard:
         self._update_series()
         if self.layer.value == "alerts":
             self.redraw()
+
+    def _tap_on(self, data: RunData) -> Callable[[str, int], None]:
+        """What a click on a map of `data` does: choose its zone, found by id in run A."""
+
+        def tap(system: str, row: int) -> None:
+            if data is self.runs[0]:
+                self._on_tap(system, row)
+                return
+            mine, a = data.systems.get(system), self.runs[0].systems.get(system)
+            if mine is None or a is None or row >= mine.n:
+                return
+            row_a = a.index.get(mine.ids[row])
+            if row_a is not None:  # a zone run A lacks has no series to show
+                self._on_tap(system, row_a)
+
+        return tap
 
     def _on_tap(self, system: str, row: int) -> None:
         series = self.runs[0].systems.get(system)
