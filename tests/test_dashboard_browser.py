@@ -435,3 +435,35 @@ def test_clicking_a_tile_shows_its_series(page: Any, smoke_run: Path, tmp_path: 
     np.testing.assert_allclose(np.asarray(series, dtype=float), expected)
     assert wait_for(page, "return pageText().includes('95 % interval');")
     page.save_screenshot(str(tmp_path / "dashboard_clicked.png"))
+
+
+def test_clicking_a_named_area_shows_its_series(page: Any) -> None:
+    """Areas are patches, chosen by Bokeh's tap tool; the tiles' click handler keeps out."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    set_select(page, "named areas (internal table)")
+    where = """
+        const r = modelList().find(m => m.visible && m.glyph && m.data_source
+            && m.glyph.constructor.__name__ === 'Patches' && m.data_source.data.zone);
+        if (!r || r.data_source.get_length() === 0) return null;
+        const d = r.data_source.data, k = d.zone.length - 1;
+        const xs = Array.from(d.xs[k]), ys = Array.from(d.ys[k]);
+        const view = viewOf(mapFigure());
+        const sx = view.frame.x_scale.compute(xs.reduce((a, b) => a + b) / xs.length);
+        const sy = view.frame.y_scale.compute(ys.reduce((a, b) => a + b) / ys.length);
+        const box = view.canvas_view.el.getBoundingClientRect();
+        return [d.zone[k], box.left + sx, box.top + sy];
+    """
+    before = None
+    for _ in range(40):
+        zone, x, y = wait_for(page, where)
+        if before == (x, y):
+            break
+        before = (x, y)
+        time.sleep(0.5)
+    assert not run_js(page, "return !!tileImage();")  # the tiles are hidden
+    click = ActionBuilder(page)
+    click.pointer_action.move_to_location(int(x), int(y)).click()
+    click.perform()
+    wait_for(page, "return pageText().includes(arguments[0] + ' (named areas');", zone)
+    set_select(page, "tiles (published view)")
