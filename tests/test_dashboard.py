@@ -494,6 +494,18 @@ def test_the_tiles_image_refuses_what_it_cannot_draw() -> None:
         tiles.spread(np.zeros(3), fill=0.0)
 
 
+def test_tiles_of_another_size_are_refused(smoke_data: RunData) -> None:
+    import copy
+
+    from sim.dashboard.app import Dashboard
+
+    wrong = copy.copy(smoke_data)
+    zones = smoke_data.scenario.zones.model_copy(update={"grid_m": 101.0})
+    wrong.scenario = smoke_data.scenario.model_copy(update={"zones": zones})
+    with pytest.raises(ValueError, match=r"tile 'g\d+_\d+': its outline is .* another tile size"):
+        Dashboard([wrong])
+
+
 def test_a_click_on_a_tile_chooses_it(smoke_data: RunData) -> None:
     from bokeh.events import Tap
 

@@ -375,6 +375,7 @@ class RunMap:
             else:
                 ids = series.ids[:n]
                 tiles = TileImage.from_ids(ids, float(self.data.scenario.zones.grid_m))
+                _check_tiles(tiles, series)
                 layer.tiles = tiles
                 layer.source.data = {
                     "image": [tiles.spread(np.zeros(n, dtype="<u4"), fill=0)],
@@ -1119,6 +1120,25 @@ def _broken_line(streets: Any, edges: np.ndarray) -> tuple[np.ndarray, np.ndarra
     x[0::3], x[1::3] = streets.x0[edges], streets.x1[edges]
     y[0::3], y[1::3] = streets.y0[edges], streets.y1[edges]
     return x, y
+
+
+def _check_tiles(tiles: TileImage, series: ZoneSeries) -> None:
+    """The tiles' pixels must sit on the tiles' outlines (the zones file's, or a live run's).
+
+    A tile id names its cell only with the scenario's tile size: a zones file made with
+    another size would put every pixel beside its tile, silently.
+    """
+    w, h = tiles.dw / tiles.nx, tiles.dh / tiles.ny
+    for row in {0, series.n // 2, series.n - 1}:
+        x, y = tiles.centre(row)
+        ring_x, ring_y = series.map_xs[row], series.map_ys[row]
+        mid_x, mid_y = (ring_x.min() + ring_x.max()) / 2, (ring_y.min() + ring_y.max()) / 2
+        if abs(x - mid_x) > w / 2 or abs(y - mid_y) > h / 2:
+            raise ValueError(
+                f"tile {series.ids[row]!r}: its outline is {abs(x - mid_x):.0f} m, "
+                f"{abs(y - mid_y):.0f} m (Web Mercator) from the cell its id names with "
+                f"the scenario's zones.grid_m; the zones were made with another tile size"
+            )
 
 
 def _check_pair(a: RunData, b: RunData) -> None:
