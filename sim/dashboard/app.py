@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import panel as pn
-from bokeh.events import Tap
+from bokeh.events import Event, Tap
 from bokeh.models import (  # type: ignore[attr-defined]  # (Bokeh's stubs miss these two)
     ColorBar,
     ColumnDataSource,
@@ -395,10 +395,12 @@ class RunMap:
             return None
         return layer.tiles.tile_at(x, y)
 
-    def _tap_point(self, event: Tap) -> None:
+    def _tap_point(self, event: Event) -> None:
         """A click on the map: choose the tile under it when the tiles are shown."""
         layer = self.zones.get("grid")
-        if layer is None or not layer.renderer.visible or event.x is None or event.y is None:
+        if not isinstance(event, Tap) or event.x is None or event.y is None:
+            return
+        if layer is None or not layer.renderer.visible:
             return
         row = self.tile_at(float(event.x), float(event.y))
         if row is not None:
