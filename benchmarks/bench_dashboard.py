@@ -43,17 +43,18 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-#: In the page: wait until the map's tile values are a new array, then two frames (painted).
+#: In the page: wait until the map's image of the tiles is a new array, then two frames
+#: (painted).
 STEP_JS = """
 const [t, done] = [arguments[0], arguments[arguments.length - 1]];
 const models = [...Bokeh.documents[0].all_models];
-const quad = models.find(m => m.glyph && m.visible && m.glyph.constructor.__name__ === 'Quad');
+const tiles = models.find(m => m.glyph && m.visible && m.name === 'zones grid');
 const slider = models.find(m => m.constructor.__name__ === 'Slider' && m.title === 'bin');
-const before = quad.data_source.data.value;
+const before = tiles.data_source.data.image;
 const t0 = performance.now();
 slider.value = t;
 (function wait() {
-  if (quad.data_source.data.value !== before) {
+  if (tiles.data_source.data.image !== before) {
     requestAnimationFrame(() => requestAnimationFrame(() => done(performance.now() - t0)));
   } else if (performance.now() - t0 > 60000) {
     done(-1);
@@ -139,7 +140,8 @@ def browser_side(run: Path, steps: list[int]) -> dict[str, Any]:
         driver.get(url)
         while not driver.execute_script(
             "return !!(window.Bokeh && Bokeh.documents.length && [...Bokeh.documents[0]"
-            ".all_models].some(m => m.glyph && m.glyph.constructor.__name__ === 'Quad'))"
+            ".all_models].some(m => m.glyph && m.visible && m.name === 'zones grid'"
+            " && m.data_source.get_length() === 1))"
         ):
             time.sleep(0.05)
         page_load = time.perf_counter() - t0

@@ -337,6 +337,9 @@ def test_a_live_run_fills_the_same_arrays(smoke_run: Path, smoke_data: RunData) 
     seen: dict[str, Any] = {}
 
     def replay(on_minute: Any) -> None:
+        # a session opened before the first minute: no tile to draw yet
+        seen["early"] = Dashboard([live], live=feed)
+        seen["no tiles"] = seen["early"].maps[0].zones["grid"].tiles is None
         for k, frame in enumerate(frames):
             on_minute(frame)
             if k == 9:  # a session opens in the middle of the run, and follows it
@@ -349,12 +352,14 @@ def test_a_live_run_fills_the_same_arrays(smoke_run: Path, smoke_data: RunData) 
                 )
                 seen["page"] = page
         seen["page"].poll()
+        seen["early"].poll()
         seen["at 60"] = (seen["page"].time.value, seen["page"].time.end)
 
     feed = LiveFeed(live, smoke_run, replay)
     feed._run()  # in this thread: the same code the background thread runs
     assert seen["at 10"] == (9, 9, True)
     assert seen["at 60"] == (59, 59)
+    assert seen["no tiles"]
     assert feed.state == "finished", feed.error
     assert feed.final is not None and not feed.final.live
     assert live.n_filled == 60 and feed.frames == 60
@@ -365,6 +370,12 @@ def test_a_live_run_fills_the_same_arrays(smoke_run: Path, smoke_data: RunData) 
     for method in full.methods:
         np.testing.assert_array_equal(grid.matrix(method), full.matrix(method)[rows])
     np.testing.assert_array_equal(grid.truth_matrix(), full.truth_matrix()[rows])
+    # both pages draw every tile the run named, with the estimate at the last minute
+    for page in (seen["page"], seen["early"]):
+        assert page.maps[0].zones["grid"].n == grid.n
+        values, _ = drawn_tiles(page)
+        expected = grid.matrix(page.method.value)[:, 59]
+        np.testing.assert_array_equal(values, expected.astype(np.float32))
     # tiles nobody ever entered and no estimate named are not drawn live, and had nothing
     unseen = np.setdiff1d(np.arange(full.n), rows)
     assert full.truth_matrix()[unseen].sum() == 0
@@ -411,30 +422,177 @@ def dashboard(smoke_data: RunData) -> Any:
     return Dashboard([smoke_data])
 
 
-def _zone_source(dash: Any, k: int = 0) -> Any:
-    return dash.maps[k].zones[dash.system.value].source
+def drawn_tiles(dash: Any, k: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Each tile's value and RGBA pixel (n x 4 bytes) in map `k`'s image, in zone order."""
+    layer = dash.maps[k].zones["grid"]
+    image = np.asarray(layer.source.data["image"][0])
+    assert image.dtype == np.uint32 and image.shape == (layer.tiles.ny, layer.tiles.nx)
+    value = np.asarray(layer.source.data["value"][0]).ravel()[layer.tiles.pixel]
+    rgba = image.ravel()[layer.tiles.pixel].astype("<u4").view(np.uint8).reshape(-1, 4)
+    return value, rgba
 
 
 def test_a_step_of_the_clock_swaps_the_values(dashboard: Any, smoke_data: RunData) -> None:
+    from sim.dashboard.app import PEOPLE_PALETTE, SUPPRESSED
+
     dash = dashboard
     dash.layer.value = "truth"
     dash.time.value = 30
     grid = smoke_data.systems["grid"]
-    source = _zone_source(dash)
-    np.testing.assert_array_equal(source.data["value"], grid.truth_matrix()[:, 30])
+    values, rgba = drawn_tiles(dash)
+    truth = grid.truth_matrix()[:, 30]
+    np.testing.assert_array_equal(values, truth)
     assert "14:30" in dash.clock.object
+    # nobody there: transparent; the busiest tile: the darkest colour of the scale
+    assert (rgba[truth < 1] == 0).all() and (rgba[truth >= 1, 3] == 191).all()
+    top = dash.maps[0].people.high
+    assert top >= truth.max()
+    busiest = int(np.argmax(truth))
+    darkest = int(np.floor(np.log(truth[busiest]) * len(PEOPLE_PALETTE) / np.log(top)))
+    assert _hex(rgba[busiest]) == PEOPLE_PALETTE[min(darkest, len(PEOPLE_PALETTE) - 1)]
+    assert _hex(rgba[np.flatnonzero(truth == 1)[0]]) == PEOPLE_PALETTE[0]
     dash.layer.value = "estimate"
     dash.method.value = "em"
-    values = np.asarray(source.data["value"])
+    values, rgba = drawn_tiles(dash)
     expected = grid.matrix("em")[:, 30]
     np.testing.assert_array_equal(np.isnan(values), np.isnan(expected))
     hidden = grid.matrix("em", "suppressed")[:, 30]
-    assert (np.asarray(source.data["alpha"])[hidden] > 0).all()  # drawn, as suppressed
+    assert hidden.any()
+    # drawn, as suppressed: a light grey veil
+    assert {_hex(c) for c in rgba[hidden]} == {SUPPRESSED} and (rgba[hidden, 3] == 76).all()
     dash.layer.value = "difference"
-    diff = np.asarray(dash.maps[0].zones["grid"].source.data["value"])
+    diff, _ = drawn_tiles(dash)
     ok = ~np.isnan(expected)
     np.testing.assert_allclose(diff[ok], expected[ok] - grid.truth_matrix()[ok, 30], rtol=1e-6)
     assert dash.maps[0].bar.title.startswith("estimate − truth")
+    assert dash.maps[0].bar.color_mapper is dash.maps[0].diff
+
+
+def _hex(rgba: np.ndarray) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgba[:3].tolist())
+
+
+def test_colours_are_those_of_the_mappers() -> None:
+    from bokeh.models import LinearColorMapper, LogColorMapper
+
+    from sim.dashboard.app import ALERT_COLOURS, DIFF_PALETTE, PEOPLE_PALETTE, zone_rgba
+    from sim.dashboard.tiles import colour_index, hex_rgb, pack_rgba
+
+    # log scale, 7 colours from 1 to 100: 10 is half-way up (floor(3.5)); 100 the last
+    n = len(PEOPLE_PALETTE)
+    people = np.array([1.0, 10.0, 99.0, 100.0, 1e4, 0.5, np.nan])
+    index = colour_index(people, n, low=1.0, high=100.0, log=True)
+    assert index.tolist() == [0, 3, 6, 6, 6, 0, -1]
+    # linear, 11 colours from -50 to 50: 0 is the middle one (white)
+    diff = np.array([-50.0, -60.0, 0.0, 49.0, 50.0, np.nan])
+    assert colour_index(diff, 11, low=-50.0, high=50.0, log=False).tolist() == [0, 0, 5, 10, 10, -1]
+    # the page's mappers: suppressed (NaN) grey, alpha as the byte A, alpha 0 transparent
+    mapper = LogColorMapper(palette=PEOPLE_PALETTE, low=1, high=100, nan_color="#9a9a9a")
+    alpha = np.array([0.75, 0.75, 0.75, 0.75, 0.75, 0.0, 0.3])
+    pixels = zone_rgba(people, alpha, mapper).view(np.uint8).reshape(-1, 4)
+    assert [_hex(p) for p in pixels[:5]] == [PEOPLE_PALETTE[k] for k in (0, 3, 6, 6, 6)]
+    assert pixels[:5, 3].tolist() == [191] * 5
+    assert pixels[5].tolist() == [0, 0, 0, 0]
+    assert pixels[6].tolist() == [0x9A, 0x9A, 0x9A, 76]
+    states = np.array([0.0, 1.0, 2.0, 3.0])
+    alerts = LinearColorMapper(palette=ALERT_COLOURS, low=-0.5, high=3.5, nan_color="#808080")
+    drawn = zone_rgba(states, np.full(4, 0.8), alerts).view(np.uint8).reshape(-1, 4)
+    assert [_hex(p) for p in drawn] == list(ALERT_COLOURS)
+    assert DIFF_PALETTE[5] == "#f7f7f7"
+    # the bytes of a pixel are R, G, B, A
+    assert pack_rgba(hex_rgb(["#102030"]), np.array([1.0])).view(np.uint8).tolist() == [
+        0x10,
+        0x20,
+        0x30,
+        255,
+    ]
+    with pytest.raises(ValueError, match=r"'red'.*#rrggbb"):
+        hex_rgb(["red"])
+
+
+def test_the_tiles_image_places_every_tile(smoke_data: RunData) -> None:
+    from sim.dashboard.tiles import TileImage
+
+    grid = smoke_data.systems["grid"]
+    tiles = TileImage.from_ids(grid.ids, 100.0)
+    assert tiles.error < 0.05  # a few metres over the smoke run's 6 x 3.5 km
+    # the true centre of each tile on the map (its Mercator ring) falls in its own pixel
+    cx = np.array([x[:4].mean() for x in grid.map_xs])
+    cy = np.array([y[:4].mean() for y in grid.map_ys])
+    rows = [tiles.tile_at(x, y) for x, y in zip(cx, cy, strict=True)]
+    assert rows == list(range(grid.n))
+    assert all(tiles.tile_at(*tiles.centre(r)) == r for r in range(0, grid.n, 7))
+    # off the image, in a cell of the image without a tile, or nowhere: nothing
+    assert tiles.tile_at(tiles.x - 1.0, tiles.y + 1.0) is None
+    assert tiles.tile_at(tiles.x + tiles.dw + 1.0, tiles.y + 1.0) is None
+    assert tiles.tile_at(tiles.x + 1.0, tiles.y + tiles.dh + 1.0) is None
+    empty = np.flatnonzero(tiles.row_of_pixel < 0)
+    assert len(empty)
+    j, i = divmod(int(empty[0]), tiles.nx)
+    pixel_w, pixel_h = tiles.dw / tiles.nx, tiles.dh / tiles.ny
+    inside = (tiles.x + (i + 0.5) * pixel_w, tiles.y + (j + 0.5) * pixel_h)
+    assert tiles.tile_at(*inside) is None
+    assert tiles.tile_at(float("nan"), 0.0) is None
+    # hover names each pixel's tile, rows bottom-up
+    names = tiles.zone_image(grid.ids)
+    j, i = divmod(int(tiles.pixel[3]), tiles.nx)
+    assert names[j][i] == grid.ids[3] and names[empty[0] // tiles.nx][empty[0] % tiles.nx] == ""
+
+
+def test_the_tiles_image_refuses_what_it_cannot_draw() -> None:
+    from sim.dashboard.tiles import TileImage
+
+    with pytest.raises(ValueError, match="'a12_3': not a grid tile id"):
+        TileImage.from_ids(["g1_2", "a12_3"], 100.0)
+    with pytest.raises(ValueError, match="'g1_x': not a grid tile id"):
+        TileImage.from_ids(["g1_x"], 100.0)
+    with pytest.raises(ValueError, match="'g1_2' and 'g01_2': the same grid cell"):
+        TileImage.from_ids(["g1_2", "g01_2"], 100.0)
+    with pytest.raises(ValueError, match="no tiles"):
+        TileImage.from_ids([], 100.0)
+    # 260 km across: Lambert 72 and Mercator part by more than half a tile
+    with pytest.raises(ValueError, match=r"0.69 of a tile.*too large"):
+        TileImage.from_ids(["g200_200", "g2800_2400"], 100.0)
+    tiles = TileImage.from_ids(["g1500_1700", "g1502_1701"], 100.0)
+    assert (tiles.nx, tiles.ny) == (3, 2)
+    with pytest.raises(ValueError, match="3 values for an image of 2 tiles"):
+        tiles.spread(np.zeros(3), fill=0.0)
+
+
+def test_tiles_of_another_size_are_refused(smoke_data: RunData) -> None:
+    import copy
+
+    from sim.dashboard.app import Dashboard
+
+    wrong = copy.copy(smoke_data)
+    zones = smoke_data.scenario.zones.model_copy(update={"grid_m": 101.0})
+    wrong.scenario = smoke_data.scenario.model_copy(update={"zones": zones})
+    with pytest.raises(ValueError, match=r"tile 'g\d+_\d+': its outline is .* another tile size"):
+        Dashboard([wrong])
+
+
+def test_a_click_on_a_tile_chooses_it(smoke_data: RunData) -> None:
+    from bokeh.events import Tap
+
+    from sim.dashboard.app import Dashboard
+
+    dash = Dashboard([smoke_data])
+    m = dash.maps[0]
+    grid = smoke_data.systems["grid"]
+    row = int(np.argmax(grid.truth_matrix().sum(axis=1)))
+    x, y = m.zones["grid"].tiles.centre(row)
+    m._tap_point(Tap(m.fig, x=x, y=y))
+    assert dash.selected == ("grid", grid.ids[row])
+    np.testing.assert_array_equal(dash.series_source.data["truth"], grid.truth_matrix()[row])
+    np.testing.assert_array_equal(m.highlight.data["xs"][0], grid.map_xs[row])
+    # a click beside the tiles chooses nothing (the choice stays)
+    m._tap_point(Tap(m.fig, x=m.zones["grid"].tiles.x - 500.0, y=y))
+    assert dash.selected == ("grid", grid.ids[row])
+    # with the named areas shown, a click on the (hidden) tiles does not choose a tile
+    dash.system.value = "area"
+    other = (row + 1) % grid.n
+    m._tap_point(Tap(m.fig, x=m.zones["grid"].tiles.centre(other)[0], y=y))
+    assert dash.selected == ("grid", grid.ids[row])
 
 
 def test_choosing_a_zone_shows_its_series_and_interval(dashboard: Any, smoke_data: RunData) -> None:
@@ -491,13 +649,18 @@ def test_play_moves_the_clock_at_the_chosen_speed(dashboard: Any) -> None:
 def test_two_runs_beside_and_their_difference(smoke_data: RunData) -> None:
     import copy
 
-    from sim.dashboard.app import Dashboard
+    from bokeh.events import Tap
 
-    # a variant with twice the people on every tile
+    from sim.dashboard.app import Dashboard
+    from sim.dashboard.data import ZoneSeries
+
+    # a variant with twice the people on every tile, its tiles in the reverse order
+    full = smoke_data.systems["grid"]
     variant = copy.copy(smoke_data)
     variant.systems = dict(smoke_data.systems)
-    tiles = copy.copy(smoke_data.systems["grid"])
-    tiles.truth = tiles.truth * 2
+    tiles = ZoneSeries("grid", full.n_bins, "published")
+    tiles.add_zones(full.ids[::-1], full.outlines[::-1])
+    tiles.truth = full.truth_matrix()[::-1] * 2
     variant.systems["grid"] = tiles
     dash = Dashboard([smoke_data, variant])
     assert len(dash.maps) == 3
@@ -505,13 +668,21 @@ def test_two_runs_beside_and_their_difference(smoke_data: RunData) -> None:
     assert dash.maps[2].fig.visible and not dash.maps[0].fig.visible
     dash.layer.value = "truth"
     dash.time.value = 20
-    diff = np.asarray(dash.maps[2].zones["grid"].source.data["value"])
+    diff, rgba = drawn_tiles(dash, 2)
     np.testing.assert_array_equal(diff, smoke_data.systems["grid"].truth_matrix()[:, 20])
+    assert (rgba[diff >= 1, 3] == 191).all() and (rgba[diff < 1] == 0).all()
     assert dash.maps[2].bar.title == "B − A: truth (people)"
     dash.view.value = "A beside B"
     assert dash.maps[0].fig.visible and dash.maps[1].fig.visible
-    b_values = np.asarray(dash.maps[1].zones["grid"].source.data["value"])
-    np.testing.assert_array_equal(b_values, 2 * smoke_data.systems["grid"].truth_matrix()[:, 20])
+    b_values, _ = drawn_tiles(dash, 1)
+    np.testing.assert_array_equal(b_values, 2 * full.truth_matrix()[::-1, 20])
+    # a click on a tile of B chooses that tile (B's rows are not A's)
+    b = dash.maps[1]
+    b._tap_point(
+        Tap(b.fig, x=b.zones["grid"].tiles.centre(0)[0], y=b.zones["grid"].tiles.centre(0)[1])
+    )
+    assert dash.selected == ("grid", full.ids[-1])
+    np.testing.assert_array_equal(dash.series_source.data["truth"], full.truth_matrix()[-1])
 
 
 # ----------------------------------------------------------------------------- the commands

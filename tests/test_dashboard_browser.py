@@ -120,8 +120,21 @@ JS_HELPERS = """
 const ready = () => !!(window.Bokeh && Bokeh.documents && Bokeh.documents.length);
 const modelList = () => ready() ? [...Bokeh.documents[0].all_models] : [];
 const byType = (t) => modelList().filter(m => m.type === t || m.constructor.__name__ === t);
-const zoneRenderer = (glyph) => modelList().find(m => m.glyph && m.visible && m.data_source
-    && (m.glyph.type === glyph || m.glyph.constructor.__name__ === glyph));
+// the tiles: one RGBA image whose pixels are the tiles
+const tileImage = () => modelList().find(m => m.name === 'zones grid' && m.visible
+    && m.glyph && m.data_source && m.data_source.get_length() === 1);
+function drawnTiles() {  // each tile's zone, value, RGBA bytes and pixel (i, j), as drawn
+  const d = tileImage().data_source.data;
+  const names = d.zone[0], value = d.value[0], image = d.image[0];
+  const bytes = new Uint8Array(image.buffer, image.byteOffset, image.byteLength);
+  const nx = names[0].length, out = [];
+  names.forEach((row, j) => row.forEach((zone, i) => {
+    if (zone === '') return;
+    const k = j * nx + i, v = value[k];
+    out.push([zone, Number.isNaN(v) ? null : v, Array.from(bytes.slice(4 * k, 4 * k + 4)), i, j]);
+  }));
+  return out;
+}
 const widget = (type, key, value) => byType(type).find(m => m[key] === value
     || (Array.isArray(m[key]) && m[key].flat().includes(value)));
 const mapFigure = () => modelList().find(
@@ -171,7 +184,7 @@ def page(browser: Any, server: str) -> Any:
     browser.get(server)
     wait_for(
         browser,
-        "return ready() && pageText().includes('Overlays') && !!zoneRenderer('Quad');",
+        "return ready() && pageText().includes('Overlays') && !!tileImage();",
         timeout=PAGE_S,
     )
     return browser
@@ -195,11 +208,13 @@ def set_select(driver: Any, option: str) -> None:
 
 
 def drawn_values(driver: Any) -> dict[str, float | None]:
-    zones, vals = run_js(
-        driver,
-        "const r = zoneRenderer('Quad'); return [r.data_source.data.zone, values(r, 'value')];",
-    )
-    return dict(zip(zones, vals, strict=True))
+    """Each tile's value in the page's image (None: suppressed)."""
+    return {zone: value for zone, value, *_ in run_js(driver, "return drawnTiles();")}
+
+
+def drawn_colours(driver: Any) -> dict[str, list[int]]:
+    """Each tile's RGBA bytes in the page's image."""
+    return {zone: rgba for zone, _, rgba, *_ in run_js(driver, "return drawnTiles();")}
 
 
 def wait_drawn(driver: Any, expected: dict[str, float | None], what: str) -> None:
@@ -264,6 +279,20 @@ def test_moving_the_clock_redraws_the_truth(page: Any, smoke_run: Path) -> None:
     wait_for(page, "return pageText().includes('14:35');")
     drawn = drawn_values(page)
     assert sum(v for v in drawn.values() if v) == pytest.approx(sum(expected.values()))
+    # the colours: those the colour bar's own (BokehJS) mapper gives the values, at
+    # opacity 0.75 where somebody is there, transparent elsewhere
+    painted, by_mapper = run_js(
+        page,
+        "const tiles = drawnTiles().filter(t => t[2][3] > 0);"
+        "const bar = byType('ColorBar').find(b => b.visible);"
+        "const rgba = bar.color_mapper.rgba_mapper.v_compute(tiles.map(t => t[1]));"
+        "return [tiles.map(t => t[2].slice(0, 3)),"
+        " tiles.map((t, k) => Array.from(rgba.slice(4 * k, 4 * k + 3)))];",
+    )
+    assert len(painted) == sum(v >= 1 for v in expected.values()) > 10
+    assert painted == by_mapper
+    colours = drawn_colours(page)
+    assert all(colours[z][3] == 0 for z, v in drawn.items() if not v or v < 1)
 
 
 def test_the_estimate_layer_shows_the_published_view(page: Any, smoke_run: Path) -> None:
@@ -274,13 +303,9 @@ def test_the_estimate_layer_shows_the_published_view(page: Any, smoke_run: Path)
     assert any(v is None for v in expected.values()), "the smoke run suppresses small tiles"
     wait_drawn(page, expected, "em estimate at 14:40 (None = suppressed)")
     # a suppressed tile is drawn (grey), not left out
-    zones, alpha = run_js(
-        page,
-        "const r = zoneRenderer('Quad'); return [r.data_source.data.zone, values(r, 'alpha')];",
-    )
+    colours = drawn_colours(page)
     hidden = [z for z, v in expected.items() if v is None]
-    shown_alpha = dict(zip(zones, alpha, strict=True))
-    assert all(shown_alpha[z] > 0 for z in hidden)
+    assert all(colours[z] == [0x9A, 0x9A, 0x9A, 76] for z in hidden)  # grey, a light veil
 
 
 def test_the_difference_layer(page: Any, smoke_run: Path) -> None:
@@ -332,13 +357,15 @@ def test_clicking_a_tile_shows_its_series(page: Any, smoke_run: Path, tmp_path: 
     busiest = str(grid.groupby("zone", observed=True)["people"].sum().idxmax())
     # where the tile is on the screen, from the map's own scales, once the layout is still
     # (a colour bar's new title moves the frame by a few pixels: a tile is about ten)
+    set_clock(page, 40)
     wait_drawn(page, truth_at(smoke_run, 40), "truth at 14:40")
     where = """
-        const r = zoneRenderer('Quad'); const d = r.data_source.data;
-        const k = d.zone.indexOf(arguments[0]);
+        const d = tileImage().data_source.data;
+        const [, , , i, j] = drawnTiles().find(t => t[0] === arguments[0]);
+        const nx = d.zone[0][0].length, ny = d.zone[0].length;
         const view = viewOf(mapFigure());
-        const sx = view.frame.x_scale.compute((d.left[k] + d.right[k]) / 2);
-        const sy = view.frame.y_scale.compute((d.top[k] + d.bottom[k]) / 2);
+        const sx = view.frame.x_scale.compute(d.x[0] + (i + 0.5) * d.dw[0] / nx);
+        const sy = view.frame.y_scale.compute(d.y[0] + (j + 0.5) * d.dh[0] / ny);
         const box = view.canvas_view.el.getBoundingClientRect();
         return [box.left + sx, box.top + sy];
     """
@@ -349,10 +376,53 @@ def test_clicking_a_tile_shows_its_series(page: Any, smoke_run: Path, tmp_path: 
             break
         before = (x, y)
         time.sleep(0.5)
+    # hovering the tile names it and its value
+    tip = "return [...document.querySelectorAll('*')].map(e => e.shadowRoot).filter(r => r)"
+    tip += ".flatMap(r => [...r.querySelectorAll('.bk-tooltip-content')])"
+    tip += ".map(e => e.textContent).join(' | ');"
+    hover = ActionBuilder(page)
+    hover.pointer_action.move_to_location(int(x), int(y))
+    hover.perform()
+    value = truth_at(smoke_run, 40)[busiest]
+    shown = wait_for(
+        page, f"const t = (() => {{ {tip} }})(); return t.includes(arguments[0]) && t;", busiest
+    )
+    assert f"{value:.1f}" in shown, shown
+    # a pixel of the image that is no tile shows nothing
+    empty = run_js(
+        page,
+        "const d = tileImage().data_source.data, names = d.zone[0];"
+        "const j = names.findIndex(row => row.includes('')), i = names[j].indexOf('');"
+        "const view = viewOf(mapFigure()), box = view.canvas_view.el.getBoundingClientRect();"
+        "const sx = view.frame.x_scale.compute(d.x[0] + (i + 0.5) * d.dw[0] / names[0].length);"
+        "const sy = view.frame.y_scale.compute(d.y[0] + (j + 0.5) * d.dh[0] / names.length);"
+        "return [box.left + sx, box.top + sy];",
+    )
+    hover = ActionBuilder(page)
+    hover.pointer_action.move_to_location(int(empty[0]), int(empty[1]))
+    hover.perform()
+    time.sleep(1.0)
+    assert "zone" not in run_js(page, f"return (() => {{ {tip} }})();")
     click = ActionBuilder(page)  # a real mouse click at that point of the window
     click.pointer_action.move_to_location(int(x), int(y)).click()
     click.perform()
     wait_for(page, "return pageText().includes(arguments[0] + ' (tiles');", busiest)
+    # the chosen tile is outlined on the map, around the point clicked
+    ring = wait_for(
+        page,
+        "const r = modelList().find(m => m.name === 'highlight' && mapFigure().renderers"
+        ".includes(m)); const xs = r.data_source.data.xs, ys = r.data_source.data.ys;"
+        "return xs.length === 1 && [Array.from(xs[0]), Array.from(ys[0])];",
+    )
+    centre = run_js(
+        page,
+        "const d = tileImage().data_source.data;"
+        "const [, , , i, j] = drawnTiles().find(t => t[0] === arguments[0]);"
+        "return [d.x[0] + (i + 0.5) * d.dw[0] / d.zone[0][0].length,"
+        " d.y[0] + (j + 0.5) * d.dh[0] / d.zone[0].length];",
+        busiest,
+    )
+    assert min(ring[0]) < centre[0] < max(ring[0]) and min(ring[1]) < centre[1] < max(ring[1])
     series = wait_for(
         page,
         "const r = modelList().find(m => m.glyph && m.data_source && m.data_source.data.truth_b);"
@@ -365,3 +435,35 @@ def test_clicking_a_tile_shows_its_series(page: Any, smoke_run: Path, tmp_path: 
     np.testing.assert_allclose(np.asarray(series, dtype=float), expected)
     assert wait_for(page, "return pageText().includes('95 % interval');")
     page.save_screenshot(str(tmp_path / "dashboard_clicked.png"))
+
+
+def test_clicking_a_named_area_shows_its_series(page: Any) -> None:
+    """Areas are patches, chosen by Bokeh's tap tool; the tiles' click handler keeps out."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    set_select(page, "named areas (internal table)")
+    where = """
+        const r = modelList().find(m => m.visible && m.glyph && m.data_source
+            && m.glyph.constructor.__name__ === 'Patches' && m.data_source.data.zone);
+        if (!r || r.data_source.get_length() === 0) return null;
+        const d = r.data_source.data, k = d.zone.length - 1;
+        const xs = Array.from(d.xs[k]), ys = Array.from(d.ys[k]);
+        const view = viewOf(mapFigure());
+        const sx = view.frame.x_scale.compute(xs.reduce((a, b) => a + b) / xs.length);
+        const sy = view.frame.y_scale.compute(ys.reduce((a, b) => a + b) / ys.length);
+        const box = view.canvas_view.el.getBoundingClientRect();
+        return [d.zone[k], box.left + sx, box.top + sy];
+    """
+    before = None
+    for _ in range(40):
+        zone, x, y = wait_for(page, where)
+        if before == (x, y):
+            break
+        before = (x, y)
+        time.sleep(0.5)
+    assert not run_js(page, "return !!tileImage();")  # the tiles are hidden
+    click = ActionBuilder(page)
+    click.pointer_action.move_to_location(int(x), int(y)).click()
+    click.perform()
+    wait_for(page, "return pageText().includes(arguments[0] + ' (named areas');", zone)
+    set_select(page, "tiles (published view)")

@@ -5,9 +5,11 @@ baseline and a variant). It is built from Panel widgets and Bokeh figures, whose
 JavaScript is installed with the Python packages, so the page loads nothing from the
 internet (web map tiles only when the user switches them on).
 
-A step of the clock takes one column of the pre-aggregated arrays and replaces only
-the ``value`` and ``alpha`` columns of each map's zone source (and the sites' and
-streets' small sources), so the browser receives one float array per map.
+A step of the clock takes one column of the pre-aggregated arrays. The tiles are one
+RGBA image whose pixels are the tiles (:mod:`.tiles`), coloured here with NumPy, so the
+browser receives one image (and the tiles' values, for hover) per map and repaints one
+picture instead of thousands of rectangles; course segments and named areas are
+patches whose ``value`` and ``alpha`` columns are replaced.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from typing import Any
 
 import numpy as np
 import panel as pn
+from bokeh.events import Event, Tap
 from bokeh.models import (  # type: ignore[attr-defined]  # (Bokeh's stubs miss these two)
     ColorBar,
     ColumnDataSource,
+    CustomJS,
     CustomJSHover,
     HoverTool,
     LinearColorMapper,
@@ -36,8 +40,9 @@ from bokeh.transform import transform
 
 from sim.dashboard.alerts import AlertScore, score_alerts, score_zone_alerts
 from sim.dashboard.data import LOS_LEVELS, RunData, ZoneSeries, interval_note
+from sim.dashboard.tiles import TileImage, colour_index, hex_rgb, pack_rgba
 
-__all__ = ["LAYERS", "SYSTEM_LABELS", "Dashboard", "layer_values"]
+__all__ = ["LAYERS", "SYSTEM_LABELS", "Dashboard", "layer_values", "zone_rgba"]
 
 #: What the zones show.
 LAYERS = ("estimate", "truth", "difference", "alerts")
@@ -68,6 +73,8 @@ METHOD_COLOURS = {"presence": "#9467bd", "voronoi": "#1f77b4", "bayes": "#ff7f0e
 OSM_TILES = "https://tile.openstreetmap.org/{Z}/{X}/{Y}.png"
 #: Hover text of a zone's value: NaN is a suppressed (withheld) zone-bin.
 _VALUE_JS = "return isNaN(value) ? 'suppressed' : value.toFixed(1)"
+#: Hover over the tiles' image: only where a pixel is a tile (its zone id not empty).
+_ON_A_TILE_JS = "return cb_data.value != null && cb_data.value !== ''"
 
 
 def layer_values(
@@ -112,12 +119,44 @@ def layer_values(
     return value, alpha
 
 
+def zone_rgba(value: np.ndarray, alpha: np.ndarray, mapper: Any) -> np.ndarray:
+    """Each zone's colour as the uint32 RGBA pixel of the tiles' image.
+
+    The colour is `mapper`'s (a Bokeh ``LogColorMapper`` or ``LinearColorMapper``: its
+    palette, bounds and NaN colour), so the image reads right against the colour bar
+    drawn from the same mapper; `alpha` is the opacity (0: transparent, no colour).
+    """
+    palette = hex_rgb(list(mapper.palette))
+    index = colour_index(
+        value,
+        len(palette),
+        low=float(mapper.low),
+        high=float(mapper.high),
+        log=isinstance(mapper, LogColorMapper),
+    )
+    rgb = palette[np.maximum(index, 0)]
+    rgb[index < 0] = hex_rgb([mapper.nan_color])[0]
+    shown = np.asarray(alpha, dtype=np.float64) > 0
+    return np.where(shown, pack_rgba(rgb, alpha), 0).astype("<u4")
+
+
 @dataclass(eq=False)
 class _ZoneLayer:
-    """One zone system drawn on one map: its source and renderer."""
+    """One zone system drawn on one map: its source and renderer.
+
+    The grid is one image (`tiles` places its pixels; None while there is no tile
+    yet); other systems are patches. `n` is the number of zones drawn.
+    """
 
     source: ColumnDataSource
     renderer: Any
+    image: bool = False
+    tiles: TileImage | None = None
+    n: int = 0
+
+
+#: Columns of the tiles' image source (one row: the image).
+_IMAGE_COLUMNS = ("image", "value", "zone", "x", "y", "dw", "dh")
 
 
 class RunMap:
@@ -160,7 +199,9 @@ class RunMap:
         )
         self.people = LogColorMapper(palette=PEOPLE_PALETTE, low=1, high=100, nan_color=SUPPRESSED)
         self.diff = LinearColorMapper(palette=DIFF_PALETTE, low=-50, high=50, nan_color=SUPPRESSED)
-        self.alerts = LinearColorMapper(palette=ALERT_COLOURS, low=-0.5, high=3.5)
+        self.alerts = LinearColorMapper(
+            palette=ALERT_COLOURS, low=-0.5, high=3.5, nan_color="#808080"
+        )
         self.mapper: Any = self.people
         self.bar = ColorBar(color_mapper=self.people, width=12, title="people")
         self.fig.add_layout(self.bar, "right")
@@ -228,8 +269,12 @@ class RunMap:
             HoverTool(renderers=[self.waypoint_renderer], tooltips=[("", "@name (km @km{0.0})")]),
         )
         self.highlight = ColumnDataSource({"xs": [], "ys": []})
-        self.fig.multi_line("xs", "ys", source=self.highlight, line_color="black", line_width=3)
+        self.fig.multi_line(
+            "xs", "ys", source=self.highlight, line_color="black", line_width=3, name="highlight"
+        )
         self.tiles: Any = None
+        # a click on the map: the tile under it (the tiles' image has no glyphs to tap)
+        self.fig.on_event(Tap, self._tap_point)
         self.static_version = -1
         self.refresh_static()
 
@@ -257,8 +302,8 @@ class RunMap:
                 }
             for name, layer in self.zones.items():
                 series = data.systems.get(name)
-                if series is not None and len(layer.source.data["zone"]) != series.n:
-                    layer.source.data = self._zone_columns(series)
+                if series is not None and layer.n != series.n:
+                    self._redraw_zones(layer, series)
             self.static_version = data.version
 
     def zone_layer(self, system: str) -> _ZoneLayer | None:
@@ -268,25 +313,23 @@ class RunMap:
         series = self.data.systems.get(system)
         if series is None:
             return None
+        if system == "grid":
+            layer = self._tile_layer(series)
+            self.zones[system] = layer
+            return layer
         with self.data.lock:
             source = ColumnDataSource(self._zone_columns(series))
         style: dict[str, Any] = {
             "fill_color": transform("value", self.mapper),
             "fill_alpha": "alpha",
-            "line_color": None if system == "grid" else "#555555",
+            "line_color": "#555555",
             "line_alpha": 0.6,
             "selection_fill_alpha": "alpha",
             "nonselection_fill_alpha": "alpha",
             "selection_line_color": None,
             "nonselection_line_alpha": 0.6,
         }
-        renderer: Any
-        if system == "grid":
-            renderer = self.fig.quad(
-                left="left", right="right", bottom="bottom", top="top", source=source, **style
-            )
-        else:
-            renderer = self.fig.patches("xs", "ys", source=source, **style)
+        renderer = self.fig.patches("xs", "ys", source=source, **style)
         renderer.level = "underlay"  # above the streets, beneath course, sites and streets' levels
         self.fig.add_tools(
             HoverTool(
@@ -297,9 +340,71 @@ class RunMap:
             TapTool(renderers=[renderer]),
         )
         source.selected.on_change("indices", self._tapped(system, source))
-        layer = _ZoneLayer(source, renderer)
+        layer = _ZoneLayer(source, renderer, n=series.n)
         self.zones[system] = layer
         return layer
+
+    def _tile_layer(self, series: ZoneSeries) -> _ZoneLayer:
+        """The grid's tiles as one RGBA image, with hover on its pixels."""
+        source = ColumnDataSource({k: [] for k in _IMAGE_COLUMNS})
+        renderer = self.fig.image_rgba(
+            image="image", x="x", y="y", dw="dw", dh="dh", source=source, name="zones grid"
+        )
+        renderer.level = "underlay"  # above the streets, beneath course, sites and streets' levels
+        self.fig.add_tools(
+            HoverTool(
+                renderers=[renderer],
+                tooltips=[("zone", "@zone"), ("value", "@value{custom}")],
+                formatters={"@value": CustomJSHover(code=_VALUE_JS)},
+                filters={"@zone": CustomJS(code=_ON_A_TILE_JS)},
+            )
+        )
+        layer = _ZoneLayer(source, renderer, image=True)
+        self._redraw_zones(layer, series)
+        return layer
+
+    def _redraw_zones(self, layer: _ZoneLayer, series: ZoneSeries) -> None:
+        """Give `layer` the zones `series` has now (a live run names new ones)."""
+        with self.data.lock:
+            n = series.n
+            if not layer.image:
+                layer.source.data = self._zone_columns(series)
+            elif n == 0:
+                layer.tiles = None
+                layer.source.data = {k: [] for k in _IMAGE_COLUMNS}
+            else:
+                ids = series.ids[:n]
+                tiles = TileImage.from_ids(ids, float(self.data.scenario.zones.grid_m))
+                _check_tiles(tiles, series)
+                layer.tiles = tiles
+                layer.source.data = {
+                    "image": [tiles.spread(np.zeros(n, dtype="<u4"), fill=0)],
+                    "value": [tiles.spread(np.full(n, np.nan, dtype=np.float32), fill=np.nan)],
+                    "zone": [tiles.zone_image(ids)],
+                    "x": [tiles.x],
+                    "y": [tiles.y],
+                    "dw": [tiles.dw],
+                    "dh": [tiles.dh],
+                }
+        layer.n = n
+
+    def tile_at(self, x: float, y: float) -> int | None:
+        """Row (in the grid's series) of the tile under map point (`x`, `y`), or None."""
+        layer = self.zones.get("grid")
+        if layer is None or layer.tiles is None:
+            return None
+        return layer.tiles.tile_at(x, y)
+
+    def _tap_point(self, event: Event) -> None:
+        """A click on the map: choose the tile under it when the tiles are shown."""
+        layer = self.zones.get("grid")
+        if not isinstance(event, Tap) or event.x is None or event.y is None:
+            return
+        if layer is None or not layer.renderer.visible:
+            return
+        row = self.tile_at(float(event.x), float(event.y))
+        if row is not None:
+            self.on_tap("grid", row)
 
     def _tapped(self, system: str, source: ColumnDataSource) -> Callable[..., None]:
         def handler(attr: str, old: Any, new: Sequence[int]) -> None:
@@ -317,15 +422,8 @@ class RunMap:
             "value": np.full(n, np.nan),
             "alpha": np.zeros(n),
         }
-        if series.system == "grid":
-            xs, ys = series.map_xs, series.map_ys
-            columns["left"] = np.array([x.min() for x in xs]) if n else np.zeros(0)
-            columns["right"] = np.array([x.max() for x in xs]) if n else np.zeros(0)
-            columns["bottom"] = np.array([y.min() for y in ys]) if n else np.zeros(0)
-            columns["top"] = np.array([y.max() for y in ys]) if n else np.zeros(0)
-        else:
-            columns["xs"] = list(series.map_xs)
-            columns["ys"] = list(series.map_ys)
+        columns["xs"] = list(series.map_xs)
+        columns["ys"] = list(series.map_ys)
         return columns
 
     # ------------------------------------------------------------------ per step
@@ -352,7 +450,8 @@ class RunMap:
             self.mapper = mapper
             self.bar.color_mapper = mapper
             for zone in self.zones.values():
-                zone.renderer.glyph.fill_color = transform("value", mapper)
+                if not zone.image:  # the tiles' image is coloured here, per step
+                    zone.renderer.glyph.fill_color = transform("value", mapper)
         self.bar.visible = layer != "alerts"
 
     def set_zone_values(self, system: str, value: np.ndarray, alpha: np.ndarray) -> None:
@@ -360,13 +459,23 @@ class RunMap:
         layer = self.zone_layer(system)
         if layer is None:
             return
-        if len(layer.source.data["zone"]) != len(value):
-            with self.data.lock:
-                series = self.data.systems[system]
-                layer.source.data = self._zone_columns(series)
+        if layer.n != len(value):
+            self._redraw_zones(layer, self.data.systems[system])
+        if layer.n != len(value):
+            raise ValueError(f"{len(value)} values for the {layer.n} zones of {system!r}")
         # float32: half the bytes per step (a tile's count needs no more)
+        value32 = np.asarray(value, dtype=np.float32)
+        if not layer.image:
+            layer.source.data.update({"value": value32, "alpha": alpha.astype(np.float32)})
+            return
+        if layer.tiles is None:
+            return
+        rgba = zone_rgba(value, alpha, self.mapper)
         layer.source.data.update(
-            {"value": value.astype(np.float32), "alpha": alpha.astype(np.float32)}
+            {
+                "image": [layer.tiles.spread(rgba, fill=0)],
+                "value": [layer.tiles.spread(value32, fill=np.nan)],
+            }
         )
 
     def set_sites(self, t: int, *, visible: bool) -> None:
@@ -520,14 +629,14 @@ class Dashboard:
         size = (
             {"width": 760, "height": 620} if len(self.runs) == 1 else {"width": 560, "height": 520}
         )
-        self.maps = [RunMap(a, title=f"A: {a.label}", on_tap=self._on_tap, **size)]
+        self.maps = [RunMap(a, title=f"A: {a.label}", on_tap=self._tap_on(a), **size)]
         if len(self.runs) == 2:
             first = self.maps[0].fig
             b = self.runs[1]
             linked: dict[str, Any] = {"x_range": first.x_range, "y_range": first.y_range, **size}
-            self.maps.append(RunMap(b, title=f"B: {b.label}", on_tap=self._on_tap, **linked))
+            self.maps.append(RunMap(b, title=f"B: {b.label}", on_tap=self._tap_on(b), **linked))
             self.maps.append(
-                RunMap(a, title="B − A (variant minus baseline)", on_tap=self._on_tap, **linked)
+                RunMap(a, title="B − A (variant minus baseline)", on_tap=self._tap_on(a), **linked)
             )
         self.series = self._series_figure()
         self._wire()
@@ -688,6 +797,22 @@ class Dashboard:
         self._update_series()
         if self.layer.value == "alerts":
             self.redraw()
+
+    def _tap_on(self, data: RunData) -> Callable[[str, int], None]:
+        """What a click on a map of `data` does: choose its zone, found by id in run A."""
+
+        def tap(system: str, row: int) -> None:
+            if data is self.runs[0]:
+                self._on_tap(system, row)
+                return
+            mine, a = data.systems.get(system), self.runs[0].systems.get(system)
+            if mine is None or a is None or row >= mine.n:
+                return
+            row_a = a.index.get(mine.ids[row])
+            if row_a is not None:  # a zone run A lacks has no series to show
+                self._on_tap(system, row_a)
+
+        return tap
 
     def _on_tap(self, system: str, row: int) -> None:
         series = self.runs[0].systems.get(system)
@@ -997,6 +1122,25 @@ def _broken_line(streets: Any, edges: np.ndarray) -> tuple[np.ndarray, np.ndarra
     x[0::3], x[1::3] = streets.x0[edges], streets.x1[edges]
     y[0::3], y[1::3] = streets.y0[edges], streets.y1[edges]
     return x, y
+
+
+def _check_tiles(tiles: TileImage, series: ZoneSeries) -> None:
+    """The tiles' pixels must sit on the tiles' outlines (the zones file's, or a live run's).
+
+    A tile id names its cell only with the scenario's tile size: a zones file made with
+    another size would put every pixel beside its tile, silently.
+    """
+    w, h = tiles.dw / tiles.nx, tiles.dh / tiles.ny
+    for row in {0, series.n // 2, series.n - 1}:
+        x, y = tiles.centre(row)
+        ring_x, ring_y = series.map_xs[row], series.map_ys[row]
+        mid_x, mid_y = (ring_x.min() + ring_x.max()) / 2, (ring_y.min() + ring_y.max()) / 2
+        if abs(x - mid_x) > w / 2 or abs(y - mid_y) > h / 2:
+            raise ValueError(
+                f"tile {series.ids[row]!r}: its outline is {abs(x - mid_x):.0f} m, "
+                f"{abs(y - mid_y):.0f} m (Web Mercator) from the cell its id names with "
+                f"the scenario's zones.grid_m; the zones were made with another tile size"
+            )
 
 
 def _check_pair(a: RunData, b: RunData) -> None:
