@@ -9,7 +9,8 @@ is each process's maximum resident set (``ru_maxrss`` of the child, as ``/usr/bi
 
 Prints each run's stage timings, then one JSON object on its last line: ``stream_s``,
 ``batch_s``, ``stream_peak_mb``, ``batch_peak_mb``, ``ratio_time`` and ``ratio_memory``
-(stream / batch), the simulation's split (``simulate_*_s``) and the targets (150 s,
+(stream / batch), the process's peak after each stage (``<path>_peak_after_mb``: which
+stage sets the peak), the simulation's split (``simulate_*_s``) and the targets (150 s,
 4 GB on a quiet 2-core machine).
 
 Usage: ``python benchmarks/bench_run.py [SCENARIO] [--only stream|batch] [--keep DIR]``
@@ -44,6 +45,7 @@ result = run_scenario(load_scenario(scenario), out, progress=False, scorer=score
 m = result.manifest
 print(json.dumps({"wall_s": time.perf_counter() - t0, "status": m["status"],
                   "timings_s": m["timings_s"],
+                  "peak_after_mb": {k: r.get("peak_rss_mb") for k, r in m["stages"].items()},
                   "simulate": m.get("part_timings_s", {}).get("simulate", {})}))
 """
 
@@ -85,11 +87,13 @@ def main() -> None:
         for path in paths:
             runs[path] = run_child(args.scenario.resolve(), base / path, path)
             print(f"{path}: {runs[path]['process_s']:.1f} s, {runs[path]['peak_mb']:.0f} MB, "
-                  f"stages {runs[path]['timings_s']}", flush=True)  # fmt: skip
+                  f"stages {runs[path]['timings_s']}, peak MB after each stage "
+                  f"{runs[path]['peak_after_mb']}", flush=True)  # fmt: skip
     result: dict[str, object] = {"scenario": args.scenario.stem}
     for path, run in runs.items():
         result[f"{path}_s"] = round(run["process_s"], 1)
         result[f"{path}_peak_mb"] = round(run["peak_mb"])
+        result[f"{path}_peak_after_mb"] = run["peak_after_mb"]
     if "stream" in runs:
         for part, seconds in runs["stream"]["simulate"].items():
             result[f"simulate_{part}"] = seconds

@@ -600,6 +600,8 @@ def _run_stages(
                     record = {"status": "failed", "note": f"{type(exc).__name__}: {exc}"}
                     error, status = exc, "failed"
                 record["seconds"] = round(time.perf_counter() - t0, 3)
+                # the process's peak memory so far: which stage sets a run's peak
+                record["peak_rss_mb"] = _peak_rss_mb()
                 ctx.stages[name] = record
                 files.update(runfolder.file_records(out, ctx.outputs[first_new:]))
                 if error is not None:
@@ -617,6 +619,16 @@ def _run_stages(
     if error is not None:
         raise error
     return RunResult(out_dir=out, manifest=manifest)
+
+
+def _peak_rss_mb() -> float | None:
+    """Peak resident memory of this process so far, in MB (None where not measured)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 def _update_manifest(manifest: dict[str, Any], ctx: RunContext, files: dict[str, Any]) -> None:
