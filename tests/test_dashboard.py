@@ -634,6 +634,19 @@ def test_overlays_draw_sites_and_levels_of_service(dashboard: Any, smoke_data: R
     assert not m.site_renderer.visible and not m.tiles.visible
 
 
+def test_the_difference_scale_saturates_few_zone_bins(dashboard: Any, smoke_data: RunData) -> None:
+    """The difference's colour scale is set by the bulk of the gaps, not the few largest."""
+    grid = smoke_data.systems["grid"]
+    for method in grid.methods:
+        gap = np.abs(grid.matrix(method) - grid.truth_matrix())
+        gap = gap[np.isfinite(gap)]
+        top = dashboard._scale(smoke_data, "grid", "difference", method)
+        assert top >= 1.0
+        assert (gap > top).sum() <= 0.01 * len(gap) + 1  # at most 1% of them saturate
+        if gap.max() > 1.0:
+            assert top < gap.max()  # ... and not the single largest gap
+
+
 def test_play_moves_the_clock_at_the_chosen_speed(dashboard: Any) -> None:
     dash = dashboard
     dash.player.value = 12  # what the player does at each tick
