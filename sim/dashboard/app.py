@@ -331,14 +331,7 @@ class RunMap:
         }
         renderer = self.fig.patches("xs", "ys", source=source, **style)
         renderer.level = "underlay"  # above the streets, beneath course, sites and streets' levels
-        self.fig.add_tools(
-            HoverTool(
-                renderers=[renderer],
-                tooltips=[("zone", "@zone"), ("value", "@value{custom}")],
-                formatters={"@value": CustomJSHover(code=_VALUE_JS)},
-            ),
-            TapTool(renderers=[renderer]),
-        )
+        self.fig.add_tools(_zone_hover(renderer), TapTool(renderers=[renderer]))
         source.selected.on_change("indices", self._tapped(system, source))
         layer = _ZoneLayer(source, renderer, n=series.n)
         self.zones[system] = layer
@@ -351,14 +344,7 @@ class RunMap:
             image="image", x="x", y="y", dw="dw", dh="dh", source=source, name="zones grid"
         )
         renderer.level = "underlay"  # above the streets, beneath course, sites and streets' levels
-        self.fig.add_tools(
-            HoverTool(
-                renderers=[renderer],
-                tooltips=[("zone", "@zone"), ("value", "@value{custom}")],
-                formatters={"@value": CustomJSHover(code=_VALUE_JS)},
-                filters={"@zone": CustomJS(code=_ON_A_TILE_JS)},
-            )
-        )
+        self.fig.add_tools(_zone_hover(renderer, filters={"@zone": CustomJS(code=_ON_A_TILE_JS)}))
         layer = _ZoneLayer(source, renderer, image=True)
         self._redraw_zones(layer, series)
         return layer
@@ -1128,6 +1114,16 @@ def _broken_line(streets: Any, edges: np.ndarray) -> tuple[np.ndarray, np.ndarra
     x[0::3], x[1::3] = streets.x0[edges], streets.x1[edges]
     y[0::3], y[1::3] = streets.y0[edges], streets.y1[edges]
     return x, y
+
+
+def _zone_hover(renderer: Any, **options: Any) -> HoverTool:
+    """Hover over a zone system's renderer: the zone and its value (or "suppressed")."""
+    return HoverTool(
+        renderers=[renderer],
+        tooltips=[("zone", "@zone"), ("value", "@value{custom}")],
+        formatters={"@value": CustomJSHover(code=_VALUE_JS)},
+        **options,
+    )
 
 
 def _check_tiles(tiles: TileImage, series: ZoneSeries) -> None:
